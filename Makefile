@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both do their own set-up.
+VENV   := .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: setup system-packages demo test lint typecheck bench clean
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@sh scripts/ensure-system-packages.sh
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fm demo $(ARGS)
+
+test: setup
+	$(PYTHON) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from fridaymorning.cli import main
+
+main()

@@ -1,0 +1,29 @@
+"""The API token: generated on first start, stored with mode 600, required for every change."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def load_or_create_token(path: Path) -> str:
+    """Read the token at `path`, creating it (mode 600) on first use."""
+    if path.exists():
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """True when an Authorization header carries the bearer token (constant-time compare)."""
+    if not header or not header.startswith("Bearer "):
+        return False
+    return secrets.compare_digest(header.removeprefix("Bearer ").strip(), token)

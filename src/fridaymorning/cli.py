@@ -1,0 +1,267 @@
+"""The `fm` command line.
+
+Exit codes: 0 success or promoted, 1 runtime error (e.g. `fm up` not reachable), 2 usage or config
+error, 3 rolled back, 4 aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from fridaymorning.config import DEFAULT_CONFIG_NAME, Config, load_config
+from fridaymorning.errors import ConfigError, FridayMorningError, RolloutError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ROLLED_BACK = 3
+EXIT_ABORTED = 4
+
+FINAL_EXIT_CODES = {"promoted": EXIT_OK, "rolled_back": EXIT_ROLLED_BACK, "aborted": EXIT_ABORTED}
+
+app = typer.Typer(help="fridaymorning: canary releases for any web service behind HAProxy.", no_args_is_help=True)
+logs_app = typer.Typer(help="Read HAProxy logs offline.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = typer.Option(
+    Path(DEFAULT_CONFIG_NAME), "--config", "-c", envvar="FM_CONFIG", help="the fridaymorning.yaml to use"
+)
+ServiceOption = typer.Option(None, "--service", "-s", help="the service (needed when several are configured)")
+JsonOption = typer.Option(False, "--json", help="print JSON instead of tables")
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def config_or_exit(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+
+
+def client_of(config: Config) -> Any:
+    from fridaymorning.client import ApiClient
+
+    return ApiClient(config)
+
+
+@app.command()
+def init(
+    path: Path = typer.Argument(Path(DEFAULT_CONFIG_NAME), help="where to write the example config"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+) -> None:
+    """Write a commented example fridaymorning.yaml."""
+    if path.exists() and not force:
+        fail(f"{path} exists; use --force to overwrite it", EXIT_USAGE)
+    example = Path(__file__).with_name("example.yaml").read_text(encoding="utf-8")
+    path.write_text(example, encoding="utf-8")
+    console.print(f"wrote {path}; check it with [bold]fm validate {path}[/]")
+
+
+@app.command()
+def validate(path: Path = typer.Argument(..., help="the config file to check")) -> None:
+    """Check a config file; exit 2 with the file, line and field of the first error."""
+    config = config_or_exit(path)
+    names = ", ".join(f"{s.name} ({s.stable}, {len(s.rollout.steps)} steps)" for s in config.services)
+    console.print(f"{path}: valid; services: {names}")
+
+
+@app.command()
+def up(config_path: Path = ConfigOption) -> None:
+    """Start HAProxy, the stable versions, the collector, the controllers and the API; Ctrl-C stops all."""
+    from fridaymorning.runtime import run_until_signalled
+
+    config = config_or_exit(config_path)
+    try:
+        asyncio.run(run_until_signalled(config, announce=console.print))
+    except FridayMorningError as error:
+        fail(str(error))
+
+
+@app.command()
+def deploy(
+    version: str = typer.Argument(..., help="the version to roll out"),
+    service: str | None = ServiceOption,
+    wait: bool = typer.Option(False, "--wait", help="follow the rollout; exit 0 promoted, 3 rolled back, 4 aborted"),
+    config_path: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Start a canary rollout of VERSION."""
+    config = config_or_exit(config_path)
+    name = service_or_exit(config, service)
+    client = client_of(config)
+    rollout = call_or_exit(lambda: client.post(f"/services/{name}/deploy", {"version": version}))
+    if not wait:
+        print_json(rollout) if as_json else console.print(f"rollout {rollout['id']}: deploying {version} to {name}")
+        return
+    final = follow(client, rollout["id"], as_json)
+    raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
+
+
+@app.command()
+def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None:
+    """Show each service's stable version, its rollout and the collector's counters."""
+    config = config_or_exit(config_path)
+    snapshot = call_or_exit(lambda: client_of(config).get("/status"))
+    if as_json:
+        print_json(snapshot)
+        return
+    console.print(status_table(snapshot))
+    collector = snapshot.get("collector", {})
+    console.print("collector: " + ", ".join(f"{key} {value}" for key, value in collector.items() if key != "last_rejected"))
+
+
+@app.command()
+def abort(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
+    """Abort the running rollout: the canary goes to weight 0 and is removed."""
+    act_on_active_rollout("abort", service, config_path)
+
+
+@app.command()
+def promote(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
+    """Promote the running rollout now, skipping the remaining steps."""
+    act_on_active_rollout("promote", service, config_path)
+
+
+@logs_app.command("summarize")
+def logs_summarize(
+    source: str = typer.Argument(..., help="a log file, or - for standard input"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Summarize an HAProxy log per server, like halog: requests, status classes, failures, Tr/Ta quantiles."""
+    from fridaymorning.ingest.summarize import format_summary_table, summarize
+
+    try:
+        stream = sys.stdin if source == "-" else open(source, encoding="utf-8", errors="replace")  # noqa: SIM115
+    except OSError as error:
+        fail(f"cannot read {source}: {error.strerror}", EXIT_USAGE)
+    with stream:
+        summary = summarize(stream)
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(format_summary_table(summary))
+
+
+@app.command()
+def demo(
+    as_json: bool = JsonOption,
+    rate: float = typer.Option(200.0, help="requests per second of generated traffic"),
+) -> None:
+    """Run a live canary demo: v1 stable, v2 (good) promoted, v3 (bad) rolled back."""
+    from fridaymorning.demo.run import run_demo
+
+    try:
+        result = asyncio.run(run_demo(rate=rate, quiet=as_json, console=console))
+    except FridayMorningError as error:
+        fail(str(error))
+    if as_json:
+        print(json.dumps(result))
+    if not result["ok"]:
+        raise typer.Exit(EXIT_ERROR)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def service_or_exit(config: Config, service: str | None) -> str:
+    try:
+        return config.service(service).name
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+
+
+def call_or_exit(call: Any) -> Any:
+    try:
+        return call()
+    except RolloutError as error:
+        fail(f"refused: {error}")
+    except FridayMorningError as error:
+        fail(str(error))
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=str))
+
+
+def act_on_active_rollout(action: str, service: str | None, config_path: Path) -> None:
+    config = config_or_exit(config_path)
+    name = service_or_exit(config, service)
+    client = client_of(config)
+    snapshot = call_or_exit(lambda: client.get("/status"))
+    rollout = next((s["rollout"] for s in snapshot["services"] if s["service"] == name), None)
+    if rollout is None:
+        fail(f"refused: no rollout of {name} is running", EXIT_ERROR)
+    call_or_exit(lambda: client.post(f"/rollouts/{rollout['id']}/{action}"))
+    console.print(f"{action}: requested for rollout {rollout['id']} of {name} ({rollout['version']})")
+
+
+def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
+    """Poll a rollout until it ends, showing a live view; its final state."""
+    terminal = set(FINAL_EXIT_CODES)
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        while True:
+            rollout = call_or_exit(lambda: client.get(f"/rollouts/{rollout_id}"))
+            if not as_json:
+                live.update(rollout_view(rollout))
+            if rollout["phase"] in terminal:
+                break
+            time.sleep(0.5)
+    if as_json:
+        print_json({key: value for key, value in rollout.items() if key != "events"})
+    return dict(rollout)
+
+
+def rollout_view(rollout: dict[str, Any]) -> Table:
+    """The live view of `fm deploy --wait`: phase, weight, and the latest verdict's checks."""
+    table = Table(title=f"rollout {rollout['id']}: {rollout['service']} {rollout['baseline']} → {rollout['version']}")
+    table.add_column("phase")
+    table.add_column("step")
+    table.add_column("canary weight")
+    table.add_column("reason")
+    table.add_row(rollout["phase"], str(rollout["step"]), f"{rollout['canary_weight']}%", rollout["reason"])
+    verdicts = [event["verdict"] for event in rollout.get("events", []) if event.get("verdict")]
+    if verdicts:
+        table.caption = "last verdict: " + "; ".join(
+            f"{check['name']} {check['phase']}" for check in verdicts[-1]["checks"]
+        )
+    return table
+
+
+def status_table(snapshot: dict[str, Any]) -> Table:
+    table = Table(title="fridaymorning")
+    for column in ("service", "stable", "rollout", "phase", "canary weight", "reason"):
+        table.add_column(column)
+    for service in snapshot["services"]:
+        rollout = service.get("rollout")
+        if rollout:
+            table.add_row(
+                service["service"],
+                service["stable"],
+                f"{rollout['id']}: {rollout['version']}",
+                rollout["phase"],
+                f"{rollout['canary_weight']}%",
+                rollout["reason"],
+            )
+        else:
+            table.add_row(service["service"], service["stable"], "-", "idle", "0%", "")
+    return table
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,61 @@
+"""HTTP client of a running `fm up`, as the CLI uses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from fridaymorning.config import Config, parse_address
+from fridaymorning.errors import FridayMorningError, RolloutError
+
+TOKEN_FILE = "api-token"
+
+
+class ApiUnavailableError(FridayMorningError):
+    """`fm up` is not running, or not at the configured address."""
+
+
+class ApiClient:
+    """Talks to the API of `fm up` at the config's address, with the token from its state directory."""
+
+    def __init__(self, config: Config, timeout_s: float = 10.0) -> None:
+        host, port = parse_address(config.api.listen)
+        self.base_url = f"http://{host}:{port}/api/v1"
+        self.token_path = config.state_path(TOKEN_FILE)
+        self._http = httpx.Client(timeout=timeout_s)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params or None)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._call("POST", path, json=body, headers={"Authorization": f"Bearer {self._token()}"})
+
+    def _token(self) -> str:
+        try:
+            return self.token_path.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ApiUnavailableError(
+                f"no API token at {self.token_path}: start `fm up` with this config first"
+            ) from error
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, self.base_url + path, **kwargs)
+        except httpx.TransportError as error:
+            raise ApiUnavailableError(
+                f"cannot reach fm up at {self.base_url} ({error.__class__.__name__}): is `fm up` running?"
+            ) from error
+        if response.status_code == 409:
+            raise RolloutError(response.json().get("detail", response.text))
+        if response.status_code >= 400:
+            raise FridayMorningError(f"{method} {path} failed ({response.status_code}): {detail_of(response)}")
+        return response.json()
+
+
+def detail_of(response: httpx.Response) -> str:
+    """The reason the API gave for a refusal."""
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text

@@ -1,0 +1,322 @@
+"""The `fridaymorning.yaml` configuration, validated by pydantic.
+
+Every error names the file, the line and the field. Relative paths in the file are relative to the
+file's own directory, so a config works from wherever `fm` is started.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fridaymorning.errors import ConfigError
+from fridaymorning.models import VERSION_PATTERN
+
+DEFAULT_CONFIG_NAME = "fridaymorning.yaml"
+
+
+class StrictModel(BaseModel):
+    """A model that refuses unknown keys: a typo is an error, not a silently ignored setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """Split 'host:port' (or '[v6]:port') into its parts; raises ValueError when malformed."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    return host.strip("[]"), port
+
+
+class HAProxyConfig(StrictModel):
+    """Where HAProxy keeps its runtime files. Relative paths are under `state_dir`."""
+
+    binary: str = "haproxy"
+    admin_socket: str = "haproxy.sock"
+    state_file: str = "haproxy.state"
+    log_format: Literal["compact", "httplog"] = "compact"
+    health_check_interval_ms: int = Field(default=1000, ge=100, le=60000)
+
+
+class PlatformConfig(StrictModel):
+    """How instances of a version are started."""
+
+    url: str = "local://"
+    command: list[str] = Field(min_length=1)
+    replicas: int = Field(default=1, ge=1, le=64)
+    health_path: str = "/healthz"
+    health_timeout_s: float = Field(default=20.0, gt=0)
+    stop_grace_s: float = Field(default=5.0, ge=0)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command")
+    @classmethod
+    def command_uses_port(cls, command: list[str]) -> list[str]:
+        if not any("{port}" in part for part in command):
+            raise ValueError("the command must contain '{port}' so each instance gets its own port")
+        for part in command:
+            try:
+                part.format(port=0, version="v", index=0)
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    f"bad placeholder in {part!r}: only {{port}}, {{version}} and {{index}} exist"
+                ) from error
+        return command
+
+    @field_validator("health_path")
+    @classmethod
+    def path_is_absolute(cls, path: str) -> str:
+        if not path.startswith("/"):
+            raise ValueError("the health path must start with '/'")
+        return path
+
+
+class StepConfig(StrictModel):
+    """One step of a canary rollout: the canary's share of traffic and how long to stay there."""
+
+    weight: int = Field(ge=1, le=100, description="percent of the backend's traffic sent to the canary")
+    min_duration_s: float = Field(default=30.0, ge=0)
+    max_duration_s: float = Field(default=600.0, gt=0)
+    min_requests: int = Field(default=100, ge=1)
+
+    @model_validator(mode="after")
+    def durations_ordered(self) -> StepConfig:
+        if self.max_duration_s < self.min_duration_s:
+            raise ValueError("max_duration_s must not be less than min_duration_s")
+        return self
+
+
+class RolloutConfig(StrictModel):
+    """The steps a canary walks through, and what to do when evidence stays too thin."""
+
+    steps: list[StepConfig] = Field(min_length=1)
+    judge_interval_s: float = Field(default=1.0, gt=0, le=60)
+    on_insufficient_evidence: Literal["hold", "rollback"] = "hold"
+
+    @field_validator("steps")
+    @classmethod
+    def weights_increase(cls, steps: list[StepConfig]) -> list[StepConfig]:
+        weights = [step.weight for step in steps]
+        if weights != sorted(set(weights)):
+            raise ValueError(f"step weights must strictly increase, got {weights}")
+        return steps
+
+
+class AnalysisConfig(StrictModel):
+    """The judge's policy: SLOs on the canary, and tolerances against the baseline."""
+
+    min_requests: int = Field(default=100, ge=1, description="canary requests needed before any pass")
+    max_error_rate: float = Field(default=0.01, gt=0, lt=1, description="SLO: canary failed/requests")
+    max_p99_ms: float = Field(default=1000.0, gt=0, description="SLO: canary p99 of Tr, in ms")
+    error_rate_tolerance: float = Field(
+        default=0.005, ge=0, lt=1, description="allowed canary error rate above the baseline's"
+    )
+    latency_tolerance: float = Field(
+        default=1.25, ge=1, description="allowed ratio of canary to baseline p50 and p99"
+    )
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+
+
+class ServiceConfig(StrictModel):
+    """One service: its HAProxy frontend and backend, how to run it, and how to roll it out."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
+    frontend: str = Field(description="HOST:PORT where HAProxy accepts this service's clients")
+    stable: str = Field(description="the version that serves traffic when no rollout runs")
+    platform: PlatformConfig
+    rollout: RolloutConfig
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+
+    @field_validator("frontend")
+    @classmethod
+    def frontend_is_address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+    @field_validator("stable")
+    @classmethod
+    def version_is_token(cls, value: str) -> str:
+        return check_version(value)
+
+
+class CollectorConfig(StrictModel):
+    """Where the collector receives HAProxy's syslog datagrams."""
+
+    listen: str = "127.0.0.1:5140"
+    lateness_s: float = Field(default=1.0, ge=0, le=30, description="how long a second stays open")
+
+    @field_validator("listen")
+    @classmethod
+    def listen_is_address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class StoreConfig(StrictModel):
+    """Where per-second windows are kept."""
+
+    url: str = "sqlite:///metrics.db"
+
+    @field_validator("url")
+    @classmethod
+    def known_scheme(cls, value: str) -> str:
+        from fridaymorning.registry import IMPLEMENTATIONS, scheme_of
+
+        if scheme_of(value) not in IMPLEMENTATIONS["store"]:
+            valid = ", ".join(f"{name}://" for name in IMPLEMENTATIONS["store"])
+            raise ValueError(f"unknown store scheme in {value!r}; valid schemes: {valid}")
+        return value
+
+
+class ApiConfig(StrictModel):
+    """The HTTP API. It binds to loopback unless told otherwise."""
+
+    listen: str = "127.0.0.1:8787"
+
+    @field_validator("listen")
+    @classmethod
+    def listen_is_address(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class Config(StrictModel):
+    """The whole `fridaymorning.yaml`."""
+
+    state_dir: str = ".fm"
+    haproxy: HAProxyConfig = Field(default_factory=HAProxyConfig)
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    services: list[ServiceConfig] = Field(min_length=1)
+
+    # Set by load_config: the directory relative paths are resolved against.
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("services")
+    @classmethod
+    def unique_services(cls, services: list[ServiceConfig]) -> list[ServiceConfig]:
+        names = [service.name for service in services]
+        frontends = [service.frontend for service in services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"service names must be unique, got {names}")
+        if len(set(frontends)) != len(frontends):
+            raise ValueError(f"service frontends must be unique, got {frontends}")
+        return services
+
+    def state_path(self, *parts: str) -> Path:
+        """A path under the state directory, resolved against the config file's directory."""
+        return Path(self.base_dir, self.state_dir, *parts).resolve()
+
+    def runtime_path(self, value: str) -> Path:
+        """Resolve a configured runtime path: absolute as given, relative under the state directory."""
+        path = Path(value)
+        return path if path.is_absolute() else self.state_path(value)
+
+    def service(self, name: str | None) -> ServiceConfig:
+        """The named service, or the only one when `name` is None."""
+        if name is None:
+            if len(self.services) == 1:
+                return self.services[0]
+            names = ", ".join(service.name for service in self.services)
+            raise ConfigError(f"several services are configured ({names}): name one with --service")
+        for service in self.services:
+            if service.name == name:
+                return service
+        names = ", ".join(service.name for service in self.services)
+        raise ConfigError(f"no service named {name!r}; configured services: {names}")
+
+    def store_url(self) -> str:
+        """The store URL with a relative sqlite path resolved under the state directory."""
+        prefix = "sqlite:///"
+        if self.store.url.startswith(prefix):
+            path = self.store.url[len(prefix) :]
+            return prefix + str(self.runtime_path(path))  # absolute: four slashes
+        return self.store.url
+
+
+def check_version(value: str) -> str:
+    """Return `value` if it is a valid version token, else raise ValueError with the rule."""
+    if not VERSION_PATTERN.match(value):
+        raise ValueError(
+            f"version {value!r} must start with a letter or digit and contain only letters, digits, '.' and '_'"
+        )
+    return value
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file. Raises ConfigError naming the file, line and field."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read the config: {error.strerror}", path=str(file)) from error
+    return parse_config(text, str(file), base_dir=str(file.resolve().parent))
+
+
+def parse_config(text: str, filename: str, base_dir: str = ".") -> Config:
+    """Validate config text. Raises ConfigError naming `filename`, the line and the field."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        line = error.problem_mark.line + 1 if error.problem_mark else None
+        raise ConfigError(f"YAML syntax error: {error.problem}", path=filename, line=line) from error
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping of settings", path=filename, line=1)
+    lines = key_lines(node)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        location = tuple(first["loc"])
+        raise ConfigError(
+            f"{dotted(location)}: {first['msg']}",
+            path=filename,
+            line=line_of(location, lines),
+        ) from error
+    config.base_dir = base_dir
+    return config
+
+
+def dotted(location: Iterable[Any]) -> str:
+    """('services', 0, 'rollout') → 'services[0].rollout'."""
+    text = ""
+    for part in location:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def key_lines(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Map each key path in a composed YAML document to its 1-based line number."""
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is None:
+        return lines
+    lines[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            lines.update(key_lines(value_node, path))
+            lines[path] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            lines.update(key_lines(item, (*prefix, position)))
+    return lines
+
+
+def line_of(location: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
+    """The line of the longest prefix of `location` present in the file (a missing key → its parent)."""
+    for end in range(len(location), -1, -1):
+        line = lines.get(location[:end])
+        if line is not None:
+            return line
+    return 1

@@ -1,0 +1,118 @@
+"""The controller's decisions, as pure functions: (state, verdict, now) → Action. No I/O here.
+
+The loop measures, calls `next_action`, then acts and persists. Manual commands go through
+`manual_action`, which refuses, with a reason, what makes no sense in the current phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from fridaymorning.analysis.verdict import Verdict, VerdictPhase
+from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.errors import RolloutError
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One rollout step: canary weight (percent), how long to stay, and requests needed."""
+
+    weight: int
+    min_duration_s: float
+    max_duration_s: float
+    min_requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The steps of a rollout and what to do when a step runs out of time without evidence."""
+
+    steps: tuple[Step, ...]
+    on_insufficient_evidence: Literal["hold", "rollback"] = "hold"
+
+
+class ActionKind(StrEnum):
+    """What the loop must do after a decision."""
+
+    STAY = "stay"  # keep the current weight and judge again next interval
+    ADVANCE = "advance"  # move to the next step's weight
+    PROMOTE = "promote"  # the canary becomes stable
+    ROLLBACK = "rollback"  # the canary is bad: weight 0 at once, then remove it
+    HOLD = "hold"  # stop progressing and wait for a person
+    ABORT = "abort"  # a person stopped the rollout: remove the canary
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A decision of the controller, with the reason shown to people."""
+
+    kind: ActionKind
+    reason: str
+    step_index: int | None = None
+    canary_weight: int | None = None
+
+
+def next_action(state: RolloutState, verdict: Verdict, now: float, plan: Plan) -> Action:
+    """Decide what to do with a progressing rollout, given the latest verdict on its current step."""
+    if state.phase is not RolloutPhase.PROGRESSING:
+        return Action(ActionKind.STAY, f"nothing to decide in phase {state.phase}")
+    step = plan.steps[state.step_index]
+    elapsed = now - state.step_started_at
+    if verdict.phase is VerdictPhase.FAIL:
+        return Action(ActionKind.ROLLBACK, verdict.reason)
+    if verdict.phase is VerdictPhase.PASS and elapsed >= step.min_duration_s:
+        return advance_or_promote(state.step_index, plan)
+    if elapsed >= step.max_duration_s and verdict.phase is not VerdictPhase.PASS:
+        return out_of_time(state.step_index, step, verdict, plan)
+    if verdict.phase is VerdictPhase.PASS:
+        return Action(ActionKind.STAY, f"baking: {elapsed:.0f} s of {step.min_duration_s:.0f} s")
+    return Action(ActionKind.STAY, verdict.reason)
+
+
+def advance_or_promote(step_index: int, plan: Plan) -> Action:
+    """After a passed step: the next step's weight, or promotion after the last one."""
+    if step_index + 1 >= len(plan.steps):
+        return Action(ActionKind.PROMOTE, f"all {len(plan.steps)} steps passed")
+    following = plan.steps[step_index + 1]
+    return Action(
+        ActionKind.ADVANCE,
+        f"step {step_index + 1} passed; canary to {following.weight}%",
+        step_index=step_index + 1,
+        canary_weight=following.weight,
+    )
+
+
+def out_of_time(step_index: int, step: Step, verdict: Verdict, plan: Plan) -> Action:
+    """A step reached its maximum duration without a pass: hold for a person, or roll back by policy."""
+    reason = (
+        f"step {step_index + 1} reached its maximum of {step.max_duration_s:.0f} s without enough "
+        f"evidence ({verdict.reason}). Too little traffic? Add a load-test hook, or decide by hand "
+        "with `fm promote` or `fm abort`."
+    )
+    if plan.on_insufficient_evidence == "rollback":
+        return Action(ActionKind.ROLLBACK, reason)
+    return Action(ActionKind.HOLD, reason)
+
+
+ManualCommand = Literal["promote", "abort"]
+
+ALLOWED_COMMANDS: dict[ManualCommand, frozenset[RolloutPhase]] = {
+    "promote": frozenset({RolloutPhase.PROGRESSING, RolloutPhase.HELD}),
+    "abort": frozenset({RolloutPhase.STARTING, RolloutPhase.PROGRESSING, RolloutPhase.HELD}),
+}
+
+
+def manual_action(state: RolloutState, command: ManualCommand) -> Action:
+    """The action for a person's command, or RolloutError saying why it makes no sense now."""
+    allowed = ALLOWED_COMMANDS[command]
+    if state.phase not in allowed:
+        phases = ", ".join(sorted(allowed))
+        raise RolloutError(
+            f"cannot {command} rollout {state.id} of {state.service}: it is {state.phase} "
+            f"(allowed only while {phases})"
+        )
+    if command == "promote":
+        return Action(ActionKind.PROMOTE, "promoted by hand")
+    return Action(ActionKind.ABORT, "aborted by hand")

@@ -1,0 +1,42 @@
+"""Implementations chosen by URL scheme, imported only when used.
+
+Optional dependencies (docker, influx clients) are therefore imported only by those who choose them.
+An unknown scheme is a ConfigError that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from fridaymorning.errors import ConfigError
+
+# role -> scheme -> "module:attribute"
+IMPLEMENTATIONS: dict[str, dict[str, str]] = {
+    "store": {
+        "sqlite": "fridaymorning.store.sqlite:SqliteMetricStore",
+    },
+    "platform": {
+        "local": "fridaymorning.platform.local:LocalPlatform",
+    },
+}
+
+
+def scheme_of(url: str) -> str:
+    """Return the scheme of `url`, e.g. 'sqlite' for 'sqlite:///var/lib/fm/metrics.db'."""
+    return urlsplit(url).scheme
+
+
+def resolve(role: str, url: str) -> Any:
+    """Import and return the class that implements `role` for the scheme of `url`."""
+    choices = IMPLEMENTATIONS.get(role)
+    if choices is None:
+        raise ConfigError(f"unknown role {role!r}; valid roles: {', '.join(sorted(IMPLEMENTATIONS))}")
+    scheme = scheme_of(url)
+    target = choices.get(scheme)
+    if target is None:
+        valid = ", ".join(f"{name}://" for name in sorted(choices))
+        raise ConfigError(f"unknown {role} scheme in {url!r}; valid schemes: {valid}")
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)

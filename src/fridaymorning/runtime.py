@@ -1,0 +1,186 @@
+"""`fm up`: the explicit lifecycle of one running fridaymorning.
+
+Startup: check the listen ports, start the collector, render and check haproxy.cfg, start HAProxy,
+then each service's stable instances and controller, then the API. Shutdown runs in reverse, so no
+child process outlives `fm`. Signals are handled in one place, `run_until_signalled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from fridaymorning.api.app import create_app
+from fridaymorning.api.auth import load_or_create_token
+from fridaymorning.client import TOKEN_FILE
+from fridaymorning.config import Config, parse_address
+from fridaymorning.controller.loop import ServiceController
+from fridaymorning.controller.state import StateStore
+from fridaymorning.errors import PortInUseError
+from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.models import Window
+from fridaymorning.platform.local import LocalPlatform
+from fridaymorning.registry import resolve
+from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, render_haproxy_config
+from fridaymorning.store.base import MetricStore
+
+log = logging.getLogger(__name__)
+
+
+def ensure_port_free(address: str, what: str, kind: int = socket.SOCK_STREAM) -> None:
+    """Raise PortInUseError when `address` cannot be bound, before anything is started."""
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortInUseError(host, port, what) from error
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: `fm up` handles signals for every component at once."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Runtime:
+    """Every component of `fm up`, started and stopped in order."""
+
+    def __init__(self, config: Config, announce: Callable[[str], Any] = log.info) -> None:
+        self.config = config
+        self.announce = announce
+        self.state_dir = config.state_path()
+        self.controllers: dict[str, ServiceController] = {}
+        self.metrics: MetricStore | None = None
+        self.states: StateStore
+        self.collector: UdpCollector | None = None
+        self.haproxy: HAProxyProcess | None = None
+        self.router: HAProxyRouter | None = None
+        self.platforms: list[LocalPlatform] = []
+        self._api: QuietServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.check_ports()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self.metrics = resolve("store", self.config.store_url())(self.config.store_url())
+        self.states = StateStore(self.state_dir / "state.db")
+        await self.start_collector()
+        await self.start_haproxy()
+        for service in self.config.services:
+            await self.start_service(service)
+        await self.start_api()
+
+    def check_ports(self) -> None:
+        for service in self.config.services:
+            ensure_port_free(service.frontend, f"the HAProxy frontend of {service.name}")
+        ensure_port_free(self.config.collector.listen, "the collector", socket.SOCK_DGRAM)
+        ensure_port_free(self.config.api.listen, "the API")
+
+    async def start_collector(self) -> None:
+        host, port = parse_address(self.config.collector.listen)
+        self.collector = UdpCollector(host, port, self.write_windows, lateness_s=self.config.collector.lateness_s)
+        await self.collector.start()
+        self.announce(f"collector listening on udp://{host}:{port}")
+
+    async def write_windows(self, windows: list[Window]) -> None:
+        """The collector's sink: windows go to the store off the event loop."""
+        if windows and self.metrics is not None:
+            await asyncio.to_thread(self.metrics.write, windows)
+
+    async def start_haproxy(self) -> None:
+        collector_address = parse_address(self.config.collector.listen)
+        config_path = self.state_dir / "haproxy.cfg"
+        config_path.write_text(render_haproxy_config(self.config, collector_address), encoding="utf-8")
+        self.haproxy = HAProxyProcess(config_path, binary=self.config.haproxy.binary)
+        await self.haproxy.check()
+        await self.haproxy.start()
+        self.router = HAProxyRouter(self.config.runtime_path(self.config.haproxy.admin_socket))
+        self.announce(f"HAProxy running with {config_path}")
+
+    async def start_service(self, service: Any) -> None:
+        assert self.router is not None and self.metrics is not None
+        workdir = self.state_dir / "instances" / service.name
+        workdir.mkdir(parents=True, exist_ok=True)
+        platform = LocalPlatform(service.platform, workdir=str(workdir))
+        self.platforms.append(platform)
+        controller = ServiceController(service, self.router, platform, self.metrics, self.states)
+        self.controllers[service.name] = controller
+        await controller.start()
+        self.announce(f"service {service.name}: {controller.stable_version} serving on {service.frontend}")
+
+    async def start_api(self) -> None:
+        host, port = parse_address(self.config.api.listen)
+        token = load_or_create_token(Path(self.state_dir, TOKEN_FILE))
+        app = create_app(self, token)
+        self._api = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self._api_task = asyncio.create_task(self._api.serve())
+        while not self._api.started and not self._api_task.done():
+            await asyncio.sleep(0.05)
+        if self._api_task.done():
+            self._api_task.result()
+        self.announce(f"API on http://{host}:{port}/api/v1 (token in {self.state_dir / TOKEN_FILE})")
+
+    async def stop(self) -> None:
+        """Stop everything that was started, in reverse order; errors are logged, not raised."""
+        if self._api is not None and self._api_task is not None:
+            self._api.should_exit = True
+            await asyncio.gather(self._api_task, return_exceptions=True)
+        for controller in self.controllers.values():
+            await log_errors(controller.stop(), f"stopping {controller.service.name}")
+        for platform in self.platforms:
+            await log_errors(platform.close(), "stopping instances")
+        if self.haproxy is not None:
+            await log_errors(self.haproxy.stop(), "stopping HAProxy")
+        if self.collector is not None:
+            await log_errors(self.collector.stop(), "stopping the collector")
+        if self.metrics is not None:
+            self.metrics.close()
+        if hasattr(self, "states"):
+            self.states.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "services": [controller.snapshot() for controller in self.controllers.values()],
+            "collector": self.collector.stats() if self.collector else {},
+        }
+
+
+async def log_errors(operation: Any, what: str) -> None:
+    try:
+        await operation
+    except Exception:
+        log.exception("error while %s", what)
+
+
+async def run_until_signalled(config: Config, announce: Callable[[str], Any] = log.info) -> None:
+    """Run `fm up` until SIGINT or SIGTERM, then stop every component."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runtime = Runtime(config, announce)
+    try:
+        await runtime.start()
+        announce("fm up: running; Ctrl-C to stop")
+        await stop.wait()
+        announce("stopping")
+    finally:
+        await runtime.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

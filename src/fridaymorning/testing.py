@@ -1,0 +1,137 @@
+"""Test doubles for fridaymorning's roles, for unit tests of pure logic and of the controller loop.
+
+Integration tests use the real HAProxy, SQLite and processes; these fakes stand in for them where
+the logic, not the component, is under test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from fridaymorning.errors import RouterError
+from fridaymorning.models import Instance, ServerState, ServerStatus, Window
+
+
+class FakeRouter:
+    """A Router that keeps servers in memory and records every weight it was given."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, dict[str, ServerState]] = {}
+        self.weight_history: list[dict[str, int]] = []
+        self.removed: list[str] = []
+        self.down: set[str] = set()
+
+    async def ensure_backend(self, backend: str) -> None:
+        self.servers.setdefault(backend, {})
+
+    async def add_server(self, backend: str, server: str, address: str, port: int, weight: int = 0) -> None:
+        servers = self.servers.setdefault(backend, {})
+        if server in servers:
+            raise RouterError(f"server {backend}/{server} already exists")
+        servers[server] = ServerState(backend, server, ServerStatus.UP, weight, 0, 0, f"{address}:{port}")
+
+    async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
+        for server, weight in weights.items():
+            state = self._server(backend, server)
+            self.servers[backend][server] = ServerState(
+                backend, server, state.status, weight, state.total_requests, 0, state.address
+            )
+        self.weight_history.append(dict(weights))
+
+    async def get_weights(self, backend: str) -> dict[str, int]:
+        return {name: state.weight for name, state in self.servers.get(backend, {}).items()}
+
+    async def drain(self, backend: str, server: str) -> None:
+        self._server(backend, server)
+
+    async def remove_server(self, backend: str, server: str) -> None:
+        self._server(backend, server)
+        del self.servers[backend][server]
+        self.removed.append(server)
+
+    async def server_states(self, backend: str) -> list[ServerState]:
+        return [
+            ServerState(s.backend, s.server, ServerStatus.DOWN, s.weight, s.total_requests, 0, s.address)
+            if s.server in self.down
+            else s
+            for s in self.servers.get(backend, {}).values()
+        ]
+
+    def _server(self, backend: str, server: str) -> ServerState:
+        try:
+            return self.servers[backend][server]
+        except KeyError:
+            raise RouterError(f"no such server {backend}/{server}") from None
+
+
+class FakePlatform:
+    """A Platform whose instances are records; `fail_versions` never start."""
+
+    def __init__(self, fail_versions: Sequence[str] = ()) -> None:
+        self.running: list[Instance] = []
+        self.stopped: list[Instance] = []
+        self.fail_versions = set(fail_versions)
+        self._ports = itertools.count(20000)
+
+    async def start(self, version: str, replicas: int) -> list[Instance]:
+        from fridaymorning.errors import PlatformError
+
+        if version in self.fail_versions:
+            raise PlatformError(f"{version} exited with status 1 before it was healthy")
+        started = [Instance(version, index, "127.0.0.1", next(self._ports), "fake") for index in range(1, replicas + 1)]
+        self.running.extend(started)
+        return started
+
+    async def stop(self, instances: list[Instance]) -> None:
+        for instance in instances:
+            if instance in self.running:
+                self.running.remove(instance)
+                self.stopped.append(instance)
+
+    async def health(self, instance: Instance) -> bool:
+        return instance in self.running
+
+    async def close(self) -> None:
+        await self.stop(list(self.running))
+
+
+class MemoryMetricStore:
+    """A MetricStore in a list: windows written are served back, merged per second."""
+
+    def __init__(self) -> None:
+        self.windows: list[Window] = []
+        self.fail_with: Exception | None = None
+
+    def write(self, windows: Sequence[Window]) -> None:
+        self.windows.extend(windows)
+
+    def query(self, backend: str, version: str, start: int, end: int) -> list[Window]:
+        if self.fail_with is not None:
+            raise self.fail_with
+        merged: dict[int, Window] = {}
+        for window in self.windows:
+            if window.backend == backend and window.version == version and start <= window.second < end:
+                if window.second in merged:
+                    merged[window.second].merge(window)
+                else:
+                    copy = Window(backend, version, window.second)
+                    copy.merge(window)
+                    merged[window.second] = copy
+        return [merged[second] for second in sorted(merged)]
+
+    def close(self) -> None:
+        pass
+
+
+def synthetic_window(
+    backend: str, version: str, second: int, requests: int, failed: int = 0, latency_ms: float = 10.0
+) -> Window:
+    """A window of `requests` with `failed` 5xx answers, every one taking `latency_ms`."""
+    window = Window(backend, version, second, requests=requests, failed=failed)
+    window.status[1] = requests - failed
+    window.status[4] = failed
+    for _ in range(requests):
+        window.tr.add(latency_ms)
+        window.ta.add(latency_ms)
+    return window

@@ -1,0 +1,120 @@
+"""Shared fixtures for integration tests that run a real HAProxy on loopback.
+
+A missing program fails the test with install advice: a skipped integration test hides a broken setup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from fridaymorning.router.haproxy import HAProxyProcess
+
+UPSTREAM_CONFIG = """\
+global
+    stats socket {admin_socket} mode 600 level admin
+    maxconn 1000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+"""
+
+UPSTREAM_FRONTEND = """\
+frontend upstream{index}
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type text/plain string ok
+"""
+
+
+def required_binary(name: str, package: str) -> str:
+    """The path of `name`, or fail the test with the command that installs it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"'{name}' is not installed. Install it with: sudo apt-get install -y {package}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def haproxy_binary() -> str:
+    """Path of the haproxy binary; fails (never skips) when it is missing."""
+    return required_binary("haproxy", "haproxy")
+
+
+@pytest.fixture(scope="session")
+def wrk_binary() -> str:
+    """Path of the wrk load generator; fails (never skips) when it is missing."""
+    return required_binary("wrk", "wrk")
+
+
+def find_free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A function returning a fresh free loopback port at each call."""
+    return find_free_port
+
+
+@pytest.fixture
+def processes_using() -> Callable[[Path], list[int]]:
+    """A function listing the live processes whose command line mentions a path (e.g. a haproxy.cfg)."""
+    return live_processes_using
+
+
+def live_processes_using(path: Path) -> list[int]:
+    """Pids of live processes whose command line mentions `path` (e.g. a haproxy.cfg)."""
+    needle = str(path).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes() and stat_state(entry) != b"Z":
+                pids.append(int(entry.name))
+        except OSError:
+            continue  # the process ended while we looked
+    return pids
+
+
+def stat_state(entry: Path) -> bytes:
+    """The state letter of /proc/PID/stat ('Z' for a zombie, which is already dead)."""
+    return (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+
+
+@pytest.fixture
+async def http_upstreams(
+    haproxy_binary: str, tmp_path: Path
+) -> AsyncIterator[Callable[[int], Awaitable[list[int]]]]:
+    """A factory: `await http_upstreams(n)` starts one HAProxy answering 200 'ok' on n loopback ports.
+
+    These stand in for the instances of a service. The HAProxy is stopped at teardown.
+    """
+    started: list[HAProxyProcess] = []
+
+    async def start(count: int) -> list[int]:
+        directory = tmp_path / f"upstream{len(started)}"
+        directory.mkdir()
+        ports = [find_free_port() for _ in range(count)]
+        text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
+        text += "".join(UPSTREAM_FRONTEND.format(index=i, port=port) for i, port in enumerate(ports))
+        config_path = directory / "haproxy.cfg"
+        config_path.write_text(text, encoding="utf-8")
+        process = HAProxyProcess(config_path, binary=haproxy_binary)
+        await process.start()
+        started.append(process)
+        return ports
+
+    yield start
+    for process in started:
+        await process.stop()

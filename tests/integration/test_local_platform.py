@@ -1,0 +1,291 @@
+"""LocalPlatform with real processes: the demo app, failing commands, stopping, and no orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fridaymorning.config import PlatformConfig
+from fridaymorning.demo.traffic import TrafficGenerator
+from fridaymorning.errors import PlatformError
+from fridaymorning.platform.local import STATE_FILE_NAME, LocalPlatform, build_argv, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+DEMO_COMMAND = [sys.executable, "-m", "fridaymorning.demo.app", "--port", "{port}", "--version", "{version}"]
+
+# Answers 200 to everything and ignores SIGTERM, to exercise the SIGKILL escalation.
+STUBBORN_SERVER = """
+import http.server, signal, sys
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *args): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+"""
+
+# Fails like a lost port race the first time, then runs the demo app.
+LOSES_FIRST_PORT = """
+import os, sys
+marker, port, version = sys.argv[1:]
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    sys.exit("OSError: [Errno 98] Address already in use")
+demo = ["-m", "fridaymorning.demo.app", "--port", port, "--version", version]
+os.execv(sys.executable, [sys.executable, *demo])
+"""
+
+# Replica 2 fails at once; the others run the demo app.
+SECOND_REPLICA_FAILS = """
+import sys
+from fridaymorning.demo.app import main
+port, index = sys.argv[1:]
+sys.exit(4 if index == "2" else main(["--port", port, "--version", "v1"]))
+"""
+
+# A parent fm stand-in: starts one instance, prints its pid, then waits to be killed.
+PARENT = """
+import asyncio, json, sys
+from fridaymorning.config import PlatformConfig
+from fridaymorning.platform.local import LocalPlatform
+
+async def main():
+    platform = LocalPlatform(PlatformConfig(command=json.loads(sys.argv[1])))
+    instances = await platform.start("v1", 1)
+    print(instances[0].ref, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def demo_config(**overrides: object) -> PlatformConfig:
+    settings: dict[str, object] = {"command": DEMO_COMMAND, "health_timeout_s": 15, "stop_grace_s": 3}
+    settings.update(overrides)
+    return PlatformConfig.model_validate(settings)
+
+
+def is_gone(pid: int) -> bool:
+    """True when no process has this pid, or only a zombie does (it no longer runs anything)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def wait_healthy(url: str) -> None:
+    async with httpx.AsyncClient(trust_env=False, timeout=1) as client:
+        while True:
+            try:
+                if (await client.get(url)).is_success:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+
+
+async def wait_until_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if is_gone(pid):
+            return True
+        await asyncio.sleep(0.05)
+    return is_gone(pid)
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[LocalPlatform]:
+    local = LocalPlatform(demo_config(), workdir=str(tmp_path))
+    yield local
+    await asyncio.wait_for(local.close(), timeout=15)
+
+
+async def test_replicas_start_on_distinct_ports_and_answer_health(platform: LocalPlatform) -> None:
+    """start() returns one healthy instance per replica, each its own process on its own port."""
+    instances = await asyncio.wait_for(platform.start("v1", 2), timeout=20)
+    assert [instance.index for instance in instances] == [1, 2]
+    assert len({instance.port for instance in instances}) == 2
+    assert len({instance.ref for instance in instances}) == 2
+    for instance in instances:
+        assert instance.version == "v1"
+        assert await platform.health(instance)
+
+
+async def test_traffic_is_tallied_under_the_serving_version(platform: LocalPlatform) -> None:
+    """About one second of generated load against a v2 instance is all counted under 'v2', without errors."""
+    [instance] = await asyncio.wait_for(platform.start("v2", 1), timeout=20)
+    traffic = TrafficGenerator(f"http://127.0.0.1:{instance.port}/", rate_per_s=200)
+    traffic.start()
+    await asyncio.sleep(1.0)
+    await asyncio.wait_for(traffic.stop(), timeout=10)
+    tally = traffic.snapshot()
+    assert set(tally) == {"v2"}
+    assert tally["v2"]["requests"] >= 100
+    assert tally["v2"]["errors"] == 0
+
+
+async def test_configured_env_reaches_the_child(tmp_path: Path) -> None:
+    """config.env is passed to the instance: FM_DEMO_ERROR_RATE=1 makes a canary that always answers 500."""
+    platform = LocalPlatform(demo_config(env={"FM_DEMO_ERROR_RATE": "1", "FM_DEMO_LATENCY_FACTOR": "0"}))
+    try:
+        [instance] = await asyncio.wait_for(platform.start("v2", 1), timeout=20)
+        traffic = TrafficGenerator(f"http://127.0.0.1:{instance.port}/", rate_per_s=500, max_requests=20)
+        await asyncio.wait_for(traffic.run(), timeout=10)
+        assert traffic.snapshot() == {"v2": {"requests": 20, "errors": 20, "transport_errors": 0}}
+    finally:
+        await platform.close()
+
+
+async def test_stop_leaves_no_process_and_clears_the_state_file(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """While running, the instances are recorded in workdir; after stop() their pids no longer exist."""
+    instances = await asyncio.wait_for(platform.start("v1", 2), timeout=20)
+    pids = [int(instance.ref) for instance in instances]
+    recorded = json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"]
+    assert sorted(entry["pid"] for entry in recorded) == sorted(pids)
+
+    await asyncio.wait_for(platform.stop(instances), timeout=10)
+
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # not even a zombie: stop() reaped it
+            os.kill(pid, 0)
+    assert platform.instances == []
+    assert not (tmp_path / STATE_FILE_NAME).exists()
+
+
+async def test_close_stops_every_instance_still_running(tmp_path: Path) -> None:
+    """close() is the shutdown path: it stops whatever was started and not stopped yet."""
+    platform = LocalPlatform(demo_config())
+    instances = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+    await asyncio.wait_for(platform.close(), timeout=10)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(instances[0].ref), 0)
+
+
+async def test_stop_kills_an_instance_that_ignores_sigterm() -> None:
+    """After stop_grace_s without exiting, the instance is SIGKILLed, so stop() is bounded in time."""
+    command = [sys.executable, "-c", STUBBORN_SERVER, "{port}"]
+    platform = LocalPlatform(PlatformConfig(command=command, health_timeout_s=15, stop_grace_s=0.5))
+    [instance] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+    started = time.monotonic()
+    await asyncio.wait_for(platform.stop([instance]), timeout=10)
+    assert 0.4 < time.monotonic() - started < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(instance.ref), 0)
+
+
+async def test_command_that_exits_at_once_raises_with_its_stderr() -> None:
+    """The error names the version, the program, the exit code and the end of its stderr."""
+    script = "import sys; sys.stderr.write('config error: no database URL\\n'); sys.exit(3)"
+    platform = LocalPlatform(PlatformConfig(command=[sys.executable, "-c", script, "{port}"]))
+    with pytest.raises(PlatformError) as failure:
+        await asyncio.wait_for(platform.start("v7", 1), timeout=20)
+    message = str(failure.value)
+    assert "v7" in message
+    assert sys.executable in message
+    assert "exit code 3" in message
+    assert "config error: no database URL" in message
+    assert platform.instances == []
+    await platform.close()
+
+
+async def test_missing_program_raises_naming_it() -> None:
+    """A command whose program does not exist fails with PlatformError saying which program."""
+    platform = LocalPlatform(PlatformConfig(command=["/nonexistent/fm-demo", "--port", "{port}"]))
+    with pytest.raises(PlatformError, match="'/nonexistent/fm-demo' was not found"):
+        await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+    await platform.close()
+
+
+async def test_instance_that_never_gets_healthy_is_stopped_and_reported() -> None:
+    """After health_timeout_s without a 2xx, start() stops the process and quotes its stderr."""
+    script = (
+        "import sys, time; sys.stderr.write('still warming caches\\n'); sys.stderr.flush(); time.sleep(60)"
+    )
+    platform = LocalPlatform(
+        PlatformConfig(command=[sys.executable, "-c", script, "{port}"], health_timeout_s=1)
+    )
+    started = time.monotonic()
+    with pytest.raises(PlatformError, match="within 1s") as failure:
+        await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+    assert time.monotonic() - started < 10
+    assert "still warming caches" in str(failure.value)
+    assert platform.instances == []
+    await platform.close()
+
+
+async def test_one_failing_replica_stops_the_healthy_ones(tmp_path: Path) -> None:
+    """start() is all or nothing: if replica 2 fails, replica 1 is stopped too, and nothing is recorded."""
+    command = [sys.executable, "-c", SECOND_REPLICA_FAILS, "{port}", "{index}"]
+    platform = LocalPlatform(
+        PlatformConfig(command=command, health_timeout_s=15),
+        workdir=str(tmp_path),
+    )
+    with pytest.raises(PlatformError, match="exit code 4"):
+        await asyncio.wait_for(platform.start("v1", 2), timeout=20)
+    assert platform.instances == []
+    assert not (tmp_path / STATE_FILE_NAME).exists()
+    await platform.close()
+
+
+async def test_lost_port_race_is_retried_once_on_another_port(tmp_path: Path) -> None:
+    """A child that dies with 'Address already in use' is restarted once, on a fresh port."""
+    marker = tmp_path / "first-attempt-done"
+    command = [sys.executable, "-c", LOSES_FIRST_PORT, str(marker), "{port}", "{version}"]
+    platform = LocalPlatform(PlatformConfig(command=command, health_timeout_s=15))
+    try:
+        [instance] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+        assert marker.exists()
+        assert await platform.health(instance)
+    finally:
+        await platform.close()
+
+
+async def test_demo_app_exits_zero_on_sigterm() -> None:
+    """The demo service shuts down cleanly and quickly on SIGTERM, as a well-behaved instance should."""
+    port = free_port("127.0.0.1")
+    process = await asyncio.create_subprocess_exec(
+        *build_argv(DEMO_COMMAND, port=port, version="v1", index=1)
+    )
+    try:
+        await asyncio.wait_for(wait_healthy(f"http://127.0.0.1:{port}/healthz"), timeout=10)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=3) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+async def test_child_dies_when_its_parent_is_killed_with_sigkill() -> None:
+    """No instance outlives fm: SIGKILL of the parent, which runs no cleanup, still takes the child down."""
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, json.dumps(DEMO_COMMAND), stdout=asyncio.subprocess.PIPE
+    )
+    child_pid = None
+    try:
+        line = await asyncio.wait_for(parent.stdout.readline(), timeout=20)  # type: ignore[union-attr]
+        child_pid = int(line)
+        assert not is_gone(child_pid)
+        parent.kill()
+        await parent.wait()
+        assert await wait_until_gone(child_pid, timeout_s=5)
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        if child_pid is not None and not is_gone(child_pid):
+            os.kill(child_pid, signal.SIGKILL)

@@ -1,0 +1,183 @@
+"""The controller loop with fakes: weights move step by step, bad canaries are removed, state persists."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fridaymorning.config import ServiceConfig
+from fridaymorning.controller.loop import ServiceController
+from fridaymorning.controller.phases import RolloutPhase
+from fridaymorning.controller.state import StateStore
+from fridaymorning.errors import RolloutError, StoreError
+from fridaymorning.testing import FakePlatform, FakeRouter, MemoryMetricStore, synthetic_window
+
+
+class FakeClock:
+    """Virtual time that advances one second per judged interval."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def service_config() -> ServiceConfig:
+    return ServiceConfig.model_validate(
+        {
+            "name": "web",
+            "frontend": "127.0.0.1:8080",
+            "stable": "v1",
+            "platform": {"command": ["app", "{port}"]},
+            "rollout": {
+                "judge_interval_s": 0.001,
+                "steps": [
+                    {"weight": 10, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50},
+                    {"weight": 50, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50},
+                ],
+            },
+            "analysis": {"min_requests": 50},
+        }
+    )
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None):
+        self.clock = FakeClock()
+        self.router = FakeRouter()
+        self.platform = platform or FakePlatform()
+        self.metrics = MemoryMetricStore()
+        self.states = StateStore(tmp_path / "state.db")
+        self.controller = ServiceController(
+            service_config(), self.router, self.platform, self.metrics, self.states, clock=self.clock
+        )
+        self.canary_failure_rate = canary_failure_rate
+
+    async def drive(self, seconds: int, traffic: bool = True) -> None:
+        """Advance virtual time second by second, writing a window per version as the collector would."""
+        for _ in range(seconds):
+            await asyncio.sleep(0.005)
+            second = int(self.clock.now)
+            rollout = self.states.active_rollout("web")
+            if traffic and rollout is not None:
+                weight = rollout.canary_weight
+                canary = 20 * weight // 10
+                failed = round(canary * self.canary_failure_rate)
+                self.metrics.write([synthetic_window("web", rollout.version, second, canary, failed)])
+                self.metrics.write([synthetic_window("web", rollout.baseline, second, 200 - canary)])
+            self.clock.now += 1
+            if rollout is None and self.controller._task is not None and self.controller._task.done():
+                return
+
+
+async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> None:
+    """A healthy canary goes 0 → 10% → 50% → 100%, then the old stable is removed and stopped."""
+    harness = Harness(tmp_path)
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    await harness.drive(60)
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.PROMOTED
+    canary_shares = [
+        round(100 * weights.get("v2-1", 0) / max(1, sum(weights.values()))) for weights in harness.router.weight_history
+    ]
+    assert canary_shares == [0, 10, 50, 100]  # stable alone, then each step
+    assert harness.router.removed == ["v1-1"]
+    assert [i.version for i in harness.platform.running] == ["v2"]
+    assert harness.states.stable_version("web", "v1") == "v2"
+    assert harness.controller.stable_version == "v2"
+
+
+async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> None:
+    """A canary failing 20% of requests is set to weight 0, removed and stopped; stable keeps serving."""
+    harness = Harness(tmp_path, canary_failure_rate=0.2)
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    await harness.drive(30)
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
+    assert "error_rate" in final.reason
+    assert harness.router.weight_history[-1]["v2-1"] == 0
+    assert harness.router.removed == ["v2-1"]
+    assert [i.version for i in harness.platform.running] == ["v1"]
+    assert harness.states.stable_version("web", "v1") == "v1"
+
+
+async def test_no_traffic_holds_and_never_promotes(tmp_path: Path) -> None:
+    """Without any data the rollout holds after the step's maximum duration; it is never promoted."""
+    harness = Harness(tmp_path)
+    await harness.controller.start()
+    rollout = harness.controller.deploy("v2")
+    await harness.drive(40, traffic=False)
+    held = harness.states.rollout(rollout.id)
+    assert held is not None and held.phase is RolloutPhase.HELD
+    assert "maximum of 20 s" in held.reason
+    harness.controller.command(rollout.id, "abort")
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.ABORTED
+
+
+async def test_broken_metric_store_never_promotes(tmp_path: Path) -> None:
+    """A store that fails every query gives error verdicts: the rollout holds instead of passing."""
+    harness = Harness(tmp_path)
+    harness.metrics.fail_with = StoreError("disk full")
+    await harness.controller.start()
+    rollout = harness.controller.deploy("v2")
+    await harness.drive(40)
+    held = harness.states.rollout(rollout.id)
+    assert held is not None and held.phase is RolloutPhase.HELD
+    assert "disk full" in held.reason
+    await harness.controller.stop()
+
+
+async def test_canary_that_never_starts_is_rolled_back(tmp_path: Path) -> None:
+    """A canary whose instances fail to start ends rolled back with the platform's reason."""
+    harness = Harness(tmp_path, platform=FakePlatform(fail_versions=["v2"]))
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
+    assert "did not start" in final.reason
+
+
+async def test_deploy_refusals(tmp_path: Path) -> None:
+    """Deploying the stable version, a malformed version, or during another rollout is refused."""
+    harness = Harness(tmp_path)
+    await harness.controller.start()
+    with pytest.raises(RolloutError, match="already the stable"):
+        harness.controller.deploy("v1")
+    with pytest.raises(RolloutError, match="must start with"):
+        harness.controller.deploy("v2; rm -rf /")
+    harness.controller.deploy("v2")
+    with pytest.raises(RolloutError, match="still"):
+        harness.controller.deploy("v3")
+    await harness.controller.stop()
+
+
+async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
+    """`fm promote` during step 1 promotes at once; promoting a finished rollout is refused."""
+    harness = Harness(tmp_path)
+    await harness.controller.start()
+    rollout = harness.controller.deploy("v2")
+    await harness.drive(2)
+    harness.controller.command(rollout.id, "promote")
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.PROMOTED
+    with pytest.raises(RolloutError, match="it is promoted"):
+        harness.controller.command(rollout.id, "promote")
+
+
+async def test_dead_canary_server_is_rolled_back(tmp_path: Path) -> None:
+    """A canary server that HAProxy reports DOWN mid-step triggers a rollback."""
+    harness = Harness(tmp_path)
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    await harness.drive(2)
+    harness.router.down.add("v2-1")
+    await harness.drive(3)
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
+    assert "down" in final.reason

@@ -1,0 +1,104 @@
+"""The running-instances file in workdir, and cleanup_stale's guard against killing a reused pid."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fridaymorning.config import PlatformConfig
+from fridaymorning.errors import PlatformError
+from fridaymorning.platform.local import STATE_FILE_NAME, LocalPlatform, cleanup_stale, read_cmdline
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)", "fm-stale-test"]
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(SLEEPER)
+    yield process
+    process.kill()
+    process.wait(timeout=5)
+
+
+def write_state(workdir: Path, entries: list[object]) -> Path:
+    path = workdir / STATE_FILE_NAME
+    path.write_text(json.dumps({"fm_pid": 1, "instances": entries}))
+    return path
+
+
+def wait_for_cmdline(pid: int, argv: list[str]) -> None:
+    """Popen returns after exec, but be safe: /proc shows the new argv only once exec completed."""
+    for _ in range(100):
+        if read_cmdline(pid) == argv:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} never showed argv {argv}")
+
+
+def test_no_file_means_nothing_to_clean(tmp_path: Path) -> None:
+    """A workdir without an instance file is the normal case: nothing is killed."""
+    assert cleanup_stale(tmp_path) == []
+
+
+def test_unreadable_file_is_removed_and_nothing_is_killed(tmp_path: Path) -> None:
+    """A truncated or corrupt file cannot identify processes safely, so it is discarded."""
+    path = tmp_path / STATE_FILE_NAME
+    path.write_text('{"instances": [{"pid": ')
+    assert cleanup_stale(tmp_path) == []
+    assert not path.exists()
+
+
+def test_matching_live_process_is_killed(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    """A recorded pid whose /proc cmdline is the recorded argv is a leftover instance: it is killed."""
+    wait_for_cmdline(sleeper.pid, SLEEPER)
+    path = write_state(tmp_path, [{"pid": sleeper.pid, "version": "v1", "port": 1, "argv": SLEEPER}])
+    assert cleanup_stale(tmp_path) == [sleeper.pid]
+    assert sleeper.wait(timeout=5) == -9
+    assert not path.exists()
+
+
+def test_reused_pid_with_another_cmdline_is_spared(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    """A recorded pid now running another program (pid reuse) must not be killed."""
+    wait_for_cmdline(sleeper.pid, SLEEPER)
+    write_state(tmp_path, [{"pid": sleeper.pid, "version": "v1", "port": 1, "argv": ["other", "program"]}])
+    assert cleanup_stale(tmp_path) == []
+    assert sleeper.poll() is None
+
+
+def test_dead_pids_and_malformed_entries_are_skipped(tmp_path: Path) -> None:
+    """Entries for exited processes, or without a usable pid and argv, are ignored without error."""
+    entries: list[object] = [
+        {"pid": 2**22 + 12345, "argv": SLEEPER},  # above pid_max: certainly not running
+        {"pid": 1, "argv": ["init"]},  # never pid 1, whatever its cmdline
+        {"pid": "12", "argv": SLEEPER},
+        "not an entry",
+    ]
+    write_state(tmp_path, entries)
+    assert cleanup_stale(tmp_path) == []
+
+
+async def test_missing_program_fails_before_anything_is_spawned(tmp_path: Path) -> None:
+    """A command whose program is not installed raises PlatformError naming it, and records nothing."""
+    config = PlatformConfig(command=["fm-no-such-program-xyz", "--port", "{port}"])
+    platform = LocalPlatform(config, workdir=str(tmp_path))
+    with pytest.raises(PlatformError, match="'fm-no-such-program-xyz' was not found"):
+        await platform.start("v1", 1)
+    assert platform.instances == []
+    assert not (tmp_path / STATE_FILE_NAME).exists()
+    await platform.close()
+
+
+async def test_invalid_version_is_refused(tmp_path: Path) -> None:
+    """A version that could not be an HAProxy server name is refused before any process starts."""
+    platform = LocalPlatform(PlatformConfig(command=["true", "{port}"]))
+    with pytest.raises(PlatformError, match="not a valid version"):
+        await platform.start("v1; rm -rf /", 1)
+    await platform.close()
