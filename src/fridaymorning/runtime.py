@@ -30,7 +30,8 @@ from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.models import Window
 from fridaymorning.platform.local import LocalPlatform
 from fridaymorning.registry import resolve
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, render_haproxy_config
+from fridaymorning.router._render import render_haproxy_config
+from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
 from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,6 @@ class Runtime:
         config_path = self.state_dir / "haproxy.cfg"
         config_path.write_text(render_haproxy_config(self.config, collector_address), encoding="utf-8")
         self.haproxy = HAProxyProcess(config_path, binary=self.config.haproxy.binary)
-        await self.haproxy.check()
         await self.haproxy.start()
         self.router = HAProxyRouter(self.config.runtime_path(self.config.haproxy.admin_socket))
         self.announce(f"HAProxy running with {config_path}")

@@ -19,11 +19,15 @@ UPSTREAM_CONFIG = """\
 global
     stats socket {admin_socket} mode 600 level admin
     maxconn 1000
+    # Stand-ins for instances: stop fast even if the HAProxy under test still holds connections to them.
+    hard-stop-after 2s
 defaults
     mode http
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    timeout http-request 2s
+    timeout http-keep-alive 2s
 """
 
 UPSTREAM_FRONTEND = """\

@@ -14,7 +14,13 @@ import pytest
 from fridaymorning.config import Config
 from fridaymorning.errors import MissingBinaryError, PortInUseError, RouterError
 from fridaymorning.models import ServerStatus
-from fridaymorning.router import HAProxyProcess, HAProxyRouter, render_haproxy_config, split_weights
+from fridaymorning.router import (
+    HAProxyProcess,
+    HAProxyRouter,
+    StopTimeouts,
+    render_haproxy_config,
+    split_weights,
+)
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(90)]
 
@@ -251,10 +257,14 @@ async def test_stop_leaves_no_process(
     free_port: Callable[[], int],
     processes_using: Callable[[Path], list[int]],
 ) -> None:
-    """After stop(), neither HAProxy's master nor its worker runs, even with a client connected."""
+    """stop() escalates past a client that holds HAProxy's soft stop; then neither master nor worker runs.
+
+    A connection that never sends a request keeps a soft-stopping HAProxy alive until `timeout
+    http-request`, so the graceful wait (1 s here) runs out and stop() sends SIGTERM.
+    """
     port = free_port()
     config_path = write_config(make_config(tmp_path, port), tmp_path)
-    process = HAProxyProcess(config_path, binary=haproxy_binary)
+    process = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=StopTimeouts(graceful_s=1.0))
     await process.start()
     assert len(processes_using(config_path)) == 2  # master and worker
     _, idle_client = await asyncio.open_connection("127.0.0.1", port)

@@ -17,7 +17,7 @@ import pytest
 from fridaymorning.config import PlatformConfig
 from fridaymorning.demo.traffic import TrafficGenerator
 from fridaymorning.errors import PlatformError
-from fridaymorning.platform.local import STATE_FILE_NAME, LocalPlatform, build_argv, free_port
+from fridaymorning.platform.local import STATE_FILE_NAME, LocalPlatform, build_argv, cleanup_stale, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -163,6 +163,18 @@ async def test_stop_leaves_no_process_and_clears_the_state_file(
             os.kill(pid, 0)
     assert platform.instances == []
     assert not (tmp_path / STATE_FILE_NAME).exists()
+
+
+async def test_recorded_instances_are_recognised_by_cleanup_stale(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """The argv recorded in workdir is what /proc shows for the running instance (the PDEATHSIG wrapper has
+    exec'd away), so a restarted fm's cleanup_stale finds and kills the instances a dead fm left."""
+    instances = await asyncio.wait_for(platform.start("v1", 2), timeout=20)
+    pids = sorted(int(instance.ref) for instance in instances)
+    assert sorted(cleanup_stale(tmp_path)) == pids
+    for pid in pids:
+        assert await wait_until_gone(pid, timeout_s=5)
 
 
 async def test_close_stops_every_instance_still_running(tmp_path: Path) -> None:

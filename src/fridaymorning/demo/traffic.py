@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 from urllib.parse import urlsplit
 
 import httpx
@@ -70,14 +71,19 @@ class TrafficGenerator:
         self.max_requests = max_requests
         self._transport = transport
         self._tally: dict[str, dict[str, int]] = {}
+        # snapshot() may be called from another thread than the one running the loop (the demo does).
+        self._tally_lock = threading.Lock()
         self._sent = 0
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop_event: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """A copy of the tally: {version: {"requests": n, "errors": n, "transport_errors": n}}."""
-        return {version: dict(counts) for version, counts in self._tally.items()}
+        """A copy of the tally: {version: {"requests": n, "errors": n, "transport_errors": n}}.
+
+        Safe to call from any thread."""
+        with self._tally_lock:
+            return {version: dict(counts) for version, counts in self._tally.items()}
 
     @property
     def sent(self) -> int:
@@ -86,7 +92,8 @@ class TrafficGenerator:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Send paced requests until `stop` is set or max_requests were sent; wait for those in flight."""
-        stop = stop or asyncio.Event()
+        if stop is None:
+            stop = asyncio.Event()
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(
             transport=self._transport, limits=limits, timeout=REQUEST_TIMEOUT_S, trust_env=False
@@ -115,9 +122,10 @@ class TrafficGenerator:
         self._task = None
 
     async def _pace(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Launch requests as tokens accrue, until stopped or max_requests were sent."""
         loop = asyncio.get_running_loop()
         tokens, last = 1.0, loop.time()  # one token at once, so the first request leaves immediately
-        burst = max(1.0, self.rate_per_s * TICK_S * 2)  # lets a late tick catch up, no more
+        burst = max(1.0, self.rate_per_s * TICK_S * 5)  # a late tick catches up; a stall does not burst
         while not stop.is_set() and not self._done_sending():
             now = loop.time()
             tokens = min(burst, tokens + (now - last) * self.rate_per_s)
@@ -151,7 +159,8 @@ class TrafficGenerator:
         self._count(version, error=response.status_code >= 500)
 
     def _count(self, version: str, *, error: bool = False, transport_error: bool = False) -> None:
-        counts = self._tally.setdefault(version, {REQUESTS: 0, ERRORS: 0, TRANSPORT_ERRORS: 0})
-        counts[REQUESTS] += 1
-        counts[ERRORS] += error
-        counts[TRANSPORT_ERRORS] += transport_error
+        with self._tally_lock:
+            counts = self._tally.setdefault(version, {REQUESTS: 0, ERRORS: 0, TRANSPORT_ERRORS: 0})
+            counts[REQUESTS] += 1
+            counts[ERRORS] += error
+            counts[TRANSPORT_ERRORS] += transport_error
