@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fridaymorning.analysis.policy import AnalysisConfig
 from fridaymorning.errors import ConfigError
 from fridaymorning.models import VERSION_PATTERN
 
@@ -24,6 +25,9 @@ class StrictModel(BaseModel):
     """A model that refuses unknown keys: a typo is an error, not a silently ignored setting."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+__all__ = ["AnalysisConfig", "Config", "ServiceConfig", "load_config", "parse_config"]
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -109,21 +113,6 @@ class RolloutConfig(StrictModel):
         if weights != sorted(set(weights)):
             raise ValueError(f"step weights must strictly increase, got {weights}")
         return steps
-
-
-class AnalysisConfig(StrictModel):
-    """The judge's policy: SLOs on the canary, and tolerances against the baseline."""
-
-    min_requests: int = Field(default=100, ge=1, description="canary requests needed before any pass")
-    max_error_rate: float = Field(default=0.01, gt=0, lt=1, description="SLO: canary failed/requests")
-    max_p99_ms: float = Field(default=1000.0, gt=0, description="SLO: canary p99 of Tr, in ms")
-    error_rate_tolerance: float = Field(
-        default=0.005, ge=0, lt=1, description="allowed canary error rate above the baseline's"
-    )
-    latency_tolerance: float = Field(
-        default=1.25, ge=1, description="allowed ratio of canary to baseline p50 and p99"
-    )
-    confidence: float = Field(default=0.99, gt=0.5, lt=1)
 
 
 class ServiceConfig(StrictModel):

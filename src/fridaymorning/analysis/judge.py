@@ -1,8 +1,8 @@
 """The canary judge: windows of the canary and of the baseline in, a Verdict with its evidence out.
 
 This is the skeleton judge: SLO thresholds on the canary alone, plus a plain canary-versus-baseline
-comparison. Error rates use Wilson score bounds; latency compares sketch quantiles. It looks at the
-data of the current step only. Too few canary requests is `hold`, never `pass`.
+comparison. Error rates use Wilson score bounds; latency compares sketch quantiles. It is given every
+window since the rollout began. Too few canary requests is `hold`, never `pass`.
 """
 
 from __future__ import annotations
@@ -14,20 +14,9 @@ from statistics import NormalDist
 
 from ddsketch import DDSketch
 
+from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase, combine
 from fridaymorning.models import Window, new_sketch
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """What the judge demands of a canary. See config.AnalysisConfig for the meaning of each field."""
-
-    min_requests: int = 100
-    max_error_rate: float = 0.01
-    max_p99_ms: float = 1000.0
-    error_rate_tolerance: float = 0.005
-    latency_tolerance: float = 1.25
-    confidence: float = 0.99
 
 
 @dataclass(frozen=True, slots=True)

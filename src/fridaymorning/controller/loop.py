@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 
-from fridaymorning.analysis.judge import Policy, judge
+from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import ServiceConfig, check_version
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
@@ -46,20 +46,6 @@ def plan_of(service: ServiceConfig) -> Plan:
         for step in service.rollout.steps
     )
     return Plan(steps, service.rollout.on_insufficient_evidence)
-
-
-def policy_of(service: ServiceConfig, step_index: int) -> Policy:
-    """The judge's policy for one step: the step's minimum requests raise the analysis floor."""
-    analysis = service.analysis
-    step = service.rollout.steps[step_index]
-    return Policy(
-        min_requests=max(analysis.min_requests, step.min_requests),
-        max_error_rate=analysis.max_error_rate,
-        max_p99_ms=analysis.max_p99_ms,
-        error_rate_tolerance=analysis.error_rate_tolerance,
-        latency_tolerance=analysis.latency_tolerance,
-        confidence=analysis.confidence,
-    )
 
 
 def error_verdict(message: str) -> Verdict:
@@ -208,8 +194,8 @@ class ServiceController:
                 return state  # the phase moved on since the command was accepted
         if state.phase is not RolloutPhase.PROGRESSING:
             return state  # held: only a person moves it on
-        verdict = await self._measure(state)
-        action = next_action(state, verdict, self.clock(), self.plan)
+        verdict, step_requests = await self._measure(state)
+        action = next_action(state, verdict, self.clock(), self.plan, step_requests)
         if self.last_verdict is None or verdict.phase != self.last_verdict.phase:
             self.states.record(state, self.clock(), "verdict", verdict.reason, verdict.to_dict())
         self.last_verdict = verdict
@@ -221,20 +207,25 @@ class ServiceController:
         except TimeoutError:
             return None
 
-    async def _measure(self, state: RolloutState) -> Verdict:
-        """Judge the current step's data; a dead canary server or a failing store is evidence too."""
+    async def _measure(self, state: RolloutState) -> tuple[Verdict, int]:
+        """Judge everything since the rollout began, and count the current step's canary requests.
+
+        A dead canary server or a failing store is evidence too: fail, or error (never a pass).
+        """
         down = await self._canary_servers_down()
         if down:
             check = Check("canary_health", VerdictPhase.FAIL, len(down), len(down), 0, len(down), "")
-            return Verdict(VerdictPhase.FAIL, (check,), f"canary servers down in HAProxy: {', '.join(down)}")
-        start = math.floor(state.step_started_at) + 1
+            return Verdict(VerdictPhase.FAIL, (check,), f"canary servers down in HAProxy: {', '.join(down)}"), 0
+        start = math.floor(state.started_at) + 1
         end = math.floor(self.clock())
         try:
             canary = await asyncio.to_thread(self.metrics.query, self.backend, state.version, start, end)
             baseline = await asyncio.to_thread(self.metrics.query, self.backend, state.baseline, start, end)
         except FridayMorningError as error:
-            return error_verdict(str(error))
-        return judge(canary, baseline, policy_of(self.service, state.step_index))
+            return error_verdict(str(error)), 0
+        step_start = math.floor(state.step_started_at) + 1
+        step_requests = sum(window.requests for window in canary if window.second >= step_start)
+        return judge(canary, baseline, self.service.analysis), step_requests
 
     async def _canary_servers_down(self) -> list[str]:
         names = {instance.server for instance in self.canary_instances}

@@ -54,20 +54,30 @@ class Action:
     canary_weight: int | None = None
 
 
-def next_action(state: RolloutState, verdict: Verdict, now: float, plan: Plan) -> Action:
-    """Decide what to do with a progressing rollout, given the latest verdict on its current step."""
+def next_action(state: RolloutState, verdict: Verdict, now: float, plan: Plan, step_requests: int) -> Action:
+    """Decide what to do with a progressing rollout.
+
+    `verdict` judges the canary on everything since the rollout began; `step_requests` counts the
+    canary requests of the current step alone. A step is done when the verdict passes, it has baked
+    for its minimum duration, and it has served its minimum number of requests.
+    """
     if state.phase is not RolloutPhase.PROGRESSING:
         return Action(ActionKind.STAY, f"nothing to decide in phase {state.phase}")
     step = plan.steps[state.step_index]
     elapsed = now - state.step_started_at
     if verdict.phase is VerdictPhase.FAIL:
         return Action(ActionKind.ROLLBACK, verdict.reason)
-    if verdict.phase is VerdictPhase.PASS and elapsed >= step.min_duration_s:
+    step_done = elapsed >= step.min_duration_s and step_requests >= step.min_requests
+    if verdict.phase is VerdictPhase.PASS and step_done:
         return advance_or_promote(state.step_index, plan)
-    if elapsed >= step.max_duration_s and verdict.phase is not VerdictPhase.PASS:
-        return out_of_time(state.step_index, step, verdict, plan)
+    if elapsed >= step.max_duration_s:
+        return out_of_time(state.step_index, step, verdict, step_requests, plan)
     if verdict.phase is VerdictPhase.PASS:
-        return Action(ActionKind.STAY, f"baking: {elapsed:.0f} s of {step.min_duration_s:.0f} s")
+        return Action(
+            ActionKind.STAY,
+            f"baking: {elapsed:.0f} of {step.min_duration_s:.0f} s, "
+            f"{step_requests} of {step.min_requests} requests in this step",
+        )
     return Action(ActionKind.STAY, verdict.reason)
 
 
@@ -84,12 +94,12 @@ def advance_or_promote(step_index: int, plan: Plan) -> Action:
     )
 
 
-def out_of_time(step_index: int, step: Step, verdict: Verdict, plan: Plan) -> Action:
+def out_of_time(step_index: int, step: Step, verdict: Verdict, step_requests: int, plan: Plan) -> Action:
     """A step reached its maximum duration without a pass: hold for a person, or roll back by policy."""
     reason = (
         f"step {step_index + 1} reached its maximum of {step.max_duration_s:.0f} s without enough "
-        f"evidence ({verdict.reason}). Too little traffic? Add a load-test hook, or decide by hand "
-        "with `fm promote` or `fm abort`."
+        f"evidence ({verdict.reason}; {step_requests} of {step.min_requests} requests in this step). "
+        "Too little traffic? Add a load-test hook, or decide by hand with `fm promote` or `fm abort`."
     )
     if plan.on_insufficient_evidence == "rollback":
         return Action(ActionKind.ROLLBACK, reason)

@@ -54,7 +54,8 @@ from datetime import datetime
 
 # The log-format fridaymorning asks HAProxy for; the HAProxy router renders it into haproxy.cfg.
 COMPACT_LOG_FORMAT = "fm1 %Ts.%ms %b %s %ST %Tr %Ta %B %ts %ci"
-COMPACT_TAG = "fm1"
+COMPACT_TAG = "fm1"  # first word of every compact message: names the format and its version
+_COMPACT_PREFIX = COMPACT_TAG + " "
 
 # The server HAProxy logs when a request never reached one (denied, bad request, no server up).
 NO_SERVER = "<NOSRV>"
@@ -104,7 +105,7 @@ def parse_message(message: str, syslog_stamp: str = "") -> Request | None:
     `syslog_stamp` is the header's timestamp text, used only when the message carries no usable
     date of its own. May raise ValueError/IndexError on malformed input: use `parse_line` for safety.
     """
-    if message.startswith("fm1 "):
+    if message.startswith(_COMPACT_PREFIX):
         return _parse_compact(message)
     return _parse_httplog(message, syslog_stamp)
 

@@ -37,7 +37,7 @@ def test_next_action_table(
     step_index: int, verdict_phase: VerdictPhase, now: float, expected: ActionKind, weight: int | None
 ) -> None:
     """Each (step, verdict, time) gives the documented action."""
-    action = next_action(state(step_index=step_index), verdict(verdict_phase), now, PLAN)
+    action = next_action(state(step_index=step_index), verdict(verdict_phase), now, PLAN, step_requests=100)
     assert action.kind is expected, action.reason
     assert action.canary_weight == weight
 
@@ -45,14 +45,14 @@ def test_next_action_table(
 def test_insufficient_evidence_policy_rollback() -> None:
     """With on_insufficient_evidence=rollback, a step that runs out of time rolls back instead of holding."""
     plan = Plan(PLAN.steps, "rollback")
-    action = next_action(state(), verdict(VerdictPhase.HOLD), 300, plan)
+    action = next_action(state(), verdict(VerdictPhase.HOLD), 300, plan, step_requests=0)
     assert action.kind is ActionKind.ROLLBACK
     assert "load-test hook" in action.reason
 
 
 def test_no_decision_outside_progressing() -> None:
     """A held rollout is not moved by verdicts, only by people."""
-    action = next_action(state(RolloutPhase.HELD), verdict(VerdictPhase.PASS), 1000, PLAN)
+    action = next_action(state(RolloutPhase.HELD), verdict(VerdictPhase.PASS), 1000, PLAN, step_requests=500)
     assert action.kind is ActionKind.STAY
 
 
@@ -84,3 +84,10 @@ def test_manual_commands_refused_with_reason(phase: RolloutPhase, command: str) 
     """A command that makes no sense in the phase is refused, and the reason names the phase."""
     with pytest.raises(RolloutError, match=f"it is {phase.value}"):
         manual_action(state(phase), command)  # type: ignore[arg-type]
+
+
+def test_step_needs_its_own_minimum_requests() -> None:
+    """A passing verdict does not advance a step that has served fewer than its minimum requests."""
+    action = next_action(state(), verdict(VerdictPhase.PASS), 60, PLAN, step_requests=99)
+    assert action.kind is ActionKind.STAY
+    assert "99 of 100 requests" in action.reason

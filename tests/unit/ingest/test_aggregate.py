@@ -30,8 +30,17 @@ def by_key(windows: list[Window]) -> dict[tuple[int, str, str], Window]:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(100, "1xx"), (204, "2xx"), (302, "3xx"), (499, "4xx"), (503, "5xx"), (-1, "other"), (0, "other"),
-     (99, "other"), (600, "other")],
+    [
+        (100, "1xx"),
+        (204, "2xx"),
+        (302, "3xx"),
+        (499, "4xx"),
+        (503, "5xx"),
+        (-1, "other"),
+        (0, "other"),
+        (99, "other"),
+        (600, "other"),
+    ],
 )
 def test_status_classes(status: int, expected: str) -> None:
     """Statuses map to STATUS_CLASSES; -1 (no response) and out-of-range codes are 'other'."""
@@ -71,7 +80,12 @@ def test_counts_status_failures_bytes_and_sketches() -> None:
     [window] = aggregator.flush_all()
     assert window.requests == 5
     assert dict(zip(STATUS_CLASSES, window.status, strict=True)) == {
-        "1xx": 0, "2xx": 2, "3xx": 0, "4xx": 1, "5xx": 1, "other": 1,
+        "1xx": 0,
+        "2xx": 2,
+        "3xx": 0,
+        "4xx": 1,
+        "5xx": 1,
+        "other": 1,
     }
     assert window.failed == 2  # the 503 SC and the 200 SD; the client abort CD is not a failure
     assert window.bytes == 357

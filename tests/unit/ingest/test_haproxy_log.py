@@ -125,7 +125,10 @@ def test_httplog_server_error_with_minus_one_timers() -> None:
 
 def test_httplog_badreq_nosrv_status_minus_one_and_ipv6_client() -> None:
     """`<BADREQ>`, `<NOSRV>`, status -1 and an IPv6 client with its port all parse."""
-    message = '::ffff:10.0.0.1:39190 [26/Nov/2026:12:38:53.601] hl hl/<NOSRV> -1/-1/-1/-1/0 -1 0 - - CR-- 2/1/0/0/0 0/0 "<BADREQ>"'
+    message = (
+        "::ffff:10.0.0.1:39190 [26/Nov/2026:12:38:53.601] hl hl/<NOSRV> -1/-1/-1/-1/0 -1 0 - - CR-- "
+        '2/1/0/0/0 0/0 "<BADREQ>"'
+    )
     assert parse_line(message) == (SECOND, "hl", "<NOSRV>", -1, -1, 0, 0, "CR")
 
 
@@ -140,7 +143,10 @@ def test_httplog_captured_headers_with_spaces_and_braces_do_not_shift_fields() -
 
 def test_httplog_without_captures() -> None:
     """Without `capture` directives the request line follows the queue field directly."""
-    message = '10.1.2.3:5 [26/Nov/2026:12:38:53.999] fe be/v1-1 0/0/0/1/1 204 0 - - ---- 1/1/0/0/0 0/0 "GET / HTTP/1.1"'
+    message = (
+        "10.1.2.3:5 [26/Nov/2026:12:38:53.999] fe be/v1-1 0/0/0/1/1 204 0 - - ---- "
+        '1/1/0/0/0 0/0 "GET / HTTP/1.1"'
+    )
     assert parse_line(message) == (SECOND, "be", "v1-1", 204, 1, 1, 0, "--")
 
 
@@ -185,7 +191,7 @@ def test_rfc3164_dates_take_the_year_closest_to_now() -> None:
         HTTPLOG.replace("be/v1-1", "bev1-1"),
         HTTPLOG.replace(" 200 ", " two "),
         HTTPLOG[:60],
-        "<134>1 2026-11-26T12:38:53Z h haproxy 1 - [unterminated k=\"v",
+        '<134>1 2026-11-26T12:38:53Z h haproxy 1 - [unterminated k="v',
         "<999999>Nov 26 12:38:53 haproxy[1]: x",
         "\x00\xff\ufffd garbage",
     ],
@@ -202,7 +208,7 @@ def test_malformed_lines_are_none_and_never_raise(line: str) -> None:
         "Proxy be stopped (cumulated conns: FE: 0, BE: 12).",
         "Stopping proxy fe in 0 ms.",
         "Stopping backend be in 0 ms.",
-        "Server be/v2-1 is DOWN, reason: Layer4 connection problem, info: \"Connection refused\".",
+        'Server be/v2-1 is DOWN, reason: Layer4 connection problem, info: "Connection refused".',
         "Server be/v2-1 is UP, reason: Layer7 check passed, code: 200, check duration: 1ms.",
         "backend be has no server available!",
         "Health check for server be/v2-1 failed, reason: Layer4 timeout",

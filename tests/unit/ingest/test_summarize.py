@@ -26,7 +26,12 @@ def httplog(server: str, status: int, tr_ms: int, ta_ms: int, termination: str =
 def sample_log() -> list[str]:
     lines = [HEADER + compact("v1-1", 200, tr, tr + 1) for tr in range(1, 101)]
     lines += [httplog("v2-1", 503, -1, 3000, "SC--"), "<134>" + HEADER + httplog("v2-1", 200, 7, 8) + "\n"]
-    lines += [HEADER + "Server web/v2-1 is DOWN, reason: Layer4 connection problem.", "not a log line", "", "  \n"]
+    lines += [
+        HEADER + "Server web/v2-1 is DOWN, reason: Layer4 connection problem.",
+        "not a log line",
+        "",
+        "  \n",
+    ]
     return lines
 
 
