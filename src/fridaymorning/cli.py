@@ -29,7 +29,9 @@ EXIT_ABORTED = 4
 
 FINAL_EXIT_CODES = {"promoted": EXIT_OK, "rolled_back": EXIT_ROLLED_BACK, "aborted": EXIT_ABORTED}
 
-app = typer.Typer(help="fridaymorning: canary releases for any web service behind HAProxy.", no_args_is_help=True)
+app = typer.Typer(
+    help="fridaymorning: canary releases for any web service behind HAProxy.", no_args_is_help=True
+)
 logs_app = typer.Typer(help="Read HAProxy logs offline.", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
 console = Console()
@@ -97,7 +99,9 @@ def up(config_path: Path = ConfigOption) -> None:
 def deploy(
     version: str = typer.Argument(..., help="the version to roll out"),
     service: str | None = ServiceOption,
-    wait: bool = typer.Option(False, "--wait", help="follow the rollout; exit 0 promoted, 3 rolled back, 4 aborted"),
+    wait: bool = typer.Option(
+        False, "--wait", help="follow the rollout; exit 0 promoted, 3 rolled back, 4 aborted"
+    ),
     config_path: Path = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -107,7 +111,9 @@ def deploy(
     client = client_of(config)
     rollout = call_or_exit(lambda: client.post(f"/services/{name}/deploy", {"version": version}))
     if not wait:
-        print_json(rollout) if as_json else console.print(f"rollout {rollout['id']}: deploying {version} to {name}")
+        print_json(rollout) if as_json else console.print(
+            f"rollout {rollout['id']}: deploying {version} to {name}"
+        )
         return
     final = follow(client, rollout["id"], as_json)
     raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
@@ -123,7 +129,10 @@ def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None
         return
     console.print(status_table(snapshot))
     collector = snapshot.get("collector", {})
-    console.print("collector: " + ", ".join(f"{key} {value}" for key, value in collector.items() if key != "last_rejected"))
+    console.print(
+        "collector: "
+        + ", ".join(f"{key} {value}" for key, value in collector.items() if key != "last_rejected")
+    )
 
 
 @app.command()
@@ -143,7 +152,7 @@ def logs_summarize(
     source: str = typer.Argument(..., help="a log file, or - for standard input"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Summarize an HAProxy log per server, like halog: requests, status classes, failures, Tr/Ta quantiles."""
+    """Summarize an HAProxy log per server, like halog: requests, statuses, failures, Tr/Ta quantiles."""
     from fridaymorning.ingest.summarize import format_summary_table, summarize
 
     try:
@@ -229,7 +238,9 @@ def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
 
 def rollout_view(rollout: dict[str, Any]) -> Table:
     """The live view of `fm deploy --wait`: phase, weight, and the latest verdict's checks."""
-    table = Table(title=f"rollout {rollout['id']}: {rollout['service']} {rollout['baseline']} → {rollout['version']}")
+    table = Table(
+        title=f"rollout {rollout['id']}: {rollout['service']} {rollout['baseline']} → {rollout['version']}"
+    )
     table.add_column("phase")
     table.add_column("step")
     table.add_column("canary weight")

@@ -49,7 +49,9 @@ class ApiClient:
         if response.status_code == 409:
             raise RolloutError(response.json().get("detail", response.text))
         if response.status_code >= 400:
-            raise FridayMorningError(f"{method} {path} failed ({response.status_code}): {detail_of(response)}")
+            raise FridayMorningError(
+                f"{method} {path} failed ({response.status_code}): {detail_of(response)}"
+            )
         return response.json()
 
 

@@ -237,7 +237,8 @@ def check_version(value: str) -> str:
     """Return `value` if it is a valid version token, else raise ValueError with the rule."""
     if not VERSION_PATTERN.match(value):
         raise ValueError(
-            f"version {value!r} must start with a letter or digit and contain only letters, digits, '.' and '_'"
+            f"version {value!r} must start with a letter or digit "
+            "and contain only letters, digits, '.' and '_'"
         )
     return value
 

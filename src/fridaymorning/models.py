@@ -32,7 +32,7 @@ def server_name(version: str, index: int) -> str:
 
 
 def version_of_server(name: str) -> str:
-    """The version encoded in an HAProxy server name ('v2-1' → 'v2'); a name without an index is its own version."""
+    """The version in an HAProxy server name ('v2-1' → 'v2'); a name without an index is its own version."""
     version, sep, index = name.rpartition("-")
     if sep and index.isdigit() and version:
         return version

@@ -95,7 +95,9 @@ class Runtime:
 
     async def start_collector(self) -> None:
         host, port = parse_address(self.config.collector.listen)
-        self.collector = UdpCollector(host, port, self.write_windows, lateness_s=self.config.collector.lateness_s)
+        self.collector = UdpCollector(
+            host, port, self.write_windows, lateness_s=self.config.collector.lateness_s
+        )
         await self.collector.start()
         self.announce(f"collector listening on udp://{host}:{port}")
 
@@ -128,7 +130,9 @@ class Runtime:
         host, port = parse_address(self.config.api.listen)
         token = load_or_create_token(Path(self.state_dir, TOKEN_FILE))
         app = create_app(self, token)
-        self._api = QuietServer(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self._api = QuietServer(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+        )
         self._api_task = asyncio.create_task(self._api.serve())
         while not self._api.started and not self._api_task.done():
             await asyncio.sleep(0.05)

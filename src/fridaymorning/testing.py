@@ -79,7 +79,10 @@ class FakePlatform:
 
         if version in self.fail_versions:
             raise PlatformError(f"{version} exited with status 1 before it was healthy")
-        started = [Instance(version, index, "127.0.0.1", next(self._ports), "fake") for index in range(1, replicas + 1)]
+        started = [
+            Instance(version, index, "127.0.0.1", next(self._ports), "fake")
+            for index in range(1, replicas + 1)
+        ]
         self.running.extend(started)
         return started
 

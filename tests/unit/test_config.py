@@ -29,8 +29,12 @@ def test_example_config_is_valid() -> None:
         ('"{port}"', '"8080"', 31, "services[0].platform.command"),
         ("url: sqlite:///metrics.db", "url: mysql://db/metrics", 19, "store.url"),
         ("weight: 50, min_duration_s: 60", "weight: 20, min_duration_s: 60", 39, "services[0].rollout.steps"),
-        ("max_duration_s: 600, min_requests: 200", "max_duration_s: 6, min_requests: 200", 40,
-         "services[0].rollout.steps[0]"),
+        (
+            "max_duration_s: 600, min_requests: 200",
+            "max_duration_s: 6, min_requests: 200",
+            40,
+            "services[0].rollout.steps[0]",
+        ),
     ],
 )
 def test_errors_name_file_line_and_field(old: str, new: str, line: int, field: str) -> None:
@@ -50,7 +54,7 @@ def test_yaml_syntax_error_has_line() -> None:
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     """A config that cannot be read names the path."""
-    with pytest.raises(ConfigError, match="missing.yaml"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
         load_config(tmp_path / "missing.yaml")
 
 

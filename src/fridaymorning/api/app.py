@@ -69,7 +69,9 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     def deploy(service: str, body: DeployRequest) -> dict[str, object]:
         return rollout_dict(controller_of(service).deploy(body.version))
 
-    @app.post("/api/v1/rollouts/{rollout_id}/{action}", status_code=202, dependencies=[Depends(require_token)])
+    @app.post(
+        "/api/v1/rollouts/{rollout_id}/{action}", status_code=202, dependencies=[Depends(require_token)]
+    )
     def act(rollout_id: int, action: Literal["promote", "abort"]) -> dict[str, object]:
         state = runtime.states.rollout(rollout_id)
         if state is None:

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
@@ -159,7 +160,9 @@ class ServiceController:
         except Exception as error:  # any failure during a rollout removes the canary
             log.exception("rollout %s failed", state.id)
             if state.active:
-                state = await self._finish_canary(state, RolloutPhase.ROLLED_BACK, f"controller error: {error}")
+                state = await self._finish_canary(
+                    state, RolloutPhase.ROLLED_BACK, f"controller error: {error}"
+                )
         return state
 
     async def _start_canary(self, state: RolloutState) -> RolloutState:
@@ -169,7 +172,9 @@ class ServiceController:
                 await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
             await self._wait_servers_up(self.canary_instances)
         except FridayMorningError as error:
-            return await self._finish_canary(state, RolloutPhase.ROLLED_BACK, f"canary did not start: {error}")
+            return await self._finish_canary(
+                state, RolloutPhase.ROLLED_BACK, f"canary did not start: {error}"
+            )
         first = self.plan.steps[0]
         await self._apply_weight(first.weight)
         now = self.clock()
@@ -215,7 +220,9 @@ class ServiceController:
         down = await self._canary_servers_down()
         if down:
             check = Check("canary_health", VerdictPhase.FAIL, len(down), len(down), 0, len(down), "")
-            return Verdict(VerdictPhase.FAIL, (check,), f"canary servers down in HAProxy: {', '.join(down)}"), 0
+            return Verdict(
+                VerdictPhase.FAIL, (check,), f"canary servers down in HAProxy: {', '.join(down)}"
+            ), 0
         start = math.floor(state.started_at) + 1
         end = math.floor(self.clock())
         try:
@@ -252,7 +259,9 @@ class ServiceController:
                     step_started_at=now,
                 )
             case ActionKind.HOLD:
-                return self.states.transition(state, now, "held", action.reason, evidence, phase=RolloutPhase.HELD)
+                return self.states.transition(
+                    state, now, "held", action.reason, evidence, phase=RolloutPhase.HELD
+                )
             case ActionKind.PROMOTE:
                 return await self._promote(state, action.reason, evidence)
             case ActionKind.ROLLBACK:
@@ -261,11 +270,19 @@ class ServiceController:
                 return await self._finish_canary(state, RolloutPhase.ABORTED, action.reason, evidence)
         raise AssertionError(f"unhandled action {action.kind}")
 
-    async def _promote(self, state: RolloutState, reason: str, evidence: dict | None) -> RolloutState:
+    async def _promote(
+        self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
+    ) -> RolloutState:
         """Canary to 100%, drain and stop the old stable; the canary becomes the stable."""
         await self._apply_weight(100)
         state = self.states.transition(
-            state, self.clock(), "promoting", reason, evidence, phase=RolloutPhase.PROMOTING, canary_weight=100
+            state,
+            self.clock(),
+            "promoting",
+            reason,
+            evidence,
+            phase=RolloutPhase.PROMOTING,
+            canary_weight=100,
         )
         old_stable = self.stable_instances
         await self._remove(old_stable)
@@ -277,13 +294,19 @@ class ServiceController:
         )
 
     async def _finish_canary(
-        self, state: RolloutState, final: RolloutPhase, reason: str, evidence: dict | None = None
+        self, state: RolloutState, final: RolloutPhase, reason: str, evidence: dict[str, Any] | None = None
     ) -> RolloutState:
         """Canary to weight 0 at once, then drain, remove and stop it."""
         if self.canary_instances:
             await self._apply_weight(0)
         state = self.states.transition(
-            state, self.clock(), "rolling_back", reason, evidence, phase=RolloutPhase.ROLLING_BACK, canary_weight=0
+            state,
+            self.clock(),
+            "rolling_back",
+            reason,
+            evidence,
+            phase=RolloutPhase.ROLLING_BACK,
+            canary_weight=0,
         )
         await self._remove(self.canary_instances)
         self.canary_instances = []
@@ -351,4 +374,3 @@ def rollout_dict(state: RolloutState) -> dict[str, object]:
         "finished_at": state.finished_at,
         "reason": state.reason,
     }
-

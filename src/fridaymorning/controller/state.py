@@ -139,7 +139,9 @@ class StateStore:
                 raise
         return new_state
 
-    def record(self, state: RolloutState, now: float, kind: str, reason: str, verdict: dict[str, Any]) -> None:
+    def record(
+        self, state: RolloutState, now: float, kind: str, reason: str, verdict: dict[str, Any]
+    ) -> None:
         """Record an event that changes nothing (a judged interval), for `fm explain`."""
         with self._lock:
             self._insert_event(state, now, kind, reason, verdict)

@@ -1,6 +1,6 @@
 """`fm demo`: a live canary of the sample service on the embedded defaults.
 
-v1 is stable; v2 (good) is deployed and must be promoted; v3 (bad: about 8% HTTP 500 and 1.5× the
+v1 is stable; v2 (good) is deployed and must be promoted; v3 (bad: about 8% HTTP 500 and 1.5 times the
 latency) is deployed and must be rolled back. Real HAProxy, real collector, real SQLite, real
 controller; the sample service runs as local processes and a traffic generator sends ~200 req/s.
 """
@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,15 @@ def demo_config(state_dir: Path) -> Config:
                     "frontend": f"127.0.0.1:{free_port()}",
                     "stable": "v1",
                     "platform": {
-                        "command": [sys.executable, "-m", "fridaymorning.demo.app", "--port", "{port}",
-                                    "--version", "{version}"],
+                        "command": [
+                            sys.executable,
+                            "-m",
+                            "fridaymorning.demo.app",
+                            "--port",
+                            "{port}",
+                            "--version",
+                            "{version}",
+                        ],
                         "replicas": 1,
                     },
                     "rollout": {
@@ -96,10 +104,12 @@ async def deploy_and_wait(runtime: Runtime, version: str) -> tuple[RolloutState,
     return final, time.monotonic() - started
 
 
-async def run_demo(rate: float = 200.0, quiet: bool = False, console: Console | None = None) -> dict[str, Any]:
+async def run_demo(
+    rate: float = 200.0, quiet: bool = False, console: Console | None = None
+) -> dict[str, Any]:
     """Run the whole demo; the summary as `fm demo --json` prints it, plus "ok"."""
     console = console or Console()
-    say = (lambda _: None) if quiet else console.print
+    say: Callable[[str], object] = (lambda _: None) if quiet else console.print
     with tempfile.TemporaryDirectory(prefix="fm-demo-") as state_dir:
         config = demo_config(Path(state_dir))
         runtime = Runtime(config, announce=say)
@@ -131,7 +141,11 @@ async def run_demo(rate: float = 200.0, quiet: bool = False, console: Console | 
 def summarize(outcomes: list[tuple[RolloutState, float]], tally: dict[str, dict[str, int]]) -> dict[str, Any]:
     releases: list[dict[str, Any]] = []
     for state, seconds in outcomes:
-        release: dict[str, Any] = {"version": state.version, "outcome": state.phase.value, "seconds": round(seconds, 1)}
+        release: dict[str, Any] = {
+            "version": state.version,
+            "outcome": state.phase.value,
+            "seconds": round(seconds, 1),
+        }
         if state.phase.value == "rolled_back":
             counts = tally.get(state.version, {})
             release["canary_requests"] = counts.get("requests", 0)

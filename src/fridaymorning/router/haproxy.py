@@ -45,6 +45,9 @@ BIND_ERROR = re.compile(
 )
 STATS_SOCKET_LINE = re.compile(r"^\s*stats\s+socket\s+(\S+)", re.MULTILINE)
 
+# How often stop() repeats a signal HAProxy's master may have missed.
+SIGNAL_REPEAT_S = 0.5
+
 # Balance algorithms that accept dynamic servers (HAProxy refuses `add server` with the others).
 DYNAMIC_ALGORITHMS = frozenset({"roundrobin", "leastconn", "first", "random"})
 
@@ -543,15 +546,24 @@ class HAProxyProcess:
                 return
 
     async def signal_and_wait(self, signal_number: int, timeout_s: float | None) -> bool:
-        """Send a signal to the master; True when it exited within `timeout_s` (None: wait for ever)."""
+        """Signal the master until it exits; True when it did within `timeout_s` (None: wait for ever).
+
+        The signal is repeated because a master that has just started re-executes itself into its
+        "wait mode", and a signal that lands during that exec is lost. Repeating one is harmless.
+        """
         assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal_number)
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal_number)
+            remaining = SIGNAL_REPEAT_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self.process.wait(), min(remaining, SIGNAL_REPEAT_S))
+            except TimeoutError:
+                continue
+            return True
 
     async def __aenter__(self) -> HAProxyProcess:
         await self.start()

@@ -45,7 +45,9 @@ def service_config() -> ServiceConfig:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None):
+    def __init__(
+        self, tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None
+    ):
         self.clock = FakeClock()
         self.router = FakeRouter()
         self.platform = platform or FakePlatform()
@@ -82,7 +84,8 @@ async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> No
     final = await asyncio.wait_for(harness.controller.wait(), 5)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
     canary_shares = [
-        round(100 * weights.get("v2-1", 0) / max(1, sum(weights.values()))) for weights in harness.router.weight_history
+        round(100 * weights.get("v2-1", 0) / max(1, sum(weights.values())))
+        for weights in harness.router.weight_history
     ]
     assert canary_shares == [0, 10, 50, 100]  # stable alone, then each step
     assert harness.router.removed == ["v1-1"]

@@ -15,7 +15,9 @@ def test_rollout_lifecycle_persists_across_reopen(tmp_path: Path) -> None:
     """Every transition is stored with its event; a reopened store sees the same state."""
     store = StateStore(tmp_path / "state.db")
     rollout = store.create_rollout("web", "v2", "v1", now=100.0)
-    rollout = store.transition(rollout, 101.0, "step", "step 1", phase=RolloutPhase.PROGRESSING, canary_weight=10)
+    rollout = store.transition(
+        rollout, 101.0, "step", "step 1", phase=RolloutPhase.PROGRESSING, canary_weight=10
+    )
     store.close()
     reopened = StateStore(tmp_path / "state.db")
     loaded = reopened.rollout(rollout.id)
