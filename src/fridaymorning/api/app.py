@@ -50,29 +50,32 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     async def refused(_: Request, error: RolloutError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=409)
 
+    # Handlers are coroutines on purpose: they run on the controllers' event loop, where a deploy
+    # starts its rollout task. Their store reads are short SQLite queries.
+
     @app.get("/api/v1/status")
-    def status() -> dict[str, Any]:
+    async def status() -> dict[str, Any]:
         return runtime.status()
 
     @app.get("/api/v1/rollouts")
-    def rollouts(service: str | None = None, limit: int = 50) -> list[dict[str, object]]:
+    async def rollouts(service: str | None = None, limit: int = 50) -> list[dict[str, object]]:
         return [rollout_dict(state) for state in runtime.states.rollouts(service, limit)]
 
     @app.get("/api/v1/rollouts/{rollout_id}")
-    def rollout(rollout_id: int) -> dict[str, object]:
+    async def rollout(rollout_id: int) -> dict[str, object]:
         state = runtime.states.rollout(rollout_id)
         if state is None:
             raise HTTPException(404, f"no rollout {rollout_id}")
         return {**rollout_dict(state), "events": runtime.states.events(rollout_id)}
 
     @app.post("/api/v1/services/{service}/deploy", status_code=202, dependencies=[Depends(require_token)])
-    def deploy(service: str, body: DeployRequest) -> dict[str, object]:
+    async def deploy(service: str, body: DeployRequest) -> dict[str, object]:
         return rollout_dict(controller_of(service).deploy(body.version))
 
     @app.post(
         "/api/v1/rollouts/{rollout_id}/{action}", status_code=202, dependencies=[Depends(require_token)]
     )
-    def act(rollout_id: int, action: Literal["promote", "abort"]) -> dict[str, object]:
+    async def act(rollout_id: int, action: Literal["promote", "abort"]) -> dict[str, object]:
         state = runtime.states.rollout(rollout_id)
         if state is None:
             raise HTTPException(404, f"no rollout {rollout_id}")
