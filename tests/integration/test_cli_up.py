@@ -217,7 +217,7 @@ def test_missing_haproxy_gives_install_advice(tmp_path: Path, free_port) -> None
 
 
 def test_validate_exit_codes(tmp_path: Path, free_port) -> None:
-    """`fm validate` exits 0 on a good file and 2 with file:line: field on a bad one; `fm init` writes a valid one."""
+    """`fm validate`: 0 on a good file, 2 with file:line: field on a bad one; `fm init` writes a good one."""
     config = write_config(tmp_path, free_port, [{"weight": 10}])
     assert subprocess.run([*FM, "validate", str(config)], capture_output=True, check=False).returncode == 0
     bad = tmp_path / "bad.yaml"

@@ -22,7 +22,7 @@ def demo_processes() -> list[str]:
 
 
 def test_demo_promotes_v2_rolls_back_v3_and_leaves_nothing(haproxy_binary: str) -> None:
-    """v2 is promoted, v3 rolled back, no stable request fails, the process exits 0, and no process is left."""
+    """v2 is promoted, v3 rolled back, no stable request fails, exit status 0, and no process is left."""
     before = demo_processes()
     result = subprocess.run(
         [sys.executable, "-m", "fridaymorning", "demo", "--json"], capture_output=True, text=True, timeout=180
