@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from fridaymorning.config import DEFAULT_CONFIG_NAME, Config, load_config
+from fridaymorning.controller.loop import rollout_dict
 from fridaymorning.errors import ConfigError, FridayMorningError, RolloutError
 
 EXIT_OK = 0
@@ -147,6 +148,107 @@ def promote(service: str | None = ServiceOption, config_path: Path = ConfigOptio
     act_on_active_rollout("promote", service, config_path)
 
 
+@app.command()
+def history(
+    service: str | None = ServiceOption,
+    limit: int = typer.Option(20, help="how many rollouts to list"),
+    config_path: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List rollouts, newest first (reads the state store; `fm up` need not run)."""
+    config = config_or_exit(config_path)
+    states = state_store_or_exit(config)
+    rollouts = states.rollouts(service, limit)
+    if as_json:
+        print_json([rollout_dict(rollout) for rollout in rollouts])
+        return
+    table = Table(title="rollouts")
+    for column in ("id", "service", "baseline → version", "phase", "started", "seconds", "reason"):
+        table.add_column(column)
+    for rollout in rollouts:
+        seconds = f"{rollout.finished_at - rollout.started_at:.1f}" if rollout.finished_at else "-"
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rollout.started_at))
+        table.add_row(
+            str(rollout.id),
+            rollout.service,
+            f"{rollout.baseline} → {rollout.version}",
+            rollout.phase.value,
+            started,
+            seconds,
+            rollout.reason,
+        )
+    console.print(table)
+
+
+@app.command()
+def explain(
+    rollout_id: int = typer.Argument(..., help="the rollout, as `fm history` lists it"),
+    config_path: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Every step, hold, promotion and rollback of a rollout, with its data window and checks."""
+    config = config_or_exit(config_path)
+    states = state_store_or_exit(config)
+    rollout = states.rollout(rollout_id)
+    if rollout is None:
+        fail(f"no rollout {rollout_id}", EXIT_USAGE)
+    events = states.events(rollout_id)
+    if as_json:
+        print_json({**rollout_dict(rollout), "events": events})
+        return
+    heading = f"{rollout.service} {rollout.baseline} → {rollout.version}, {rollout.phase}"
+    console.print(f"[bold]rollout {rollout.id}[/]: {heading}")
+    for event in events:
+        offset = event["at"] - rollout.started_at
+        console.print(
+            f"[bold]+{offset:6.1f} s  {event['kind']}[/] at {event['canary_weight']}%: {event['reason']}"
+        )
+        if event["verdict"]:
+            console.print(checks_table(event["verdict"]))
+
+
+@app.command()
+def replay(
+    rollout_id: int = typer.Argument(..., help="the rollout, as `fm history` lists it"),
+    config_path: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-run the judge over a rollout's stored windows; exit 1 if any decision comes out differently."""
+    from fridaymorning.controller.replay import replay as replay_rollout
+    from fridaymorning.registry import resolve
+
+    config = config_or_exit(config_path)
+    states = state_store_or_exit(config)
+    rollout = states.rollout(rollout_id)
+    if rollout is None:
+        fail(f"no rollout {rollout_id}", EXIT_USAGE)
+    metrics = resolve("store", config.store_url())(config.store_url())
+    policy = config.service(rollout.service).analysis
+    decisions = replay_rollout(rollout, states.events(rollout_id), metrics.query, policy)
+    differing = [decision for decision in decisions if not decision.same]
+    if as_json:
+        print_json(
+            {"rollout": rollout_id, "decisions": len(decisions), "differing": [vars_of(d) for d in differing]}
+        )
+    else:
+        table = Table(title=f"replay of rollout {rollout_id}")
+        for column in ("t (s)", "event", "seconds judged", "recorded", "replayed"):
+            table.add_column(column)
+        for decision in decisions:
+            mark = "" if decision.same else " [red](differs)[/]"
+            table.add_row(
+                f"{decision.at - rollout.started_at:.1f}",
+                decision.kind,
+                f"[{decision.start}, {decision.end})",
+                decision.recorded,
+                decision.replayed + mark,
+            )
+        console.print(table)
+        console.print(f"{len(decisions) - len(differing)} of {len(decisions)} decisions reproduced")
+    if differing:
+        raise typer.Exit(EXIT_ERROR)
+
+
 @logs_app.command("summarize")
 def logs_summarize(
     source: str = typer.Argument(..., help="a log file, or - for standard input"),
@@ -202,6 +304,41 @@ def call_or_exit(call: Any) -> Any:
         fail(f"refused: {error}")
     except FridayMorningError as error:
         fail(str(error))
+
+
+def state_store_or_exit(config: Config) -> Any:
+    from fridaymorning.controller.state import StateStore
+
+    path = config.state_path("state.db")
+    if not path.exists():
+        fail(f"no rollouts recorded yet: {path} does not exist (run `fm up` with this config first)")
+    return StateStore(path)
+
+
+def vars_of(decision: Any) -> dict[str, Any]:
+    return {name: getattr(decision, name) for name in ("at", "kind", "start", "end", "recorded", "replayed")}
+
+
+def checks_table(verdict: dict[str, Any]) -> Table:
+    """One verdict's checks: statistic, bound, threshold and n, as `fm explain` shows them."""
+    window = verdict.get("window")
+    title = f"verdict {verdict['phase']}" + (
+        f", seconds [{window['start']}, {window['end']})" if window else ""
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("check", "phase", "statistic", "bound", "threshold", "n", "detail"):
+        table.add_column(column)
+    for check in verdict["checks"]:
+        table.add_row(
+            check["name"],
+            check["phase"],
+            f"{check['statistic']:.4g}",
+            f"{check['bound']:.4g}",
+            f"{check['threshold']:.4g}",
+            str(check["n"]),
+            check["detail"],
+        )
+    return table
 
 
 def print_json(value: Any) -> None:

@@ -17,6 +17,9 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     "store": {
         "sqlite": "fridaymorning.store.sqlite:SqliteMetricStore",
     },
+    "router": {
+        "haproxy+unix": "fridaymorning.router.haproxy:HAProxyRouter",
+    },
     "platform": {
         "local": "fridaymorning.platform.local:LocalPlatform",
     },

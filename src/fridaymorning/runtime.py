@@ -112,7 +112,11 @@ class Runtime:
         config_path.write_text(render_haproxy_config(self.config, collector_address), encoding="utf-8")
         self.haproxy = HAProxyProcess(config_path, binary=self.config.haproxy.binary)
         await self.haproxy.start()
-        self.router = HAProxyRouter(self.config.runtime_path(self.config.haproxy.admin_socket))
+        self.router = HAProxyRouter(
+            self.config.runtime_path(self.config.haproxy.admin_socket),
+            check_interval_ms=self.config.haproxy.health_check_interval_ms,
+            state_file=self.config.runtime_path(self.config.haproxy.state_file),
+        )
         self.announce(f"HAProxy running with {config_path}")
 
     async def start_service(self, service: Any) -> None:
@@ -121,7 +125,11 @@ class Runtime:
         workdir.mkdir(parents=True, exist_ok=True)
         platform = LocalPlatform(service.platform, workdir=str(workdir))
         self.platforms.append(platform)
-        controller = ServiceController(service, self.router, platform, self.metrics, self.states)
+        # A second reaches the store `lateness_s` after it ends, at the next flush (every second).
+        data_lag_s = self.config.collector.lateness_s + 1.0
+        controller = ServiceController(
+            service, self.router, platform, self.metrics, self.states, data_lag_s=data_lag_s
+        )
         self.controllers[service.name] = controller
         await controller.start()
         self.announce(f"service {service.name}: {controller.stable_version} serving on {service.frontend}")

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fridaymorning.analysis.judge import judge
@@ -49,6 +50,29 @@ def plan_of(service: ServiceConfig) -> Plan:
     return Plan(steps, service.rollout.on_insufficient_evidence)
 
 
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """A verdict with what it was judged on: the seconds [start, end) and the step's canary requests."""
+
+    verdict: Verdict
+    step_requests: int
+    start: int
+    end: int
+
+    def evidence(self) -> dict[str, Any]:
+        """The verdict as stored with each event, for `fm explain` and `fm replay`."""
+        return {
+            **self.verdict.to_dict(),
+            "window": {"start": self.start, "end": self.end},
+            "step_requests": self.step_requests,
+        }
+
+
+def judged_seconds(state: RolloutState, now: float, data_lag_s: float) -> tuple[int, int]:
+    """The closed seconds [start, end) a judgement at `now` looks at: from the rollout's start on."""
+    return math.floor(state.started_at) + 1, math.floor(now - data_lag_s)
+
+
 def error_verdict(message: str) -> Verdict:
     """A verdict for evidence that could not be gathered: never a pass."""
     check = Check("metrics", VerdictPhase.ERROR, math.nan, math.nan, math.nan, 0, message)
@@ -66,6 +90,7 @@ class ServiceController:
         metrics: MetricStore,
         states: StateStore,
         clock: Callable[[], float] = time.time,
+        data_lag_s: float = 0.0,
     ) -> None:
         self.service = service
         self.router = router
@@ -73,6 +98,8 @@ class ServiceController:
         self.metrics = metrics
         self.states = states
         self.clock = clock
+        # How long after a second ends the collector has written it: the judge looks no closer to now.
+        self.data_lag_s = data_lag_s
         self.plan = plan_of(service)
         self.stable_version = states.stable_version(service.name, service.stable)
         self.stable_instances: list[Instance] = []
@@ -199,12 +226,13 @@ class ServiceController:
                 return state  # the phase moved on since the command was accepted
         if state.phase is not RolloutPhase.PROGRESSING:
             return state  # held: only a person moves it on
-        verdict, step_requests = await self._measure(state)
-        action = next_action(state, verdict, self.clock(), self.plan, step_requests)
+        measurement = await self._measure(state)
+        verdict = measurement.verdict
+        action = next_action(state, verdict, self.clock(), self.plan, measurement.step_requests)
         if self.last_verdict is None or verdict.phase != self.last_verdict.phase:
-            self.states.record(state, self.clock(), "verdict", verdict.reason, verdict.to_dict())
+            self.states.record(state, self.clock(), "verdict", verdict.reason, measurement.evidence())
         self.last_verdict = verdict
-        return await self._act(state, action, verdict)
+        return await self._act(state, action, measurement)
 
     async def _next_command(self, timeout: float) -> ManualCommand | None:
         try:
@@ -212,35 +240,38 @@ class ServiceController:
         except TimeoutError:
             return None
 
-    async def _measure(self, state: RolloutState) -> tuple[Verdict, int]:
-        """Judge everything since the rollout began, and count the current step's canary requests.
+    async def _measure(self, state: RolloutState) -> Measurement:
+        """Judge every closed second since the rollout began, and count the current step's canary requests.
 
-        A dead canary server or a failing store is evidence too: fail, or error (never a pass).
+        Only seconds the collector has already written are judged, so `fm replay` later sees exactly
+        the same data. A dead canary server or a failing store is evidence too: fail, or error.
         """
+        start, end = judged_seconds(state, self.clock(), self.data_lag_s)
         down = await self._canary_servers_down()
         if down:
             check = Check("canary_health", VerdictPhase.FAIL, len(down), len(down), 0, len(down), "")
-            return Verdict(
+            verdict = Verdict(
                 VerdictPhase.FAIL, (check,), f"canary servers down in HAProxy: {', '.join(down)}"
-            ), 0
-        start = math.floor(state.started_at) + 1
-        end = math.floor(self.clock())
+            )
+            return Measurement(verdict, 0, start, end)
         try:
             canary = await asyncio.to_thread(self.metrics.query, self.backend, state.version, start, end)
             baseline = await asyncio.to_thread(self.metrics.query, self.backend, state.baseline, start, end)
         except FridayMorningError as error:
-            return error_verdict(str(error)), 0
+            return Measurement(error_verdict(str(error)), 0, start, end)
         step_start = math.floor(state.step_started_at) + 1
         step_requests = sum(window.requests for window in canary if window.second >= step_start)
-        return judge(canary, baseline, self.service.analysis), step_requests
+        return Measurement(judge(canary, baseline, self.service.analysis), step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:
         names = {instance.server for instance in self.canary_instances}
         states = await self.router.server_states(self.backend)
         return [s.server for s in states if s.server in names and s.status is ServerStatus.DOWN]
 
-    async def _act(self, state: RolloutState, action: Action, verdict: Verdict | None) -> RolloutState:
-        evidence = verdict.to_dict() if verdict is not None else None
+    async def _act(
+        self, state: RolloutState, action: Action, measurement: Measurement | None
+    ) -> RolloutState:
+        evidence = measurement.evidence() if measurement is not None else None
         now = self.clock()
         match action.kind:
             case ActionKind.STAY:

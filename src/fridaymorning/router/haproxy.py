@@ -260,9 +260,9 @@ class HAProxyRouter:
     # -- the Router protocol ---------------------------------------------------------------------
 
     async def ensure_backend(self, backend: str) -> None:
-        rows = parse_show_stat(await self.command("show stat", starts_with("# pxname")))
-        summaries = {row["pxname"]: row for row in rows if row.get("svname") == "BACKEND"}
-        row = summaries.get(check_name(backend, "backend"))
+        check_name(backend, "backend")
+        summaries = {row["pxname"]: row for row in await self.show_stat() if row.get("svname") == "BACKEND"}
+        row = summaries.get(backend)
         if row is None:
             raise RouterError(f"HAProxy has no backend {backend!r}; backends: {', '.join(sorted(summaries))}")
         algorithm = row.get("algo", "")
@@ -311,8 +311,8 @@ class HAProxyRouter:
             await pause_until(deadline, f"connections of {backend}/{server} to close")
 
     async def server_states(self, backend: str) -> list[ServerState]:
-        rows = await self.show_stat()
         check_name(backend, "backend")
+        rows = await self.show_stat()
         if not any(row["pxname"] == backend for row in rows):
             raise RouterError(f"HAProxy has no backend {backend!r}")
         return [server_state_of(row) for row in rows if row["pxname"] == backend and is_server_row(row)]
