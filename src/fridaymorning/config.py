@@ -99,10 +99,58 @@ class StepConfig(StrictModel):
         return self
 
 
-class RolloutConfig(StrictModel):
-    """The steps a canary walks through, and what to do when evidence stays too thin."""
+# Header and cookie names go into haproxy.cfg: a strict token, never free text.
+HTTP_TOKEN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
-    steps: list[StepConfig] = Field(min_length=1)
+
+class ABConfig(StrictModel):
+    """A/B routing: requests whose header (or cookie) has `value` go to the canary, all others to stable."""
+
+    header: str | None = Field(default=None, pattern=HTTP_TOKEN)
+    cookie: str | None = Field(default=None, pattern=HTTP_TOKEN)
+    value: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
+    @model_validator(mode="after")
+    def one_matcher(self) -> ABConfig:
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("set exactly one of 'header' or 'cookie'")
+        return self
+
+
+class AffinityConfig(StrictModel):
+    """Session affinity: HAProxy inserts this cookie, so a user keeps seeing one version."""
+
+    cookie: str = Field(default="FMSERVER", pattern=HTTP_TOKEN)
+
+
+class BlueGreenConfig(StrictModel):
+    """Blue/green: how long blue keeps running after the switch, ready for an instant rollback."""
+
+    rollback_window_s: float = Field(default=300.0, ge=0)
+
+
+class RolloutConfig(StrictModel):
+    """How a new version is rolled out, and what to do when evidence stays too thin.
+
+    `canary` walks `steps` (or the steps generated from `step_weight`/`max_weight`); `blue_green`
+    switches all traffic at once and keeps blue for `blue_green.rollback_window_s`; `ab` sends only the
+    requests matched by `ab` to the canary. For `blue_green` and `ab`, the first step's durations and
+    minimum requests bound the analysis; its weight is not used.
+    """
+
+    strategy: Literal["canary", "blue_green", "ab"] = "canary"
+    steps: list[StepConfig] = Field(default_factory=list)
+    step_weight: int | None = Field(default=None, ge=1, le=100)
+    max_weight: int | None = Field(default=None, ge=1, le=100)
+    step_min_duration_s: float = Field(default=30.0, ge=0, description="for generated steps")
+    step_max_duration_s: float = Field(default=600.0, gt=0, description="for generated steps")
+    step_min_requests: int = Field(default=100, ge=1, description="for generated steps")
+    fresh_baseline: bool = Field(
+        default=False, description="judge against new instances of stable at the canary's weight"
+    )
+    ab: ABConfig | None = None
+    affinity: AffinityConfig | None = None
+    blue_green: BlueGreenConfig = Field(default_factory=BlueGreenConfig)
     judge_interval_s: float = Field(default=1.0, gt=0, le=60)
     on_insufficient_evidence: Literal["hold", "rollback"] = "hold"
 
@@ -114,6 +162,93 @@ class RolloutConfig(StrictModel):
             raise ValueError(f"step weights must strictly increase, got {weights}")
         return steps
 
+    @model_validator(mode="after")
+    def steps_defined(self) -> RolloutConfig:
+        generated = self.step_weight is not None or self.max_weight is not None
+        if generated and self.steps:
+            raise ValueError("give either 'steps' or 'step_weight'/'max_weight', not both")
+        if generated:
+            self.steps = generate_steps(self)
+        if not self.steps:
+            raise ValueError("give 'steps', or 'step_weight' and 'max_weight'")
+        weights = [step.weight for step in self.steps]
+        if self.strategy == "ab" and self.ab is None:
+            raise ValueError("strategy 'ab' needs an 'ab' section with a header or cookie to match")
+        if self.fresh_baseline and (self.strategy != "canary" or weights[-1] > 50):
+            raise ValueError("fresh_baseline needs strategy 'canary' and step weights of at most 50")
+        return self
+
+
+def generate_steps(rollout: RolloutConfig) -> list[StepConfig]:
+    """Steps step_weight, 2×step_weight, … up to max_weight (Flagger's stepWeight/maxWeight)."""
+    if rollout.step_weight is None or rollout.max_weight is None:
+        raise ValueError("'step_weight' and 'max_weight' go together")
+    if rollout.max_weight < rollout.step_weight:
+        raise ValueError("'max_weight' must be at least 'step_weight'")
+    weights = list(range(rollout.step_weight, rollout.max_weight + 1, rollout.step_weight))
+    if weights[-1] != rollout.max_weight:
+        weights.append(rollout.max_weight)
+    return [
+        StepConfig(
+            weight=weight,
+            min_duration_s=rollout.step_min_duration_s,
+            max_duration_s=max(rollout.step_max_duration_s, rollout.step_min_duration_s),
+            min_requests=rollout.step_min_requests,
+        )
+        for weight in weights
+    ]
+
+
+HookKind = Literal["pre_rollout", "rollout", "confirm_promotion", "post_rollout", "rollback"]
+
+
+class LoadTestConfig(StrictModel):
+    """Generated traffic through the service's frontend while a rollout runs (loopback frontends only)."""
+
+    rate_per_s: float = Field(default=50.0, gt=0, le=5000)
+    path: str = Field(default="/", pattern=r"^/")
+    concurrency: int = Field(default=8, ge=1, le=256)
+
+
+class HookConfig(StrictModel):
+    """A hook: an HTTP webhook (POST JSON), a command (argv, never a shell), or a load test.
+
+    pre_rollout: a failure aborts before any traffic. rollout: runs at each step; a failure counts as a
+    failed check. confirm_promotion: a gate before promotion (fails → hold). post_rollout: after
+    promotion. rollback: after a rollback or abort. load_test is for kind `rollout` only.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    kind: HookKind
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    command: list[str] | None = Field(default=None, min_length=1)
+    load_test: LoadTestConfig | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    retries: int = Field(default=2, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def one_form(self) -> HookConfig:
+        forms = [form for form in (self.url, self.command, self.load_test) if form is not None]
+        if len(forms) != 1:
+            raise ValueError("a hook has exactly one of 'url', 'command' or 'load_test'")
+        if self.load_test is not None and self.kind != "rollout":
+            raise ValueError("a load_test hook must be of kind 'rollout'")
+        return self
+
+
+NotificationEvent = Literal["started", "step", "held", "promoted", "rolled_back", "aborted"]
+
+
+class NotificationConfig(StrictModel):
+    """Where rollout events are posted: a generic JSON webhook or a Slack-compatible incoming webhook."""
+
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["generic", "slack"] = "generic"
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: ["started", "step", "held", "promoted", "rolled_back", "aborted"]
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
 
 class ServiceConfig(StrictModel):
     """One service: its HAProxy frontend and backend, how to run it, and how to roll it out."""
@@ -124,6 +259,8 @@ class ServiceConfig(StrictModel):
     platform: PlatformConfig
     rollout: RolloutConfig
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    hooks: list[HookConfig] = Field(default_factory=list)
+    notifications: list[NotificationConfig] = Field(default_factory=list)
 
     @field_validator("frontend")
     @classmethod
@@ -238,7 +375,7 @@ def check_version(value: str) -> str:
     if not VERSION_PATTERN.match(value):
         raise ValueError(
             f"version {value!r} must start with a letter or digit "
-            "and contain only letters, digits, '.' and '_'"
+            "and contain only letters, digits, '.' and '_' ('__' is reserved), at most 51 characters"
         )
     return value
 

@@ -17,8 +17,16 @@ STATUS_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
 # Relative accuracy of every latency sketch: quantiles are within 1% of the true value.
 SKETCH_RELATIVE_ACCURACY = 0.01
 
-# A version is a token that can be part of an HAProxy server name.
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]{0,62}$")
+# A version is a token that can be part of an HAProxy server name. '__' is reserved for labels.
+VERSION_PATTERN = re.compile(r"^(?!.*__)[A-Za-z0-9][A-Za-z0-9._]{0,50}$")
+
+# Suffix of the label under which a fresh baseline of the stable version runs.
+BASELINE_SUFFIX = "__baseline"
+
+
+def baseline_label(stable_version: str) -> str:
+    """The label of a fresh baseline of `stable_version`: 'v1' → 'v1__baseline'."""
+    return stable_version + BASELINE_SUFFIX
 
 
 def new_sketch() -> DDSketch:
@@ -80,11 +88,14 @@ class Instance:
     host: str
     port: int
     ref: str  # platform-specific handle: a pid for local://, a task id for swarm://
+    # The name the instance is routed and logged under, when not its version: a fresh baseline runs
+    # the stable version under the label '<stable>__baseline', so its traffic is counted apart.
+    label: str = ""
 
     @property
     def server(self) -> str:
-        """The HAProxy server name of this instance."""
-        return server_name(self.version, self.index)
+        """The HAProxy server name of this instance: 'v2-1', or 'v1__baseline-1' for a labelled one."""
+        return server_name(self.label or self.version, self.index)
 
 
 class ServerStatus(StrEnum):

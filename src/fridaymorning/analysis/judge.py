@@ -1,181 +1,233 @@
 """The canary judge: windows of the canary and of the baseline in, a Verdict with its evidence out.
 
-This is the skeleton judge: SLO thresholds on the canary alone, plus a plain canary-versus-baseline
-comparison. Error rates use Wilson score bounds; latency compares sketch quantiles. It is given every
-window since the rollout began. Too few canary requests is `hold`, never `pass`.
+Two questions per check, answered with anytime-valid statistics (docs/statistics.md):
+
+- **fail**: is the canary surely worse? A sequential test per check, at alpha split evenly over the
+  checks (Bonferroni), so a canary that is no worse than the baseline and meets the SLOs is rolled
+  back with probability at most `alpha`, however often the controller looks. Comparisons with the
+  baseline use the count e-process; SLOs use time-uniform lower bounds.
+- **pass**: is the canary surely good enough? Upper confidence bounds (each at `alpha`) under the SLOs
+  and tolerances, after at least `min_requests` canary requests. A bound that `min_requests` could
+  never reach (Policy.gates) is replaced by its point estimate, and the check says so.
+
+Neither: hold. Silence is never safety: without canary requests every check holds.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from statistics import NormalDist
 
-from ddsketch import DDSketch
+import numpy as np
 
+from fridaymorning.analysis.evidence import Evidence, evidence_of
 from fridaymorning.analysis.policy import Policy
+from fridaymorning.analysis.stats import (
+    LOWER_EDGES,
+    UPPER_EDGES,
+    VALUES,
+    FloatArray,
+    quantile_rank_bounds,
+    rate_lower_bound,
+    rate_upper_bound,
+)
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase, combine
-from fridaymorning.models import Window, new_sketch
+from fridaymorning.models import Window
 
+PASS, FAIL, HOLD = VerdictPhase.PASS, VerdictPhase.FAIL, VerdictPhase.HOLD
 
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """Windows of one version summed: request and failure counts, and merged latency sketch."""
-
-    requests: int
-    failed: int
-    latency: DDSketch
-
-    @property
-    def error_rate(self) -> float:
-        return self.failed / self.requests if self.requests else 0.0
-
-
-def total(windows: Sequence[Window]) -> Totals:
-    """Sum windows of one version."""
-    latency = new_sketch()
-    requests = failed = 0
-    for window in windows:
-        requests += window.requests
-        failed += window.failed
-        if window.tr.count:
-            latency.merge(window.tr)
-    return Totals(requests, failed, latency)
-
-
-def wilson_bounds(failed: int, requests: int, confidence: float) -> tuple[float, float]:
-    """Two-sided Wilson score interval of a proportion at `confidence`; (0, 1) with no data."""
-    if requests == 0:
-        return 0.0, 1.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    rate = failed / requests
-    denominator = 1 + z * z / requests
-    centre = (rate + z * z / (2 * requests)) / denominator
-    spread = z * math.sqrt(rate * (1 - rate) / requests + z * z / (4 * requests * requests)) / denominator
-    return max(0.0, centre - spread), min(1.0, centre + spread)
-
-
-def quantile(sketch: DDSketch, q: float) -> float:
-    """Quantile `q` of a sketch, NaN when it is empty."""
-    value = sketch.get_quantile_value(q) if sketch.count else None
-    return float("nan") if value is None else float(value)
+# HAProxy measures Tr in whole milliseconds: latency ratios compare (a + 1) / (b + 1), so that 0 ms and
+# 1 ms responses do not make a 2× regression.
+TIMER_RESOLUTION_MS = 1.0
 
 
 def judge(canary: Sequence[Window], baseline: Sequence[Window], policy: Policy) -> Verdict:
-    """Judge the canary's windows against the baseline's under `policy`."""
-    canary_totals, baseline_totals = total(canary), total(baseline)
+    """Judge the canary's windows against the baseline's under `policy`.
+
+    `canary` and `baseline` are every window since the rollout began; the result depends only on them.
+    """
+    return verdict_of(evidence_of(canary, baseline, policy), policy)
+
+
+def fail_alpha(policy: Policy) -> float:
+    """The alpha of each failing test: the policy's alpha shared by the two SLOs and the comparisons."""
+    return policy.alpha / (3 + len(policy.quantiles))
+
+
+def verdict_of(evidence: Evidence, policy: Policy) -> Verdict:
+    """The verdict on the evidence gathered so far."""
+    canary_cumulative = np.cumsum(evidence.canary_histogram)
+    baseline_cumulative = np.cumsum(evidence.baseline_histogram)
     checks = (
-        evidence_check(canary_totals, policy),
-        error_slo_check(canary_totals, policy),
-        error_comparison_check(canary_totals, baseline_totals, policy),
-        p99_slo_check(canary_totals, policy),
-        *latency_comparison_checks(canary_totals, baseline_totals, policy),
+        evidence_check(evidence, policy),
+        error_slo_check(evidence, policy),
+        error_comparison_check(evidence, policy),
+        p99_slo_check(evidence, policy, canary_cumulative),
+        *(
+            latency_comparison_check(evidence, policy, position, canary_cumulative, baseline_cumulative)
+            for position in range(len(policy.quantiles))
+        ),
     )
     return combine(checks)
 
 
-def evidence_check(canary: Totals, policy: Policy) -> Check:
-    """Hold until the canary has served at least `min_requests` in this step."""
-    enough = canary.requests >= policy.min_requests
+def evidence_check(evidence: Evidence, policy: Policy) -> Check:
+    """Hold until the canary has served at least `min_requests` since the rollout began."""
+    served = evidence.canary_requests
     return Check(
         name="evidence",
-        phase=VerdictPhase.PASS if enough else VerdictPhase.HOLD,
-        statistic=canary.requests,
-        bound=canary.requests,
+        phase=PASS if served >= policy.min_requests else HOLD,
+        statistic=served,
+        bound=served,
         threshold=policy.min_requests,
-        n=canary.requests,
-        detail=f"{canary.requests} of {policy.min_requests} canary requests",
+        n=served,
+        detail=f"{served} of {policy.min_requests} canary requests",
     )
 
 
-def error_slo_check(canary: Totals, policy: Policy) -> Check:
-    """Fail when even the lower bound of the canary's error rate is above the SLO."""
-    lower, _ = wilson_bounds(canary.failed, canary.requests, policy.confidence)
-    if lower > policy.max_error_rate:
-        phase = VerdictPhase.FAIL
-    elif canary.requests >= policy.min_requests and canary.error_rate <= policy.max_error_rate:
-        phase = VerdictPhase.PASS
+def error_slo_check(evidence: Evidence, policy: Policy) -> Check:
+    """Fail when the canary's error rate is surely above the SLO; pass when surely below it."""
+    failed, served = evidence.canary_failed, evidence.canary_requests
+    rate = failed / served if served else 0.0
+    lower = rate_lower_bound(failed, served, fail_alpha(policy))
+    limit = policy.max_error_rate
+    if lower > limit:
+        phase, bound = FAIL, lower
+        detail = f"canary error rate {rate:.2%}, surely above the SLO {limit:.2%} (lower bound {lower:.2%})"
+    elif policy.gates(limit):
+        bound = rate_upper_bound(failed, served, policy.alpha)
+        phase = PASS if served >= policy.min_requests and bound <= limit else HOLD
+        detail = f"canary error rate {rate:.2%} (upper bound {bound:.2%}), SLO {limit:.2%}"
     else:
-        phase = VerdictPhase.HOLD
-    return Check(
-        name="error_rate_slo",
-        phase=phase,
-        statistic=canary.error_rate,
-        bound=lower,
-        threshold=policy.max_error_rate,
-        n=canary.requests,
-        detail=f"canary error rate {canary.error_rate:.2%} (lower bound {lower:.2%}), "
-        f"SLO {policy.max_error_rate:.2%}",
-    )
+        bound = rate
+        phase = PASS if served >= policy.min_requests and rate <= limit else HOLD
+        detail = f"canary error rate {rate:.2%}, SLO {limit:.2%} ({_ungated(policy, limit)})"
+    return Check("error_rate_slo", phase, rate, bound, limit, served, detail)
 
 
-def error_comparison_check(canary: Totals, baseline: Totals, policy: Policy) -> Check:
-    """Fail when the canary's error rate is surely above the baseline's plus the tolerance."""
-    lower, _ = wilson_bounds(canary.failed, canary.requests, policy.confidence)
-    _, baseline_upper = wilson_bounds(baseline.failed, baseline.requests, policy.confidence)
-    allowed = baseline.error_rate + policy.error_rate_tolerance
-    if baseline.requests and lower > baseline_upper + policy.error_rate_tolerance:
-        phase = VerdictPhase.FAIL
-    elif baseline.requests and canary.requests >= policy.min_requests and canary.error_rate <= allowed:
-        phase = VerdictPhase.PASS
-    else:
-        phase = VerdictPhase.HOLD
-    return Check(
-        name="error_rate_vs_baseline",
-        phase=phase,
-        statistic=canary.error_rate - baseline.error_rate,
-        bound=lower - baseline_upper,
-        threshold=policy.error_rate_tolerance,
-        n=canary.requests,
-        detail=f"canary {canary.error_rate:.2%} vs baseline {baseline.error_rate:.2%} "
-        f"(n={baseline.requests}), tolerance {policy.error_rate_tolerance:.2%}",
-    )
+def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
+    """Fail when the error e-process shows the canary fails more often than the baseline.
 
-
-def p99_slo_check(canary: Totals, policy: Policy) -> Check:
-    """The canary's p99 server response time must stay under the SLO."""
-    p99 = quantile(canary.latency, 0.99)
-    if canary.requests < policy.min_requests or math.isnan(p99):
-        phase = VerdictPhase.HOLD
-    else:
-        phase = VerdictPhase.PASS if p99 <= policy.max_p99_ms else VerdictPhase.FAIL
-    return Check(
-        name="p99_slo",
-        phase=phase,
-        statistic=p99,
-        bound=p99,
-        threshold=policy.max_p99_ms,
-        n=int(canary.latency.count),
-        detail=f"canary p99 {p99:.1f} ms, SLO {policy.max_p99_ms:.0f} ms",
-    )
-
-
-def latency_comparison_checks(canary: Totals, baseline: Totals, policy: Policy) -> tuple[Check, ...]:
-    """Canary p50 and p90 must stay within `latency_tolerance` times the baseline's.
-
-    p99 is left to the SLO: with a few hundred requests an empirical p99 is too noisy to compare.
+    Pass when the canary's upper bound minus the baseline's lower bound is within the tolerance.
     """
-    return tuple(latency_ratio_check(canary, baseline, policy, q) for q in (0.5, 0.9))
-
-
-def latency_ratio_check(canary: Totals, baseline: Totals, policy: Policy, q: float) -> Check:
-    """Compare one latency quantile of the canary with the baseline's, as a ratio."""
-    canary_value, baseline_value = quantile(canary.latency, q), quantile(baseline.latency, q)
-    # One millisecond is HAProxy's timer resolution: below it a ratio means nothing.
-    ratio = (canary_value + 1.0) / (baseline_value + 1.0)
-    if canary.requests < policy.min_requests or baseline.requests < policy.min_requests or math.isnan(ratio):
-        phase = VerdictPhase.HOLD
+    canary_rate = evidence.canary_failed / evidence.canary_requests if evidence.canary_requests else 0.0
+    baseline_rate = evidence.baseline_failed / evidence.baseline_requests if evidence.baseline_requests else 0.0
+    evalue, needed = evidence.error_evalue, 1.0 / fail_alpha(policy)
+    tolerance = policy.error_rate_tolerance
+    rates = f"canary {canary_rate:.2%} vs baseline {baseline_rate:.2%} (n={evidence.baseline_requests})"
+    compared = evidence.baseline_requests > 0 and evidence.canary_requests >= policy.min_requests
+    if evalue >= needed:
+        phase, bound = FAIL, math.nan
+        detail = f"{rates}: the canary fails more often (e-value {evalue:.3g} ≥ {needed:.3g})"
+    elif policy.gates(tolerance):
+        upper = rate_upper_bound(evidence.canary_failed, evidence.canary_requests, policy.alpha / 2)
+        lower = rate_lower_bound(evidence.baseline_failed, evidence.baseline_requests, policy.alpha / 2)
+        bound = upper - lower
+        phase = PASS if compared and bound <= tolerance else HOLD
+        detail = f"{rates}, excess at most {bound:.2%} (tolerance {tolerance:.2%}; e-value {evalue:.3g})"
     else:
-        phase = VerdictPhase.PASS if ratio <= policy.latency_tolerance else VerdictPhase.FAIL
-    name = f"p{round(q * 100)}_vs_baseline"
+        bound = canary_rate - baseline_rate
+        phase = PASS if compared and bound <= tolerance else HOLD
+        detail = f"{rates}, tolerance {tolerance:.2%} ({_ungated(policy, tolerance)}; e-value {evalue:.3g})"
     return Check(
-        name=name,
-        phase=phase,
-        statistic=ratio,
-        bound=ratio,
-        threshold=policy.latency_tolerance,
-        n=int(canary.latency.count),
-        detail=f"canary {canary_value:.1f} ms vs baseline {baseline_value:.1f} ms "
-        f"(ratio {ratio:.2f}, tolerance {policy.latency_tolerance:.2f})",
+        "error_rate_vs_baseline",
+        phase,
+        canary_rate - baseline_rate,
+        bound,
+        tolerance,
+        evidence.canary_requests,
+        detail,
+        evalue,
+        needed,
     )
+
+
+def p99_slo_check(evidence: Evidence, policy: Policy, canary_cumulative: FloatArray) -> Check:
+    """Fail when the canary's p99 is surely above the SLO; pass when surely below it."""
+    count, limit = evidence.canary_latency_count, policy.max_p99_ms
+    if count <= 0:
+        return Check("p99_slo", HOLD, math.nan, math.nan, limit, 0, f"no canary latencies yet; SLO {limit:.0f} ms")
+    p99 = _quantile(canary_cumulative, count, 0.99)
+    lower_rank, _ = quantile_rank_bounds(count, 0.99, 2 * fail_alpha(policy))
+    lower = _order_statistic(canary_cumulative, lower_rank, LOWER_EDGES)
+    if lower > limit:
+        phase, bound = FAIL, lower
+        detail = f"canary p99 {p99:.1f} ms, surely above the SLO {limit:.0f} ms (lower bound {lower:.1f} ms)"
+    elif policy.gates(0.01):
+        _, upper_rank = quantile_rank_bounds(count, 0.99, 2 * policy.alpha)
+        bound = _order_statistic(canary_cumulative, upper_rank, UPPER_EDGES)
+        phase = PASS if evidence.canary_requests >= policy.min_requests and bound <= limit else HOLD
+        detail = f"canary p99 {p99:.1f} ms (upper bound {bound:.1f} ms), SLO {limit:.0f} ms"
+    else:
+        bound = p99
+        phase = PASS if evidence.canary_requests >= policy.min_requests and p99 <= limit else HOLD
+        detail = f"canary p99 {p99:.1f} ms, SLO {limit:.0f} ms ({_ungated(policy, 0.01)})"
+    return Check("p99_slo", phase, p99, bound, limit, int(count), detail)
+
+
+def latency_comparison_check(
+    evidence: Evidence,
+    policy: Policy,
+    position: int,
+    canary_cumulative: FloatArray,
+    baseline_cumulative: FloatArray,
+) -> Check:
+    """Compare one latency quantile of the canary with the baseline's.
+
+    Fail when the e-process shows canary requests are slower than the baseline's quantile more often
+    than the baseline's own requests are. Pass when the ratio of the canary's upper bound to the
+    baseline's lower bound (confidence sequences on the quantile) is within `latency_tolerance`.
+    """
+    q = float(evidence.quantiles[position])
+    name = f"p{_percent(q)}_vs_baseline"
+    tolerance = policy.latency_tolerance
+    evalue, needed = evidence.latency_evalue(position), 1.0 / fail_alpha(policy)
+    canary_count, baseline_count = evidence.canary_latency_count, evidence.baseline_latency_count
+    if canary_count <= 0 or baseline_count <= 0:
+        detail = f"no latencies yet (canary {canary_count:.0f}, baseline {baseline_count:.0f})"
+        return Check(name, HOLD, math.nan, math.nan, tolerance, int(canary_count), detail, evalue, needed)
+    canary_value = _quantile(canary_cumulative, canary_count, q)
+    baseline_value = _quantile(baseline_cumulative, baseline_count, q)
+    ratio = (canary_value + TIMER_RESOLUTION_MS) / (baseline_value + TIMER_RESOLUTION_MS)
+    values = f"canary {canary_value:.1f} ms vs baseline {baseline_value:.1f} ms (ratio {ratio:.2f})"
+    compared = evidence.canary_requests >= policy.min_requests
+    if evalue >= needed:
+        phase, bound = FAIL, math.nan
+        detail = f"{values}: canary requests are slower (e-value {evalue:.3g} ≥ {needed:.3g})"
+    elif policy.gates(1.0 - q):
+        _, canary_rank = quantile_rank_bounds(canary_count, q, policy.alpha)
+        baseline_rank, _ = quantile_rank_bounds(baseline_count, q, policy.alpha)
+        canary_upper = _order_statistic(canary_cumulative, canary_rank, UPPER_EDGES)
+        baseline_lower = _order_statistic(baseline_cumulative, baseline_rank, LOWER_EDGES)
+        bound = (canary_upper + TIMER_RESOLUTION_MS) / (baseline_lower + TIMER_RESOLUTION_MS)
+        phase = PASS if compared and bound <= tolerance else HOLD
+        detail = f"{values}, at most {bound:.2f} (tolerance {tolerance:.2f}; e-value {evalue:.3g})"
+    else:
+        bound = ratio
+        phase = PASS if compared and ratio <= tolerance else HOLD
+        detail = f"{values}, tolerance {tolerance:.2f} ({_ungated(policy, 1.0 - q)}; e-value {evalue:.3g})"
+    return Check(name, phase, ratio, bound, tolerance, int(canary_count), detail, evalue, needed)
+
+
+def _quantile(cumulative: FloatArray, count: float, q: float) -> float:
+    """The q-quantile of a histogram, as DDSketch.get_quantile_value computes it."""
+    index = int(np.searchsorted(cumulative, q * (count - 1.0), side="right"))
+    return float(VALUES[min(index, len(VALUES) - 1)])
+
+
+def _order_statistic(cumulative: FloatArray, rank: float, edges: FloatArray) -> float:
+    """An edge of the bin holding the `rank`-th smallest value; 0 below rank 1, infinity past the last."""
+    if rank < 1:
+        return 0.0
+    if rank > cumulative[-1]:
+        return math.inf
+    return float(edges[int(np.searchsorted(cumulative, rank, side="left"))])
+
+
+def _percent(q: float) -> str:
+    return f"{q * 100:g}".replace(".", "_")
+
+
+def _ungated(policy: Policy, rate: float) -> str:
+    needed = math.ceil(math.log(1.0 / policy.alpha) / rate)
+    return f"point estimate: min_requests {policy.min_requests} < {needed} cannot bound it"

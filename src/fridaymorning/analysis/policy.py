@@ -1,25 +1,81 @@
-"""The judge's policy, as the `analysis:` section of a service in fridaymorning.yaml."""
+"""The judge's policy, as the `analysis:` section of a service in fridaymorning.yaml.
+
+docs/statistics.md explains each field and why its default is what it is.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class AnalysisConfig(BaseModel):
-    """The judge's policy: SLOs on the canary, and tolerances against the baseline."""
+    """The judge's policy: the false-rollback budget, SLOs on the canary, tolerances against the baseline."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_requests: int = Field(default=100, ge=1, description="canary requests needed before any pass")
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=0.5,
+        description="chance of rolling back a canary that is no worse than the baseline and meets its SLOs, "
+        "however often the judge looks; also the error rate of each promotion bound",
+    )
+    min_requests: int = Field(default=1000, ge=1, description="canary requests needed before any pass")
     max_error_rate: float = Field(default=0.01, gt=0, lt=1, description="SLO: canary failed/requests")
     max_p99_ms: float = Field(default=1000.0, gt=0, description="SLO: canary p99 of Tr, in ms")
     error_rate_tolerance: float = Field(
-        default=0.005, ge=0, lt=1, description="allowed canary error rate above the baseline's"
+        default=0.005, ge=0, lt=1, description="to pass: canary error rate at most the baseline's plus this"
     )
     latency_tolerance: float = Field(
-        default=1.25, ge=1, description="allowed ratio of canary to baseline p50 and p99"
+        default=1.25, ge=1, description="to pass: canary quantiles at most this times the baseline's"
     )
-    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    latency_fail_ratio: float = Field(
+        default=1.0,
+        ge=1,
+        description="to fail: canary requests slower than this times the baseline's quantile, more often than "
+        "the baseline's requests are slower than its quantile (1.0: any slowdown, once it is certain)",
+    )
+    quantiles: tuple[float, ...] = Field(
+        default=(0.5, 0.9, 0.99), min_length=1, description="latency quantiles compared with the baseline"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def confidence_means_alpha(cls, data: Any) -> Any:
+        """`confidence: 0.99` (the skeleton's field) is read as `alpha: 0.01`."""
+        if isinstance(data, dict) and "confidence" in data:
+            data = dict(data)
+            confidence = data.pop("confidence")
+            if "alpha" in data:
+                raise ValueError("give alpha or confidence (= 1 − alpha), not both")
+            if not isinstance(confidence, int | float) or not 0.5 < confidence < 1:
+                raise ValueError(f"confidence must be between 0.5 and 1, got {confidence!r}")
+            data["alpha"] = 1.0 - float(confidence)
+        return data
+
+    @field_validator("quantiles")
+    @classmethod
+    def quantiles_in_range(cls, quantiles: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < q < 1 for q in quantiles) or list(quantiles) != sorted(set(quantiles)):
+            raise ValueError(f"quantiles must increase strictly within (0, 1), got {list(quantiles)}")
+        return quantiles
+
+    @property
+    def confidence(self) -> float:
+        """1 − alpha, for readers of the skeleton's field."""
+        return 1.0 - self.alpha
+
+    def gates(self, rate: float) -> bool:
+        """Whether min_requests can ever show, at 1 − alpha, that a rate is below `rate`.
+
+        Even with no events at all, n requests only show a rate below r when (1 − r)^n ≤ alpha, that is
+        n·r ≳ ln(1/alpha). A bound that min_requests cannot reach is not required for a pass: the check
+        then passes on its point estimate, and says so. Its failing side always applies.
+        """
+        return self.min_requests * rate >= math.log(1.0 / self.alpha)
 
 
 # The name the judge uses for its policy.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,7 +19,11 @@ class VerdictPhase(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One check of the judge: the statistic it measured, the bound it compared, and the threshold."""
+    """One check of the judge: the statistic it measured, the bound it compared, and the threshold.
+
+    `bound` is the confidence bound that decides a pass; `evalue` is the e-value of the sequential test
+    that decides a fail, and `evalue_threshold` the value at which it fails (NaN for checks without one).
+    """
 
     name: str
     phase: VerdictPhase
@@ -27,6 +32,8 @@ class Check:
     threshold: float
     n: int
     detail: str = ""
+    evalue: float = math.nan
+    evalue_threshold: float = math.nan
 
 
 @dataclass(frozen=True, slots=True)
