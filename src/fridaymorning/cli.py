@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -143,9 +143,59 @@ def abort(service: str | None = ServiceOption, config_path: Path = ConfigOption)
 
 
 @app.command()
-def promote(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
-    """Promote the running rollout now, skipping the remaining steps."""
-    act_on_active_rollout("promote", service, config_path)
+def promote(
+    service: str | None = ServiceOption,
+    full: bool = typer.Option(False, "--full", help="promote at once, skipping every remaining step"),
+    config_path: Path = ConfigOption,
+) -> None:
+    """Move the running rollout on: to the next step now, or with --full straight to promotion."""
+    act_on_active_rollout("promote?full=true" if full else "promote", service, config_path)
+
+
+@app.command()
+def approve(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
+    """Approve the step a rollout waits on (steps with `approval: true`)."""
+    act_on_active_rollout("approve", service, config_path)
+
+
+@app.command()
+def pause(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
+    """Pause the running rollout: weights stay; a failing canary is still rolled back."""
+    act_on_active_rollout("pause", service, config_path)
+
+
+@app.command()
+def resume(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
+    """Resume a paused or held rollout; its current step starts over."""
+    act_on_active_rollout("resume", service, config_path)
+
+
+@app.command()
+def retry(
+    rollout_id: int | None = typer.Argument(
+        None, help="the rollout to retry (default: the service's latest)"
+    ),
+    service: str | None = ServiceOption,
+    wait: bool = typer.Option(False, "--wait", help="follow the new rollout, with deploy's exit codes"),
+    config_path: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Deploy again the version of a rolled-back or aborted rollout."""
+    config = config_or_exit(config_path)
+    name = service_or_exit(config, service)
+    client = client_of(config)
+    if rollout_id is None:
+        latest = call_or_exit(lambda: client.get("/rollouts", service=name, limit=1))
+        if not latest:
+            fail(f"refused: {name} has no rollout to retry")
+        rollout_id = int(latest[0]["id"])
+    rollout = call_or_exit(lambda: client.post(f"/rollouts/{rollout_id}/retry"))
+    if wait:
+        final = follow(client, rollout["id"], as_json)
+        raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
+    print_json(rollout) if as_json else console.print(
+        f"rollout {rollout['id']}: retrying {rollout['version']}"
+    )
 
 
 @app.command()
@@ -354,7 +404,8 @@ def act_on_active_rollout(action: str, service: str | None, config_path: Path) -
     if rollout is None:
         fail(f"refused: no rollout of {name} is running", EXIT_ERROR)
     call_or_exit(lambda: client.post(f"/rollouts/{rollout['id']}/{action}"))
-    console.print(f"{action}: requested for rollout {rollout['id']} of {name} ({rollout['version']})")
+    verb = action.split("?")[0]
+    console.print(f"{verb}: requested for rollout {rollout['id']} of {name} ({rollout['version']})")
 
 
 def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
@@ -364,7 +415,7 @@ def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
         while True:
             rollout = call_or_exit(lambda: client.get(f"/rollouts/{rollout_id}"))
             if not as_json:
-                live.update(rollout_view(rollout))
+                live.update(rollout_view(rollout, version_stats(client, rollout)))
             if rollout["phase"] in terminal:
                 break
             time.sleep(0.5)
@@ -373,22 +424,47 @@ def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
     return dict(rollout)
 
 
-def rollout_view(rollout: dict[str, Any]) -> Table:
-    """The live view of `fm deploy --wait`: phase, weight, and the latest verdict's checks."""
-    table = Table(
-        title=f"rollout {rollout['id']}: {rollout['service']} {rollout['baseline']} → {rollout['version']}"
-    )
-    table.add_column("phase")
-    table.add_column("step")
-    table.add_column("canary weight")
-    table.add_column("reason")
+def version_stats(client: Any, rollout: dict[str, Any]) -> list[dict[str, Any]]:
+    """Requests, failures and latency of the canary and its baseline since the rollout began."""
+    start = int(rollout["started_at"])
+    end = int(rollout["finished_at"] or time.time()) + 1
+    stats = []
+    for version in (rollout["baseline"], rollout["version"]):
+        try:
+            stats.append(
+                client.get(f"/services/{rollout['service']}/metrics", version=version, start=start, end=end)
+            )
+        except FridayMorningError:
+            continue  # the live view shows what it can; the rollout goes on regardless
+    return stats
+
+
+def rollout_view(rollout: dict[str, Any], stats: list[dict[str, Any]]) -> Group:
+    """The live view of `fm deploy --wait`: phase, weight, statistics per version, the latest verdict."""
+    title = f"rollout {rollout['id']}: {rollout['service']} {rollout['baseline']} → {rollout['version']}"
+    table = Table(title=title, title_justify="left")
+    for column in ("phase", "step", "canary weight", "reason"):
+        table.add_column(column)
     table.add_row(rollout["phase"], str(rollout["step"]), f"{rollout['canary_weight']}%", rollout["reason"])
+    per_version = Table(title="since the rollout began", title_justify="left")
+    for column in ("version", "requests", "failed", "error rate", "p50 ms", "p99 ms"):
+        per_version.add_column(column)
+    for entry in stats:
+        requests, failed = entry["requests"], entry["failed"]
+        latency = entry["latency_ms"]
+        per_version.add_row(
+            entry["version"],
+            str(requests),
+            str(failed),
+            f"{failed / requests:.2%}" if requests else "-",
+            f"{latency['p50']:.1f}" if latency["p50"] is not None else "-",
+            f"{latency['p99']:.1f}" if latency["p99"] is not None else "-",
+        )
+    parts: list[Any] = [table, per_version]
     verdicts = [event["verdict"] for event in rollout.get("events", []) if event.get("verdict")]
     if verdicts:
-        table.caption = "last verdict: " + "; ".join(
-            f"{check['name']} {check['phase']}" for check in verdicts[-1]["checks"]
-        )
-    return table
+        parts.append(checks_table(verdicts[-1]))
+    return Group(*parts)
 
 
 def status_table(snapshot: dict[str, Any]) -> Table:

@@ -91,6 +91,7 @@ class StepConfig(StrictModel):
     min_duration_s: float = Field(default=30.0, ge=0)
     max_duration_s: float = Field(default=600.0, gt=0)
     min_requests: int = Field(default=100, ge=1)
+    approval: bool = Field(default=False, description="after passing, wait for `fm approve`")
 
     @model_validator(mode="after")
     def durations_ordered(self) -> StepConfig:

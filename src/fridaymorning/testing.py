@@ -6,8 +6,11 @@ the logic, not the component, is under test.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from fridaymorning.errors import RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
@@ -74,14 +77,16 @@ class FakePlatform:
         self.fail_versions = set(fail_versions)
         self._ports = itertools.count(20000)
 
-    async def start(self, version: str, replicas: int) -> list[Instance]:
+    async def start(self, version: str, replicas: int, label: str = "") -> list[Instance]:
         from fridaymorning.errors import PlatformError
 
         if version in self.fail_versions:
             raise PlatformError(f"{version} exited with status 1 before it was healthy")
+        name = label or version
+        first = 1 + max((i.index for i in self.running if (i.label or i.version) == name), default=0)
         started = [
-            Instance(version, index, "127.0.0.1", next(self._ports), "fake")
-            for index in range(1, replicas + 1)
+            Instance(version, index, "127.0.0.1", next(self._ports), "fake", label)
+            for index in range(first, first + replicas)
         ]
         self.running.extend(started)
         return started
@@ -94,6 +99,10 @@ class FakePlatform:
 
     async def health(self, instance: Instance) -> bool:
         return instance in self.running
+
+    async def adopt(self) -> list[Instance]:
+        """Instances survive a restart of the controller: the same ones are handed over."""
+        return list(self.running)
 
     async def close(self) -> None:
         await self.stop(list(self.running))
@@ -138,3 +147,93 @@ def synthetic_window(
         window.tr.add(latency_ms)
         window.ta.add(latency_ms)
     return window
+
+
+class FakeClock:
+    """Virtual time for the controller: advanced by hand, one second per driven tick."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ControllerHarness:
+    """A ServiceController on fakes, driven second by second with synthetic traffic.
+
+    Each driven second writes what the collector would: the canary's windows (under the canary's
+    backend) and the baseline's (under the fresh baseline's label when there is one), splitting
+    `rps` by the rollout's weight. `restart()` replaces the controller as a kill -9 and a new
+    `fm up` would: the old one vanishes without cleaning up; the new one adopts the instances.
+    """
+
+    def __init__(
+        self,
+        service: Any,
+        state_path: str | Path,
+        canary_failure_rate: float = 0.0,
+        platform: FakePlatform | None = None,
+        rps: int = 200,
+        ab_share: float = 0.2,
+    ) -> None:
+        from fridaymorning.controller.state import StateStore
+
+        self.service = service
+        self.clock = FakeClock()
+        self.router = FakeRouter()
+        self.platform = platform or FakePlatform()
+        self.metrics = MemoryMetricStore()
+        self.states = StateStore(state_path)
+        self.canary_failure_rate = canary_failure_rate
+        self.rps = rps
+        self.ab_share = ab_share
+        self.controller = self._new_controller()
+
+    def _new_controller(self) -> Any:
+        from fridaymorning.controller.loop import ServiceController
+
+        return ServiceController(
+            self.service, self.router, self.platform, self.metrics, self.states, clock=self.clock
+        )
+
+    async def restart(self) -> None:
+        """Kill the controller without cleanup, then start a new one on the surviving instances."""
+        task = self.controller._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.controller = self._new_controller()
+        await self.controller.start(await self.platform.adopt())
+
+    async def drive(self, seconds: int, traffic: bool = True) -> None:
+        """Advance virtual time second by second, writing windows as the collector would."""
+        for _ in range(seconds):
+            await asyncio.sleep(0.005)
+            rollout = self.states.active_rollout(self.service.name)
+            if traffic and rollout is not None:
+                self._write_second(rollout, int(self.clock.now))
+            self.clock.now += 1
+            task = self.controller._task
+            if rollout is None and task is not None and task.done():
+                return
+
+    def _write_second(self, rollout: Any, second: int) -> None:
+        from fridaymorning.models import baseline_label
+
+        controller = self.controller
+        if controller.ab:
+            canary = round(self.rps * self.ab_share) if controller.canary_instances else 0
+        else:
+            canary = self.rps * rollout.canary_weight // 100
+        baseline_version = (
+            baseline_label(rollout.baseline) if controller.baseline_instances else rollout.baseline
+        )
+        baseline = canary if controller.baseline_instances else self.rps - canary
+        failed = round(canary * self.canary_failure_rate)
+        if canary:
+            self.metrics.write(
+                [synthetic_window(controller.canary_backend, rollout.version, second, canary, failed)]
+            )
+        if baseline:
+            self.metrics.write([synthetic_window(controller.backend, baseline_version, second, baseline)])

@@ -1,8 +1,9 @@
-"""LocalPlatform with real processes: the demo app, failing commands, stopping, and no orphans."""
+"""LocalPlatform with real processes: the demo app, failing commands, stopping, and adoption by a new fm."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,7 +18,15 @@ import pytest
 from fridaymorning.config import PlatformConfig
 from fridaymorning.demo.traffic import TrafficGenerator
 from fridaymorning.errors import PlatformError
-from fridaymorning.platform.local import STATE_FILE_NAME, LocalPlatform, build_argv, cleanup_stale, free_port
+from fridaymorning.platform.local import (
+    STATE_FILE_NAME,
+    LocalPlatform,
+    build_argv,
+    cleanup_stale,
+    free_port,
+    read_cmdline,
+    read_start_time,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -53,16 +62,17 @@ port, index = sys.argv[1:]
 sys.exit(4 if index == "2" else main(["--port", port, "--version", "v1"]))
 """
 
-# A parent fm stand-in: starts one instance, prints its pid, then waits to be killed.
+# A parent fm stand-in: starts two instances in a workdir, prints [[pid, port], ...], then waits to be killed.
 PARENT = """
 import asyncio, json, sys
 from fridaymorning.config import PlatformConfig
 from fridaymorning.platform.local import LocalPlatform
 
 async def main():
-    platform = LocalPlatform(PlatformConfig(command=json.loads(sys.argv[1])))
-    instances = await platform.start("v1", 1)
-    print(instances[0].ref, flush=True)
+    config = PlatformConfig(command=json.loads(sys.argv[1]), health_timeout_s=15)
+    platform = LocalPlatform(config, workdir=sys.argv[2])
+    instances = await platform.start("v1", 2)
+    print(json.dumps([[int(instance.ref), instance.port] for instance in instances]), flush=True)
     await asyncio.sleep(60)
 
 asyncio.run(main())
@@ -168,8 +178,8 @@ async def test_stop_leaves_no_process_and_clears_the_state_file(
 async def test_recorded_instances_are_recognised_by_cleanup_stale(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:
-    """The argv recorded in workdir is what /proc shows for the running instance (the PDEATHSIG wrapper has
-    exec'd away), so a restarted fm's cleanup_stale finds and kills the instances a dead fm left."""
+    """What is recorded in workdir (argv, cmdline, start time) matches the running instances, so a restarted
+    fm's cleanup_stale finds and kills the instances a dead fm left."""
     instances = await asyncio.wait_for(platform.start("v1", 2), timeout=20)
     pids = sorted(int(instance.ref) for instance in instances)
     assert sorted(cleanup_stale(tmp_path)) == pids
@@ -281,23 +291,198 @@ async def test_demo_app_exits_zero_on_sigterm() -> None:
             await process.wait()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-async def test_child_dies_when_its_parent_is_killed_with_sigkill() -> None:
-    """No instance outlives fm: SIGKILL of the parent, which runs no cleanup, still takes the child down."""
+def kill_if_running(pid: int) -> None:
+    """Test cleanup: SIGKILL a process (and its group) this test started, unless it is already gone."""
+    if not is_gone(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+
+
+def write_entries(workdir: Path, entries: list[dict[str, object]]) -> None:
+    (workdir / STATE_FILE_NAME).write_text(json.dumps({"fm_pid": 1, "instances": entries}))
+
+
+def entry_for(
+    pid: int, port: int, *, cmdline: list[str] | None = None, **fields: object
+) -> dict[str, object]:
+    """A file entry for a live process, with its real start time and command line unless overridden."""
+    actual = read_cmdline(pid)
+    assert actual is not None
+    entry: dict[str, object] = {
+        "pid": pid,
+        "version": "v1",
+        "label": "",
+        "index": 1,
+        "host": "127.0.0.1",
+        "port": port,
+        "argv": actual,
+        "cmdline": cmdline if cmdline is not None else actual,
+        "start_time": read_start_time(pid),
+    }
+    entry.update(fields)
+    return entry
+
+
+async def test_file_records_what_identifies_each_running_instance(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """Each entry holds the instance's pid, name fields, port, its exact argv (which /proc shows, as no wrapper
+    runs before it) and its /proc start time."""
+    instances = await asyncio.wait_for(platform.start("v1", 2, label="v1__baseline"), timeout=20)
+    entries = json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"]
+    by_pid = {entry["pid"]: entry for entry in entries}
+    for instance in instances:
+        entry = by_pid[int(instance.ref)]
+        argv = build_argv(DEMO_COMMAND, port=instance.port, version="v1", index=instance.index)
+        assert entry == {
+            "pid": int(instance.ref),
+            "version": "v1",
+            "label": "v1__baseline",
+            "index": instance.index,
+            "host": "127.0.0.1",
+            "port": instance.port,
+            "argv": argv,
+            "cmdline": argv,
+            "start_time": read_start_time(int(instance.ref)),
+        }
+        assert read_cmdline(int(instance.ref)) == argv
+
+
+async def test_labelled_instances_are_named_and_numbered_by_their_label(platform: LocalPlatform) -> None:
+    """start('v1', 1, label='v1__baseline') runs v1 under server 'v1__baseline-1', counted apart from 'v1-N'."""
+    [stable] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+    [baseline] = await asyncio.wait_for(platform.start("v1", 1, label="v1__baseline"), timeout=20)
+    assert stable.server == "v1-1"
+    assert (baseline.version, baseline.label, baseline.index) == ("v1", "v1__baseline", 1)
+    assert baseline.server == "v1__baseline-1"
+    assert await platform.health(baseline)
+
+
+async def test_indices_continue_after_the_running_ones_and_skip_gaps(platform: LocalPlatform) -> None:
+    """A second start() of a version continues after the highest running index; a stopped index is not
+    reused while a higher one runs, so two running instances never share a server name."""
+    first = await asyncio.wait_for(platform.start("v1", 2), timeout=20)
+    await asyncio.wait_for(platform.stop(first[:1]), timeout=10)
+    [third] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+    assert third.index == 3
+    assert sorted(instance.server for instance in platform.instances) == ["v1-2", "v1-3"]
+
+
+async def test_instances_survive_a_killed_fm_and_are_adopted_by_the_next(tmp_path: Path) -> None:
+    """After SIGKILL of fm, its instances keep serving; a new LocalPlatform on the same workdir adopts them with
+    their pids and ports, numbers a new instance after them (v1-3), and close() stops all of them."""
     parent = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PARENT, json.dumps(DEMO_COMMAND), stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        PARENT,
+        json.dumps(DEMO_COMMAND),
+        str(tmp_path),
+        stdout=asyncio.subprocess.PIPE,
     )
-    child_pid = None
+    pids: list[int] = []
+    platform = LocalPlatform(demo_config(), workdir=str(tmp_path))
     try:
         line = await asyncio.wait_for(parent.stdout.readline(), timeout=20)  # type: ignore[union-attr]
-        child_pid = int(line)
-        assert not is_gone(child_pid)
+        started = {pid: port for pid, port in json.loads(line)}
+        pids.extend(started)
         parent.kill()
         await parent.wait()
-        assert await wait_until_gone(child_pid, timeout_s=5)
+
+        await asyncio.sleep(0.3)  # would a dying parent take them down, it would have by now
+        for pid, port in started.items():
+            assert not is_gone(pid)
+            await asyncio.wait_for(wait_healthy(f"http://127.0.0.1:{port}/healthz"), timeout=5)
+
+        adopted = await asyncio.wait_for(platform.adopt(), timeout=10)
+        assert sorted((int(i.ref), i.port, i.version, i.label) for i in adopted) == sorted(
+            (pid, port, "v1", "") for pid, port in started.items()
+        )
+        assert sorted(instance.index for instance in adopted) == [1, 2]
+
+        [fresh] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+        pids.append(int(fresh.ref))
+        assert fresh.server == "v1-3"
+        recorded = json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"]
+        assert sorted(entry["pid"] for entry in recorded) == sorted(pids)
+
+        await asyncio.wait_for(platform.close(), timeout=15)
+        for pid in pids:
+            assert await wait_until_gone(pid, timeout_s=5)
+        assert not (tmp_path / STATE_FILE_NAME).exists()
     finally:
         if parent.returncode is None:
             parent.kill()
             await parent.wait()
-        if child_pid is not None and not is_gone(child_pid):
-            os.kill(child_pid, signal.SIGKILL)
+        await asyncio.wait_for(platform.close(), timeout=15)
+        for pid in pids:
+            kill_if_running(pid)
+
+
+async def test_reused_pid_is_neither_adopted_nor_killed(tmp_path: Path) -> None:
+    """A recorded pid now held by an unrelated process (here `sleep 30`) is not adopted and not signalled,
+    whether its command line differs or only its start time does; the entry is dropped from the file."""
+    sleeper = await asyncio.create_subprocess_exec("sleep", "30", start_new_session=True)
+    try:
+        start_time = read_start_time(sleeper.pid)
+        assert start_time is not None
+        write_entries(
+            tmp_path,
+            [
+                entry_for(sleeper.pid, free_port("127.0.0.1"), cmdline=DEMO_COMMAND),
+                entry_for(sleeper.pid, free_port("127.0.0.1"), index=2, start_time=start_time - 1),
+            ],
+        )
+        platform = LocalPlatform(demo_config(stop_grace_s=0.5), workdir=str(tmp_path))
+        assert await asyncio.wait_for(platform.adopt(health_timeout_s=0.5), timeout=10) == []
+        await asyncio.wait_for(platform.close(), timeout=10)
+        await asyncio.sleep(0.2)
+        assert sleeper.returncode is None
+        assert not (tmp_path / STATE_FILE_NAME).exists()
+    finally:
+        if sleeper.returncode is None:
+            sleeper.kill()
+        await sleeper.wait()
+
+
+async def test_recorded_instance_that_fails_health_is_stopped_not_adopted(tmp_path: Path) -> None:
+    """A process verifiably ours (pid, start time, command line) that does not answer its health check is
+    stopped by adopt() (SIGTERM to its group) and not returned; nothing is left in the file."""
+    sleeper = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(30)", start_new_session=True
+    )
+    try:
+        await asyncio.sleep(0.1)  # let exec complete, so /proc shows the final command line
+        write_entries(tmp_path, [entry_for(sleeper.pid, free_port("127.0.0.1"))])
+        platform = LocalPlatform(demo_config(stop_grace_s=2), workdir=str(tmp_path))
+        assert await asyncio.wait_for(platform.adopt(health_timeout_s=0.5), timeout=10) == []
+        assert await asyncio.wait_for(sleeper.wait(), timeout=5) == -signal.SIGTERM
+        assert platform.instances == []
+        assert not (tmp_path / STATE_FILE_NAME).exists()
+        await platform.close()
+    finally:
+        if sleeper.returncode is None:
+            sleeper.kill()
+        await sleeper.wait()
+
+
+async def test_unadopted_records_of_a_previous_fm_stay_listed(tmp_path: Path) -> None:
+    """A platform that starts and closes without adopting never drops a previous fm's live records: they stay
+    in the file (and their processes run) for a later adopt() or cleanup_stale()."""
+    sleeper = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(30)", start_new_session=True
+    )
+    try:
+        await asyncio.sleep(0.1)
+        previous = entry_for(sleeper.pid, free_port("127.0.0.1"), index=7)
+        write_entries(tmp_path, [previous])
+        platform = LocalPlatform(demo_config(), workdir=str(tmp_path))
+        [instance] = await asyncio.wait_for(platform.start("v2", 1), timeout=20)
+        recorded = json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"]
+        assert sorted(entry["pid"] for entry in recorded) == sorted([sleeper.pid, int(instance.ref)])
+        await asyncio.wait_for(platform.close(), timeout=10)
+        assert json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"] == [previous]
+        assert sleeper.returncode is None
+    finally:
+        if sleeper.returncode is None:
+            sleeper.kill()
+        await sleeper.wait()

@@ -69,19 +69,19 @@ def arm_second(window: Window) -> ArmSecond:
 class Evidence:
     """Everything the judge knows after some seconds of a rollout, updated one second at a time.
 
-    Holds the totals of both versions, their merged latency histograms, the error-rate e-process and one
+    Holds the totals of both versions, their merged latency histograms (as cumulative counts: entry i
+    counts the requests in bins 0..i), the error-rate e-process and one
     latency e-process per compared quantile (with the running maximum of each, since the controller may
     skip seconds between looks and a crossing must not be missed).
     """
 
     __slots__ = (
+        "_canary_shift",
+        "baseline_cumulative",
         "baseline_failed",
-        "baseline_histogram",
-        "baseline_latency_count",
         "baseline_requests",
+        "canary_cumulative",
         "canary_failed",
-        "canary_histogram",
-        "canary_latency_count",
         "canary_requests",
         "error_log_e",
         "error_log_ratios",
@@ -90,7 +90,6 @@ class Evidence:
         "latency_thresholds",
         "quantiles",
         "seconds",
-        "_canary_shift",
     )
 
     def __init__(self, policy: Policy) -> None:
@@ -99,9 +98,8 @@ class Evidence:
         self.seconds = 0
         self.canary_requests = self.canary_failed = 0
         self.baseline_requests = self.baseline_failed = 0
-        self.canary_latency_count = self.baseline_latency_count = 0.0
-        self.canary_histogram = np.zeros(HISTOGRAM_SIZE)
-        self.baseline_histogram = np.zeros(HISTOGRAM_SIZE)
+        self.canary_cumulative = np.zeros(HISTOGRAM_SIZE)
+        self.baseline_cumulative = np.zeros(HISTOGRAM_SIZE)
         self.error_log_ratios = new_count_eprocess()
         self.error_log_e = 0.0
         self.latency_log_ratios = [new_count_eprocess() for _ in policy.quantiles]
@@ -116,42 +114,48 @@ class Evidence:
             share = canary.requests / (canary.requests + baseline.requests)
             update_count_eprocess(self.error_log_ratios, canary.failed, baseline.failed, share)
             self.error_log_e = max(self.error_log_e, log_evalue(self.error_log_ratios))
-        if canary.histogram is not None and baseline.histogram is not None:
-            self._add_latency(canary.histogram, baseline.histogram)
+        canary_cumulative = None if canary.histogram is None else np.cumsum(canary.histogram)
+        baseline_cumulative = None if baseline.histogram is None else np.cumsum(baseline.histogram)
+        if canary_cumulative is not None and baseline_cumulative is not None:
+            self._add_latency(canary_cumulative, baseline_cumulative)
         self.canary_requests += canary.requests
         self.canary_failed += canary.failed
         self.baseline_requests += baseline.requests
         self.baseline_failed += baseline.failed
-        if canary.histogram is not None:
-            self.canary_histogram += canary.histogram
-            self.canary_latency_count += float(canary.histogram.sum())
-        if baseline.histogram is not None:
-            self.baseline_histogram += baseline.histogram
-            self.baseline_latency_count += float(baseline.histogram.sum())
+        if canary_cumulative is not None:
+            self.canary_cumulative += canary_cumulative
+        if baseline_cumulative is not None:
+            self.baseline_cumulative += baseline_cumulative
+
+    @property
+    def canary_latency_count(self) -> float:
+        """How many canary requests have a latency."""
+        return float(self.canary_cumulative[-1])
+
+    @property
+    def baseline_latency_count(self) -> float:
+        """How many baseline requests have a latency."""
+        return float(self.baseline_cumulative[-1])
 
     def _add_latency(self, canary: FloatArray, baseline: FloatArray) -> None:
         """Count this second's requests slower than the baseline's quantiles so far, and test the counts.
 
-        The thresholds come from earlier seconds only, so they are predictable and each second's factor
-        keeps the e-process a supermartingale (see stats.update_count_eprocess).
+        `canary` and `baseline` are the second's cumulative histograms. The thresholds come from earlier
+        seconds only, so they are predictable and each second's factor keeps the e-process a
+        supermartingale (see stats.update_count_eprocess).
         """
-        if self.baseline_latency_count <= 0:
+        earlier = float(self.baseline_cumulative[-1])
+        canary_count, baseline_count = float(canary[-1]), float(baseline[-1])
+        if earlier <= 0 or canary_count <= 0 or baseline_count <= 0:
             return
-        canary_count, baseline_count = float(canary.sum()), float(baseline.sum())
-        if canary_count <= 0 or baseline_count <= 0:
-            return
-        cumulative = np.cumsum(self.baseline_histogram)
-        ranks = self.quantiles * (self.baseline_latency_count - 1.0)
-        thresholds = np.searchsorted(cumulative, ranks, side="right")
-        # tail[i] = requests in bins i and above; one zero past the end for "nothing above".
-        canary_tail = np.append(np.cumsum(canary[::-1])[::-1], 0.0)
-        baseline_tail = np.append(np.cumsum(baseline[::-1])[::-1], 0.0)
+        thresholds = np.searchsorted(self.baseline_cumulative, self.quantiles * (earlier - 1.0), side="right")
         share = canary_count / (canary_count + baseline_count)
-        last = HISTOGRAM_SIZE
+        last = HISTOGRAM_SIZE - 1
         for position, threshold in enumerate(thresholds.tolist()):
             self.latency_thresholds[position] = threshold
-            slower_baseline = float(baseline_tail[min(threshold + 1, last)])
-            slower_canary = float(canary_tail[min(threshold + 1 + self._canary_shift, last)])
+            # Requests in the bins above the threshold's bin: all of them minus those up to it.
+            slower_baseline = baseline_count - float(baseline[min(threshold, last)])
+            slower_canary = canary_count - float(canary[min(threshold + self._canary_shift, last)])
             if slower_baseline + slower_canary <= 0:
                 continue
             log_ratios = self.latency_log_ratios[position]

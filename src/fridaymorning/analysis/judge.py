@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
 from fridaymorning.analysis.evidence import Evidence, evidence_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
@@ -27,7 +25,8 @@ from fridaymorning.analysis.stats import (
     UPPER_EDGES,
     VALUES,
     FloatArray,
-    quantile_rank_bounds,
+    quantile_lower_rank,
+    quantile_upper_rank,
     rate_lower_bound,
     rate_upper_bound,
 )
@@ -37,7 +36,7 @@ from fridaymorning.models import Window
 PASS, FAIL, HOLD = VerdictPhase.PASS, VerdictPhase.FAIL, VerdictPhase.HOLD
 
 # HAProxy measures Tr in whole milliseconds: latency ratios compare (a + 1) / (b + 1), so that 0 ms and
-# 1 ms responses do not make a 2× regression.
+# 1 ms responses do not make a 2x regression.
 TIMER_RESOLUTION_MS = 1.0
 
 
@@ -56,8 +55,8 @@ def fail_alpha(policy: Policy) -> float:
 
 def verdict_of(evidence: Evidence, policy: Policy) -> Verdict:
     """The verdict on the evidence gathered so far."""
-    canary_cumulative = np.cumsum(evidence.canary_histogram)
-    baseline_cumulative = np.cumsum(evidence.baseline_histogram)
+    canary_cumulative = evidence.canary_cumulative
+    baseline_cumulative = evidence.baseline_cumulative
     checks = (
         evidence_check(evidence, policy),
         error_slo_check(evidence, policy),
@@ -111,7 +110,9 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
     Pass when the canary's upper bound minus the baseline's lower bound is within the tolerance.
     """
     canary_rate = evidence.canary_failed / evidence.canary_requests if evidence.canary_requests else 0.0
-    baseline_rate = evidence.baseline_failed / evidence.baseline_requests if evidence.baseline_requests else 0.0
+    baseline_rate = (
+        evidence.baseline_failed / evidence.baseline_requests if evidence.baseline_requests else 0.0
+    )
     evalue, needed = evidence.error_evalue, 1.0 / fail_alpha(policy)
     tolerance = policy.error_rate_tolerance
     rates = f"canary {canary_rate:.2%} vs baseline {baseline_rate:.2%} (n={evidence.baseline_requests})"
@@ -146,16 +147,20 @@ def p99_slo_check(evidence: Evidence, policy: Policy, canary_cumulative: FloatAr
     """Fail when the canary's p99 is surely above the SLO; pass when surely below it."""
     count, limit = evidence.canary_latency_count, policy.max_p99_ms
     if count <= 0:
-        return Check("p99_slo", HOLD, math.nan, math.nan, limit, 0, f"no canary latencies yet; SLO {limit:.0f} ms")
+        return Check(
+            "p99_slo", HOLD, math.nan, math.nan, limit, 0, f"no canary latencies yet; SLO {limit:.0f} ms"
+        )
     p99 = _quantile(canary_cumulative, count, 0.99)
-    lower_rank, _ = quantile_rank_bounds(count, 0.99, 2 * fail_alpha(policy))
-    lower = _order_statistic(canary_cumulative, lower_rank, LOWER_EDGES)
+    lower = _order_statistic(
+        canary_cumulative, quantile_lower_rank(count, 0.99, fail_alpha(policy)), LOWER_EDGES
+    )
     if lower > limit:
         phase, bound = FAIL, lower
         detail = f"canary p99 {p99:.1f} ms, surely above the SLO {limit:.0f} ms (lower bound {lower:.1f} ms)"
     elif policy.gates(0.01):
-        _, upper_rank = quantile_rank_bounds(count, 0.99, 2 * policy.alpha)
-        bound = _order_statistic(canary_cumulative, upper_rank, UPPER_EDGES)
+        bound = _order_statistic(
+            canary_cumulative, quantile_upper_rank(count, 0.99, policy.alpha), UPPER_EDGES
+        )
         phase = PASS if evidence.canary_requests >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary p99 {p99:.1f} ms (upper bound {bound:.1f} ms), SLO {limit:.0f} ms"
     else:
@@ -195,8 +200,8 @@ def latency_comparison_check(
         phase, bound = FAIL, math.nan
         detail = f"{values}: canary requests are slower (e-value {evalue:.3g} ≥ {needed:.3g})"
     elif policy.gates(1.0 - q):
-        _, canary_rank = quantile_rank_bounds(canary_count, q, policy.alpha)
-        baseline_rank, _ = quantile_rank_bounds(baseline_count, q, policy.alpha)
+        canary_rank = quantile_upper_rank(canary_count, q, policy.alpha / 2)
+        baseline_rank = quantile_lower_rank(baseline_count, q, policy.alpha / 2)
         canary_upper = _order_statistic(canary_cumulative, canary_rank, UPPER_EDGES)
         baseline_lower = _order_statistic(baseline_cumulative, baseline_rank, LOWER_EDGES)
         bound = (canary_upper + TIMER_RESOLUTION_MS) / (baseline_lower + TIMER_RESOLUTION_MS)
@@ -211,7 +216,7 @@ def latency_comparison_check(
 
 def _quantile(cumulative: FloatArray, count: float, q: float) -> float:
     """The q-quantile of a histogram, as DDSketch.get_quantile_value computes it."""
-    index = int(np.searchsorted(cumulative, q * (count - 1.0), side="right"))
+    index = int(cumulative.searchsorted(q * (count - 1.0), side="right"))
     return float(VALUES[min(index, len(VALUES) - 1)])
 
 
@@ -221,7 +226,7 @@ def _order_statistic(cumulative: FloatArray, rank: float, edges: FloatArray) -> 
         return 0.0
     if rank > cumulative[-1]:
         return math.inf
-    return float(edges[int(np.searchsorted(cumulative, rank, side="left"))])
+    return float(edges[int(cumulative.searchsorted(rank, side="left"))])
 
 
 def _percent(q: float) -> str:

@@ -35,8 +35,8 @@ class AnalysisConfig(BaseModel):
     latency_fail_ratio: float = Field(
         default=1.0,
         ge=1,
-        description="to fail: canary requests slower than this times the baseline's quantile, more often than "
-        "the baseline's requests are slower than its quantile (1.0: any slowdown, once it is certain)",
+        description="to fail: canary requests slower than this times the baseline's quantile, more often "
+        "than the baseline's requests are slower than its quantile (1.0: any slowdown, once certain)",
     )
     quantiles: tuple[float, ...] = Field(
         default=(0.5, 0.9, 0.99), min_length=1, description="latency quantiles compared with the baseline"
@@ -50,7 +50,7 @@ class AnalysisConfig(BaseModel):
             data = dict(data)
             confidence = data.pop("confidence")
             if "alpha" in data:
-                raise ValueError("give alpha or confidence (= 1 − alpha), not both")
+                raise ValueError("give alpha or confidence (= 1 - alpha), not both")
             if not isinstance(confidence, int | float) or not 0.5 < confidence < 1:
                 raise ValueError(f"confidence must be between 0.5 and 1, got {confidence!r}")
             data["alpha"] = 1.0 - float(confidence)
@@ -65,13 +65,13 @@ class AnalysisConfig(BaseModel):
 
     @property
     def confidence(self) -> float:
-        """1 − alpha, for readers of the skeleton's field."""
+        """1 - alpha, for readers of the skeleton's field."""
         return 1.0 - self.alpha
 
     def gates(self, rate: float) -> bool:
-        """Whether min_requests can ever show, at 1 − alpha, that a rate is below `rate`.
+        """Whether min_requests can ever show, at 1 - alpha, that a rate is below `rate`.
 
-        Even with no events at all, n requests only show a rate below r when (1 − r)^n ≤ alpha, that is
+        Even with no events at all, n requests only show a rate below r when (1 - r)^n ≤ alpha, that is
         n·r ≳ ln(1/alpha). A bound that min_requests cannot reach is not required for a pass: the check
         then passes on its point estimate, and says so. Its failing side always applies.
         """

@@ -20,6 +20,7 @@ derives each piece; the references are
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Final
 
 import numpy as np
@@ -53,9 +54,9 @@ def update_count_eprocess(
     Given the events of the window (errors, or requests slower than a threshold), under H0 ("the canary's
     event rate is at most the baseline's") each event came from the canary with probability at most
     `canary_share` = n_canary / n_total of the window. Under the alternative θ it came from the canary
-    with probability ρθ / (ρθ + 1 − ρ), so the window multiplies the likelihood ratio by
+    with probability rhoθ / (rhoθ + 1 - rho), so the window multiplies the likelihood ratio by
 
-        θ^x_canary / (1 + ρ(θ − 1))^(x_canary + x_baseline).
+        θ^x_canary / (1 + rho(θ - 1))^(x_canary + x_baseline).
 
     Conditionally on the window's totals the canary's events are hypergeometric under H0 (binomial in the
     Poisson limit); this factor is convex and increasing in x_canary, so its conditional mean is at most 1
@@ -82,15 +83,20 @@ _K1: Final[float] = (_ETA**0.25 + _ETA**-0.25) / math.sqrt(2.0)
 _K2: Final[float] = (math.sqrt(_ETA) + 1.0) / 2.0
 
 
+@lru_cache(maxsize=256)
+def _alpha_term(alpha: float) -> float:
+    return math.log(_ZETA_S / (alpha * math.log(_ETA) ** _S))
+
+
 def _ell(v: float, alpha: float, m: float) -> float:
-    return _S * math.log(math.log(_ETA * max(v, m) / m)) + math.log(_ZETA_S / (alpha * math.log(_ETA) ** _S))
+    return _S * math.log(math.log(_ETA * max(v, m) / m)) + _alpha_term(alpha)
 
 
 def stitched_boundary(v: float, alpha: float, c: float, m: float = 1.0) -> float:
     """A bound B(v) with P(∃t: S_t ≥ B(max(V_t, m))) ≤ alpha, for a sub-gamma process S_t of scale c.
 
     S_t is a sum of centred increments bounded above by 3c (a Bernoulli indicator minus its mean:
-    c = (1 − p)/3 for upward deviations, p/3 for downward ones) and V_t the sum of their variances.
+    c = (1 - p)/3 for upward deviations, p/3 for downward ones) and V_t the sum of their variances.
     """
     ell = _ell(v, alpha, m)
     return math.sqrt(_K1 * _K1 * max(v, m) * ell + (_K2 * c * ell) ** 2) + c * _K2 * ell
@@ -99,7 +105,7 @@ def stitched_boundary(v: float, alpha: float, c: float, m: float = 1.0) -> float
 def rate_upper_bound(events: float, trials: float, alpha: float) -> float:
     """Time-uniform upper confidence bound of a Bernoulli rate after `events` in `trials` (1 with none).
 
-    It is the largest p with trials·p − events ≤ B(trials·p·(1−p)). The boundary is evaluated at a
+    It is the largest p with trials·p - events ≤ B(trials·p·(1-p)). The boundary is evaluated at a
     variance and scale that only overstate the true ones (three refinements), so the bound is conservative.
     """
     if trials <= 0:
@@ -134,15 +140,23 @@ def rate_lower_bound(events: float, trials: float, alpha: float) -> float:
 def quantile_rank_bounds(count: float, q: float, alpha: float) -> tuple[float, float]:
     """1-based ranks (lower, upper) of order statistics that bound the q-quantile, time-uniformly.
 
-    With probability at least 1 − alpha, at every sample size, X_(lower) ≤ q-quantile ≤ X_(upper)
-    (each side at alpha/2). The number of samples below the true quantile is Binomial(n, q), so its
-    deviation from nq is bounded by the stitched boundary at variance nq(1−q) (Howard & Ramdas 2022).
-    `lower` < 1 means no lower bound yet; `upper` > count means no upper bound yet.
+    With probability at least 1 - alpha, at every sample size, X_(lower) ≤ q-quantile ≤ X_(upper)
+    (each side at alpha/2). The number of samples below the true quantile is Binomial(n, q) (at most,
+    for a discrete distribution), so its deviation from nq is bounded by the stitched boundary at
+    variance nq(1-q) (Howard & Ramdas 2022). `lower` < 1 means no lower bound yet; `upper` > count
+    means no upper bound yet.
     """
-    variance = count * q * (1.0 - q)
-    above = stitched_boundary(variance, alpha / 2.0, (1.0 - q) / 3.0)
-    below = stitched_boundary(variance, alpha / 2.0, q / 3.0)
-    return math.ceil(count * q - below), math.floor(count * q + above) + 1
+    return quantile_lower_rank(count, q, alpha / 2.0), quantile_upper_rank(count, q, alpha / 2.0)
+
+
+def quantile_upper_rank(count: float, q: float, alpha: float) -> float:
+    """The rank k with X_(k) ≥ q-quantile at every sample size, with probability at least 1 - alpha."""
+    return math.floor(count * q + stitched_boundary(count * q * (1.0 - q), alpha, (1.0 - q) / 3.0)) + 1
+
+
+def quantile_lower_rank(count: float, q: float, alpha: float) -> float:
+    """The rank j with X_(j) ≤ q-quantile at every sample size, with probability at least 1 - alpha."""
+    return math.ceil(count * q - stitched_boundary(count * q * (1.0 - q), alpha, q / 3.0))
 
 
 # --- latency histograms on DDSketch's bins -------------------------------------------------------------
@@ -151,7 +165,7 @@ _MAPPING = new_sketch()._mapping
 GAMMA: Final[float] = float(_MAPPING.gamma)
 LOG_GAMMA: Final[float] = math.log(GAMMA)
 # Histogram index 0 holds zero (and anything below 0.01 ms); index i ≥ 1 holds DDSketch key
-# KEY_LOW + i − 1, the values in (γ^(key−1), γ^key]. Keys above KEY_HIGH (about 17 minutes) are clamped.
+# KEY_LOW + i - 1, the values in (gamma^(key-1), gamma^key]. Keys above KEY_HIGH (17 minutes) are clamped.
 KEY_LOW: Final[int] = -230
 KEY_HIGH: Final[int] = 700
 HISTOGRAM_SIZE: Final[int] = KEY_HIGH - KEY_LOW + 2
@@ -189,5 +203,6 @@ def lognormal_bin_probabilities(p50_ms: float, p99_ms: float) -> FloatArray:
     logs = np.log(UPPER_EDGES[1:])
     cdf = np.concatenate(([0.0], norm.cdf((logs - mu) / sigma)))
     cdf[-1] = 1.0
-    probabilities = np.diff(cdf, prepend=0.0)
-    return np.clip(probabilities, 0.0, None) / probabilities.sum()
+    probabilities: FloatArray = np.clip(np.diff(cdf, prepend=0.0), 0.0, None)
+    normalised: FloatArray = probabilities / float(probabilities.sum())
+    return normalised

@@ -2,6 +2,10 @@
 
 Decisions come from the pure functions of analysis.judge and controller.strategy; everything here is
 the I/O around them. Errors are data: a failing store gives an `error` verdict, never a pass.
+
+Every transition is persisted before the loop moves on, so a controller killed at any moment resumes
+where it was (`start` with the instances the platform adopted): HAProxy and the instances keep serving
+while it is away.
 """
 
 from __future__ import annotations
@@ -10,16 +14,19 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import ServiceConfig, check_version
+from fridaymorning.controller.hooks import HookContext, LoadTest, all_ok, run_hooks
+from fridaymorning.controller.notify import Notifiers, build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
+    WATCHED_PHASES,
     Action,
     ActionKind,
     ManualCommand,
@@ -28,26 +35,38 @@ from fridaymorning.controller.strategy import (
     manual_action,
     next_action,
 )
+from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
-from fridaymorning.models import Instance, ServerStatus
+from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.platform.base import Platform
 from fridaymorning.router.base import Router
-from fridaymorning.router.haproxy import split_weights
 from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
 
-# How long canary servers may take to pass HAProxy's health checks once added.
+# How long new servers may take to pass HAProxy's health checks once added.
 SERVERS_UP_TIMEOUT_S = 15.0
+
+# Suffix of the extra backend that receives the requests an A/B rollout routes to the canary.
+AB_BACKEND_SUFFIX = "__ab"
 
 
 def plan_of(service: ServiceConfig) -> Plan:
-    """The pure strategy's view of a service's rollout config."""
+    """The pure strategy's view of a service's rollout config.
+
+    Blue/green is one step at 100%: the rollback window, judged like any step.
+    """
+    rollout = service.rollout
+    if rollout.strategy == "blue_green":
+        first = rollout.steps[0]
+        window = rollout.blue_green.rollback_window_s
+        step = Step(100, window, max(window, first.max_duration_s), first.min_requests)
+        return Plan((step,), rollout.on_insufficient_evidence)
     steps = tuple(
-        Step(step.weight, step.min_duration_s, step.max_duration_s, step.min_requests)
-        for step in service.rollout.steps
+        Step(step.weight, step.min_duration_s, step.max_duration_s, step.min_requests, step.approval)
+        for step in rollout.steps
     )
-    return Plan(steps, service.rollout.on_insufficient_evidence)
+    return Plan(steps, rollout.on_insufficient_evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +98,12 @@ def error_verdict(message: str) -> Verdict:
     return Verdict(VerdictPhase.ERROR, (check,), f"metrics: {message}")
 
 
+def failed_check_verdict(name: str, reason: str, count: int) -> Verdict:
+    """A failing verdict from a check outside the judge (a dead server, a failed rollout hook)."""
+    check = Check(name, VerdictPhase.FAIL, count, count, 0, count, reason)
+    return Verdict(VerdictPhase.FAIL, (check,), f"{name}: {reason}")
+
+
 class ServiceController:
     """Runs the stable version of one service and walks its rollouts."""
 
@@ -104,7 +129,11 @@ class ServiceController:
         self.stable_version = states.stable_version(service.name, service.stable)
         self.stable_instances: list[Instance] = []
         self.canary_instances: list[Instance] = []
+        self.baseline_instances: list[Instance] = []
         self.last_verdict: Verdict | None = None
+        self.notifiers = Notifiers(service.notifications)
+        self._load_tests: list[LoadTest] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
         self._task: asyncio.Task[RolloutState] | None = None
 
@@ -112,40 +141,80 @@ class ServiceController:
     def backend(self) -> str:
         return self.service.name
 
+    @property
+    def ab(self) -> bool:
+        return self.service.rollout.strategy == "ab"
+
+    @property
+    def canary_backend(self) -> str:
+        """Where canary servers live: the A/B backend for `ab`, else the service's backend."""
+        return self.backend + AB_BACKEND_SUFFIX if self.ab else self.backend
+
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Close rollouts left by a previous run, then start the stable version and route to it."""
-        self._close_orphaned_rollouts()
+    async def start(self, adopted: Sequence[Instance] = ()) -> None:
+        """Take over what a previous run left (adopted instances, an active rollout), else start stable."""
         await self.router.ensure_backend(self.backend)
-        self.stable_instances = await self.platform.start(self.stable_version, self.service.platform.replicas)
-        for instance in self.stable_instances:
-            await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
-        await self._apply_weight(0)
-        await self._wait_servers_up(self.stable_instances)
+        if self.ab:
+            await self.router.ensure_backend(self.canary_backend)
+        active = self.states.active_rollout(self.service.name)
+        await self._sort_adopted(adopted, active)
+        if not self.stable_instances:
+            self.stable_instances = await self.platform.start(
+                self.stable_version, self.service.platform.replicas
+            )
+        await self._reconcile_servers()
+        if active is None:
+            await self._apply_weight(0)
+        else:
+            self._commands = asyncio.Queue()
+            self._task = asyncio.create_task(self._resume(active), name=f"rollout-{active.id}")
+        await self._wait_servers_up(self.stable_instances, self.backend)
 
     async def stop(self) -> None:
         """Stop the rollout task and every instance; the rollout's last phase stays recorded."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await self.platform.stop(self.canary_instances + self.stable_instances)
-        self.canary_instances, self.stable_instances = [], []
+        await self._stop_load_tests()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.platform.stop(self.canary_instances + self.baseline_instances + self.stable_instances)
+        self.canary_instances, self.baseline_instances, self.stable_instances = [], [], []
 
-    def _close_orphaned_rollouts(self) -> None:
-        # The skeleton does not adopt instances across restarts: a rollout left active by a previous
-        # run lost its canary when that run stopped, so record it as aborted.
-        active = self.states.active_rollout(self.service.name)
-        if active is not None:
-            self.states.transition(
-                active,
-                self.clock(),
-                "aborted",
-                "the controller restarted; the canary instances of the previous run were stopped",
-                phase=RolloutPhase.ABORTED,
-                canary_weight=0,
-                finished_at=self.clock(),
-            )
+    async def _sort_adopted(self, adopted: Sequence[Instance], active: RolloutState | None) -> None:
+        """Give each adopted instance its role; stop those that have none any more."""
+        orphans = []
+        for instance in adopted:
+            if not instance.label and instance.version == self.stable_version:
+                self.stable_instances.append(instance)
+            elif active is not None and not instance.label and instance.version == active.version:
+                self.canary_instances.append(instance)
+            elif active is not None and instance.label == baseline_label(active.baseline):
+                self.baseline_instances.append(instance)
+            else:
+                orphans.append(instance)
+        if orphans:
+            log.info("stopping instances no rollout needs: %s", [i.server for i in orphans])
+            await self.platform.stop(orphans)
+
+    async def _reconcile_servers(self) -> None:
+        """Make HAProxy's servers match the instances: add the missing, remove the stale."""
+        wanted = {
+            self.backend: self.stable_instances
+            + self.baseline_instances
+            + ([] if self.ab else self.canary_instances),
+        }
+        if self.ab:
+            wanted[self.canary_backend] = self.canary_instances
+        for backend, instances in wanted.items():
+            present = {state.server for state in await self.router.server_states(backend)}
+            for instance in instances:
+                if instance.server not in present:
+                    await self.router.add_server(backend, instance.server, instance.host, instance.port, 0)
+            names = {instance.server for instance in instances}
+            for stale in sorted(present - names):
+                await self.router.drain(backend, stale)
+                await self.router.remove_server(backend, stale)
 
     # --- requests from people --------------------------------------------------------------------
 
@@ -159,16 +228,30 @@ class ServiceController:
             raise RolloutError(f"{version} is already the stable version of {self.service.name}")
         state = self.states.create_rollout(self.service.name, version, self.stable_version, self.clock())
         self._commands = asyncio.Queue()
+        self._notify("started", state, f"deploying {version} against {self.stable_version}", None)
         self._task = asyncio.create_task(self._run(state), name=f"rollout-{state.id}")
         return state
 
+    def retry(self, rollout_id: int) -> RolloutState:
+        """Deploy again the version of a rollout that was rolled back or aborted."""
+        previous = self._own_rollout(rollout_id)
+        if previous.phase not in (RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED):
+            raise RolloutError(
+                f"cannot retry rollout {rollout_id}: it is {previous.phase} (only rolled back or aborted)"
+            )
+        return self.deploy(previous.version)
+
     def command(self, rollout_id: int, command: ManualCommand) -> RolloutState:
         """Queue a person's command for the running rollout, or refuse it with a reason."""
+        state = self._own_rollout(rollout_id)
+        manual_action(state, command, self.plan)  # raises RolloutError when the phase does not allow it
+        self._commands.put_nowait(command)
+        return state
+
+    def _own_rollout(self, rollout_id: int) -> RolloutState:
         state = self.states.rollout(rollout_id)
         if state is None or state.service != self.service.name:
             raise RolloutError(f"no rollout {rollout_id} for service {self.service.name}")
-        manual_action(state, command)  # raises RolloutError when the phase does not allow it
-        self._commands.put_nowait(command)
         return state
 
     async def wait(self) -> RolloutState | None:
@@ -180,32 +263,55 @@ class ServiceController:
     async def _run(self, state: RolloutState) -> RolloutState:
         try:
             state = await self._start_canary(state)
-            while state.active:
-                state = await self._tick(state)
+            return await self._watch(state)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # any failure during a rollout removes the canary
             log.exception("rollout %s failed", state.id)
-            if state.active:
-                state = await self._finish_canary(
-                    state, RolloutPhase.ROLLED_BACK, f"controller error: {error}"
+            current = self.states.rollout(state.id) or state
+            if current.active:
+                return await self._finish_canary(
+                    current, RolloutPhase.ROLLED_BACK, f"controller error: {error}"
                 )
-        return state
+            return current
+
+    async def _resume(self, state: RolloutState) -> RolloutState:
+        """Continue a rollout that a previous run of the controller left in `state.phase`."""
+        self.states.record(
+            state, self.clock(), "resumed", f"controller restarted; resuming in {state.phase}", None
+        )
+        if state.phase is RolloutPhase.STARTING:
+            await self._remove(self.canary_instances + self.baseline_instances)
+            self.canary_instances, self.baseline_instances = [], []
+            return await self._run(state)
+        if state.phase is RolloutPhase.PROMOTING:
+            return await self._complete_promotion(state, "promotion resumed after a restart", None)
+        if state.phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.ABORTING):
+            return await self._complete_removal(state, state.reason, None)
+        if not self.canary_instances:
+            reason = "the canary instances did not survive the controller's restart"
+            return await self._finish_canary(state, RolloutPhase.ROLLED_BACK, reason)
+        await self._apply_weight(state.canary_weight)
+        self._start_load_tests()
+        return await self._watch(state)
 
     async def _start_canary(self, state: RolloutState) -> RolloutState:
         try:
-            self.canary_instances = await self.platform.start(state.version, self.service.platform.replicas)
-            for instance in self.canary_instances:
-                await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
-            await self._wait_servers_up(self.canary_instances)
+            await self._start_canary_instances(state)
         except FridayMorningError as error:
             return await self._finish_canary(
                 state, RolloutPhase.ROLLED_BACK, f"canary did not start: {error}"
             )
+        results = await run_hooks(self.service.hooks, "pre_rollout", self._hook_context(state))
+        if not all_ok(results):
+            failed = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
+            return await self._finish_canary(
+                state, RolloutPhase.ABORTED, f"pre-rollout hook failed: {failed}"
+            )
         first = self.plan.steps[0]
         await self._apply_weight(first.weight)
         now = self.clock()
-        return self.states.transition(
+        state = self.states.transition(
             state,
             now,
             "step",
@@ -215,17 +321,51 @@ class ServiceController:
             canary_weight=first.weight,
             step_started_at=now,
         )
+        self._notify("step", state, state.reason, None)
+        self._start_load_tests()
+        return await self._after_step_started(state)
+
+    async def _start_canary_instances(self, state: RolloutState) -> None:
+        replicas = self.service.platform.replicas
+        self.canary_instances = await self.platform.start(state.version, replicas)
+        if self.service.rollout.fresh_baseline:
+            self.baseline_instances = await self.platform.start(
+                state.baseline, replicas, label=baseline_label(state.baseline)
+            )
+        for instance in self.canary_instances:
+            await self.router.add_server(
+                self.canary_backend, instance.server, instance.host, instance.port, 0
+            )
+        for instance in self.baseline_instances:
+            await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
+        await self._wait_servers_up(self.canary_instances, self.canary_backend)
+        await self._wait_servers_up(self.baseline_instances, self.backend)
+
+    async def _after_step_started(self, state: RolloutState) -> RolloutState:
+        """Run the step's rollout hooks; a failing one counts as a failed check."""
+        results = await run_hooks(self.service.hooks, "rollout", self._hook_context(state))
+        failed = [result for result in results if not result.ok]
+        if failed:
+            reason = "; ".join(f"{r.name}: {r.detail}" for r in failed)
+            verdict = failed_check_verdict("rollout_hook", reason, len(failed))
+            return await self._finish_canary(state, RolloutPhase.ROLLED_BACK, verdict.reason)
+        return state
+
+    async def _watch(self, state: RolloutState) -> RolloutState:
+        while state.active:
+            state = await self._tick(state)
+        return state
 
     async def _tick(self, state: RolloutState) -> RolloutState:
         """One judge interval: wait, take commands, measure, decide, act."""
         command = await self._next_command(self.service.rollout.judge_interval_s)
         if command is not None:
             try:
-                return await self._act(state, manual_action(state, command), None)
+                return await self._act(state, manual_action(state, command, self.plan), None)
             except RolloutError:
                 return state  # the phase moved on since the command was accepted
-        if state.phase is not RolloutPhase.PROGRESSING:
-            return state  # held: only a person moves it on
+        if state.phase not in WATCHED_PHASES:
+            return state
         measurement = await self._measure(state)
         verdict = measurement.verdict
         action = next_action(state, verdict, self.clock(), self.plan, measurement.step_requests)
@@ -249,23 +389,26 @@ class ServiceController:
         start, end = judged_seconds(state, self.clock(), self.data_lag_s)
         down = await self._canary_servers_down()
         if down:
-            check = Check("canary_health", VerdictPhase.FAIL, len(down), len(down), 0, len(down), "")
-            verdict = Verdict(
-                VerdictPhase.FAIL, (check,), f"canary servers down in HAProxy: {', '.join(down)}"
+            verdict = failed_check_verdict(
+                "canary_health", f"servers down in HAProxy: {', '.join(down)}", len(down)
             )
             return Measurement(verdict, 0, start, end)
+        baseline_version = baseline_label(state.baseline) if self.baseline_instances else state.baseline
         try:
-            canary = await asyncio.to_thread(self.metrics.query, self.backend, state.version, start, end)
-            baseline = await asyncio.to_thread(self.metrics.query, self.backend, state.baseline, start, end)
+            canary = await asyncio.to_thread(
+                self.metrics.query, self.canary_backend, state.version, start, end
+            )
+            baseline = await asyncio.to_thread(self.metrics.query, self.backend, baseline_version, start, end)
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
         step_start = math.floor(state.step_started_at) + 1
         step_requests = sum(window.requests for window in canary if window.second >= step_start)
-        return Measurement(judge(canary, baseline, self.service.analysis), step_requests, start, end)
+        verdict = judge(canary, baseline, self.service.analysis)
+        return Measurement(verdict, step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:
         names = {instance.server for instance in self.canary_instances}
-        states = await self.router.server_states(self.backend)
+        states = await self.router.server_states(self.canary_backend)
         return [s.server for s in states if s.server in names and s.status is ServerStatus.DOWN]
 
     async def _act(
@@ -277,21 +420,25 @@ class ServiceController:
             case ActionKind.STAY:
                 return state
             case ActionKind.ADVANCE:
-                assert action.canary_weight is not None and action.step_index is not None
-                await self._apply_weight(action.canary_weight)
+                return await self._advance(state, action, evidence)
+            case ActionKind.HOLD | ActionKind.AWAIT_APPROVAL | ActionKind.PAUSE:
+                phase = {
+                    ActionKind.HOLD: RolloutPhase.HELD,
+                    ActionKind.AWAIT_APPROVAL: RolloutPhase.AWAITING_APPROVAL,
+                    ActionKind.PAUSE: RolloutPhase.PAUSED,
+                }[action.kind]
+                state = self.states.transition(state, now, phase.value, action.reason, evidence, phase=phase)
+                self._notify("held", state, action.reason, evidence)
+                return state
+            case ActionKind.RESUME:
                 return self.states.transition(
                     state,
                     now,
-                    "step",
+                    "resumed",
                     action.reason,
                     evidence,
-                    step_index=action.step_index,
-                    canary_weight=action.canary_weight,
+                    phase=RolloutPhase.PROGRESSING,
                     step_started_at=now,
-                )
-            case ActionKind.HOLD:
-                return self.states.transition(
-                    state, now, "held", action.reason, evidence, phase=RolloutPhase.HELD
                 )
             case ActionKind.PROMOTE:
                 return await self._promote(state, action.reason, evidence)
@@ -301,11 +448,39 @@ class ServiceController:
                 return await self._finish_canary(state, RolloutPhase.ABORTED, action.reason, evidence)
         raise AssertionError(f"unhandled action {action.kind}")
 
+    async def _advance(
+        self, state: RolloutState, action: Action, evidence: dict[str, Any] | None
+    ) -> RolloutState:
+        assert action.canary_weight is not None and action.step_index is not None
+        await self._apply_weight(action.canary_weight)
+        now = self.clock()
+        state = self.states.transition(
+            state,
+            now,
+            "step",
+            action.reason,
+            evidence,
+            phase=RolloutPhase.PROGRESSING,
+            step_index=action.step_index,
+            canary_weight=action.canary_weight,
+            step_started_at=now,
+        )
+        self._notify("step", state, action.reason, evidence)
+        return await self._after_step_started(state)
+
     async def _promote(
         self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
     ) -> RolloutState:
-        """Canary to 100%, drain and stop the old stable; the canary becomes the stable."""
-        await self._apply_weight(100)
+        """Pass the confirm-promotion gate, then give the canary all traffic."""
+        results = await run_hooks(self.service.hooks, "confirm_promotion", self._hook_context(state))
+        if not all_ok(results):
+            failed = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
+            held = f"promotion not confirmed: {failed}"
+            state = self.states.transition(
+                state, self.clock(), "held", held, evidence, phase=RolloutPhase.HELD
+            )
+            self._notify("held", state, held, evidence)
+            return state
         state = self.states.transition(
             state,
             self.clock(),
@@ -315,62 +490,114 @@ class ServiceController:
             phase=RolloutPhase.PROMOTING,
             canary_weight=100,
         )
-        old_stable = self.stable_instances
-        await self._remove(old_stable)
-        self.stable_instances, self.canary_instances = self.canary_instances, []
+        return await self._complete_promotion(state, reason, evidence)
+
+    async def _complete_promotion(
+        self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
+    ) -> RolloutState:
+        """Canary to 100%, drain and stop the old stable (and the fresh baseline). Safe to repeat."""
+        if self.ab:
+            await self._move_canary_to_main_backend()
+        await self._apply_weight(100)
+        await self._remove(self.stable_instances + self.baseline_instances)
+        self.stable_instances, self.canary_instances, self.baseline_instances = self.canary_instances, [], []
         self.stable_version = state.version
         now = self.clock()
-        return self.states.transition(
+        state = self.states.transition(
             state, now, "promoted", reason, evidence, phase=RolloutPhase.PROMOTED, finished_at=now
         )
+        await self._stop_load_tests()
+        await run_hooks(self.service.hooks, "post_rollout", self._hook_context(state))
+        self._notify("promoted", state, reason, evidence)
+        return state
+
+    async def _move_canary_to_main_backend(self) -> None:
+        """A/B promotion: the canary's servers join the main backend, then leave the A/B backend."""
+        present = {s.server for s in await self.router.server_states(self.backend)}
+        for instance in self.canary_instances:
+            if instance.server not in present:
+                await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
+        await self._wait_servers_up(self.canary_instances, self.backend)
+        await self._apply_weight(100)
+        in_ab = {s.server for s in await self.router.server_states(self.canary_backend)}
+        for instance in self.canary_instances:
+            if instance.server in in_ab:
+                await self.router.drain(self.canary_backend, instance.server)
+                await self.router.remove_server(self.canary_backend, instance.server)
 
     async def _finish_canary(
         self, state: RolloutState, final: RolloutPhase, reason: str, evidence: dict[str, Any] | None = None
     ) -> RolloutState:
-        """Canary to weight 0 at once, then drain, remove and stop it."""
+        """Canary to weight 0 at once, then drain, remove and stop it (and the fresh baseline)."""
         if self.canary_instances:
             await self._apply_weight(0)
+        phase = RolloutPhase.ABORTING if final is RolloutPhase.ABORTED else RolloutPhase.ROLLING_BACK
         state = self.states.transition(
-            state,
-            self.clock(),
-            "rolling_back",
-            reason,
-            evidence,
-            phase=RolloutPhase.ROLLING_BACK,
-            canary_weight=0,
+            state, self.clock(), phase.value, reason, evidence, phase=phase, canary_weight=0
         )
-        await self._remove(self.canary_instances)
-        self.canary_instances = []
+        return await self._complete_removal(state, reason, evidence)
+
+    async def _complete_removal(
+        self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
+    ) -> RolloutState:
+        """Remove and stop the canary and the fresh baseline, then record the end. Safe to repeat."""
+        if self.canary_instances or self.baseline_instances:
+            await self._apply_weight(0)
+        await self._remove(self.canary_instances + self.baseline_instances)
+        self.canary_instances, self.baseline_instances = [], []
+        final = RolloutPhase.ABORTED if state.phase is RolloutPhase.ABORTING else RolloutPhase.ROLLED_BACK
         now = self.clock()
-        kind = "rolled_back" if final is RolloutPhase.ROLLED_BACK else "aborted"
-        return self.states.transition(state, now, kind, reason, evidence, phase=final, finished_at=now)
+        state = self.states.transition(
+            state, now, final.value, reason, evidence, phase=final, finished_at=now
+        )
+        await self._stop_load_tests()
+        await run_hooks(self.service.hooks, "rollback", self._hook_context(state))
+        self._notify(final.value, state, reason, evidence)  # type: ignore[arg-type]
+        return state
 
     # --- data plane ------------------------------------------------------------------------------
 
     async def _apply_weight(self, canary_percent: int) -> None:
-        weights = split_weights(
-            canary_percent,
-            [instance.server for instance in self.stable_instances],
-            [instance.server for instance in self.canary_instances],
-        )
-        await self.router.set_weights(self.backend, weights)
+        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified."""
+        stable = [instance.server for instance in self.stable_instances]
+        baseline = [instance.server for instance in self.baseline_instances]
+        canary = [instance.server for instance in self.canary_instances]
+        if self.ab:
+            in_main = {s.server for s in await self.router.server_states(self.backend)}
+            canary_in_main = [server for server in canary if server in in_main]
+            if canary and not canary_in_main:
+                # A/B: the canary gets every matched request, or none; the main backend keeps stable.
+                await self.router.set_weights(
+                    self.canary_backend, dict.fromkeys(canary, 1 if canary_percent else 0)
+                )
+                await self.router.set_weights(self.backend, share_weights([(100, stable)]))
+                return
+            canary = canary_in_main
+        baseline_percent = canary_percent if baseline and canary_percent < 100 else 0
+        arms = [
+            (100 - canary_percent - baseline_percent, stable),
+            (baseline_percent, baseline),
+            (canary_percent, canary),
+        ]
+        await self.router.set_weights(self.backend, share_weights(arms))
 
     async def _remove(self, instances: list[Instance]) -> None:
         """Drain, delete from HAProxy, then stop: no request is cut in flight."""
-        existing = {state.server for state in await self.router.server_states(self.backend)}
-        for instance in instances:
-            if instance.server in existing:
-                await self.router.drain(self.backend, instance.server)
-        for instance in instances:
-            if instance.server in existing:
-                await self.router.remove_server(self.backend, instance.server)
+        backends = {self.backend, self.canary_backend}
+        for backend in sorted(backends):
+            existing = {state.server for state in await self.router.server_states(backend)}
+            mine = [instance.server for instance in instances if instance.server in existing]
+            for server in mine:
+                await self.router.drain(backend, server)
+            for server in mine:
+                await self.router.remove_server(backend, server)
         await self.platform.stop(instances)
 
-    async def _wait_servers_up(self, instances: list[Instance]) -> None:
+    async def _wait_servers_up(self, instances: list[Instance], backend: str) -> None:
         names = {instance.server for instance in instances}
         deadline = time.monotonic() + SERVERS_UP_TIMEOUT_S
-        while True:
-            states = {s.server: s.status for s in await self.router.server_states(self.backend)}
+        while names:
+            states = {s.server: s.status for s in await self.router.server_states(backend)}
             if all(states.get(name) is ServerStatus.UP for name in names):
                 return
             if time.monotonic() > deadline:
@@ -378,16 +605,57 @@ class ServiceController:
                 raise RolloutError(f"servers not UP in HAProxy after {SERVERS_UP_TIMEOUT_S:.0f} s: {not_up}")
             await asyncio.sleep(0.2)
 
+    # --- hooks, load tests, notifications --------------------------------------------------------
+
+    def _hook_context(self, state: RolloutState) -> HookContext:
+        return HookContext(
+            service=state.service,
+            rollout_id=state.id,
+            version=state.version,
+            baseline=state.baseline,
+            phase=state.phase.value,
+            step=state.step_index + 1,
+            canary_weight=state.canary_weight,
+            frontend=self.service.frontend,
+            reason=state.reason,
+        )
+
+    def _start_load_tests(self) -> None:
+        if self._load_tests:
+            return
+        for hook in self.service.hooks:
+            if hook.load_test is not None:
+                load_test = LoadTest(hook.load_test)
+                load_test.start(self.service.frontend)
+                self._load_tests.append(load_test)
+
+    async def _stop_load_tests(self) -> None:
+        load_tests, self._load_tests = self._load_tests, []
+        for load_test in load_tests:
+            await load_test.stop()
+
+    def _notify(self, kind: str, state: RolloutState, reason: str, evidence: dict[str, Any] | None) -> None:
+        """Send a notification in the background: a slow webhook never delays a rollback."""
+        if not self.service.notifications:
+            return
+        event = build_event(kind, state, reason, evidence)  # type: ignore[arg-type]
+        task = asyncio.create_task(self.notifiers.send(event))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def snapshot(self) -> dict[str, object]:
         """What `fm status` shows of this service."""
         active = self.states.active_rollout(self.service.name)
         return {
             "service": self.service.name,
+            "strategy": self.service.rollout.strategy,
             "stable": self.stable_version,
             "stable_instances": [f"{i.server}@{i.host}:{i.port}" for i in self.stable_instances],
             "canary_instances": [f"{i.server}@{i.host}:{i.port}" for i in self.canary_instances],
+            "baseline_instances": [f"{i.server}@{i.host}:{i.port}" for i in self.baseline_instances],
             "rollout": rollout_dict(active) if active else None,
             "verdict": self.last_verdict.to_dict() if self.last_verdict and active else None,
+            "notifications": self.notifiers.stats(),
         }
 
 

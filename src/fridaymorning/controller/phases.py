@@ -11,10 +11,13 @@ class RolloutPhase(StrEnum):
 
     STARTING = "starting"  # canary instances are starting and joining the backend at weight 0
     PROGRESSING = "progressing"  # walking the weight steps, judged every interval
-    HELD = "held"  # a step ran out of time without enough evidence: waits for a person
+    HELD = "held"  # a step ran out of time without enough evidence, or a gate failed: waits for a person
+    PAUSED = "paused"  # a person paused the rollout: weights stay; a failing canary is still rolled back
+    AWAITING_APPROVAL = "awaiting_approval"  # the step passed; its gate waits for `fm approve`
     PROMOTING = "promoting"  # canary takes all traffic; the old stable drains and stops
     PROMOTED = "promoted"  # the canary is the new stable
-    ROLLING_BACK = "rolling_back"  # canary at weight 0, draining and stopping
+    ROLLING_BACK = "rolling_back"  # canary judged bad: at weight 0, draining and stopping
+    ABORTING = "aborting"  # a person aborted: canary at weight 0, draining and stopping
     ROLLED_BACK = "rolled_back"  # the canary was judged bad, or never became healthy
     ABORTED = "aborted"  # a person stopped the rollout; the canary was removed
 

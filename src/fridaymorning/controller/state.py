@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ class StateStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        # Called with each event once it is committed (the API's event stream listens here).
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._committed: list[dict[str, Any]] = []
 
     def stable_version(self, service: str, default: str) -> str:
         """The service's stable version; `default` (from the config) until a promotion changes it."""
@@ -96,7 +100,9 @@ class StateStore:
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._committed.clear()
                 raise
+        self._publish()
         return state
 
     def transition(
@@ -136,7 +142,9 @@ class StateStore:
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._committed.clear()
                 raise
+        self._publish()
         return new_state
 
     def record(
@@ -145,6 +153,7 @@ class StateStore:
         """Record an event that changes nothing (a judged interval), for `fm explain`."""
         with self._lock:
             self._insert_event(state, now, kind, reason, verdict)
+        self._publish()
 
     def rollout(self, rollout_id: int) -> RolloutState | None:
         with self._lock:
@@ -203,6 +212,12 @@ class StateStore:
         ).fetchone()
         return row_to_state(row) if row else None
 
+    def _publish(self) -> None:
+        events, self._committed = self._committed, []
+        for event in events:
+            for listener in self.listeners:
+                listener(event)
+
     def _insert_event(
         self, state: RolloutState, now: float, kind: str, reason: str, verdict: dict[str, Any] | None
     ) -> None:
@@ -219,4 +234,18 @@ class StateStore:
                 reason,
                 json.dumps(verdict) if verdict is not None else None,
             ),
+        )
+        self._committed.append(
+            {
+                "rollout_id": state.id,
+                "service": state.service,
+                "version": state.version,
+                "at": now,
+                "kind": kind,
+                "phase": state.phase.value,
+                "step_index": state.step_index,
+                "canary_weight": state.canary_weight,
+                "reason": reason,
+                "verdict": verdict,
+            }
         )

@@ -17,12 +17,13 @@ from fridaymorning.errors import RolloutError
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One rollout step: canary weight (percent), how long to stay, and requests needed."""
+    """One rollout step: canary weight (percent), how long to stay, requests needed, and its gate."""
 
     weight: int
     min_duration_s: float
     max_duration_s: float
     min_requests: int
+    approval: bool = False  # after passing, wait for `fm approve` before moving on
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,9 @@ class ActionKind(StrEnum):
     PROMOTE = "promote"  # the canary becomes stable
     ROLLBACK = "rollback"  # the canary is bad: weight 0 at once, then remove it
     HOLD = "hold"  # stop progressing and wait for a person
+    AWAIT_APPROVAL = "await_approval"  # the step passed; its gate waits for a person
+    PAUSE = "pause"  # a person paused the rollout
+    RESUME = "resume"  # a person resumed it: the current step starts over
     ABORT = "abort"  # a person stopped the rollout: remove the canary
 
 
@@ -54,21 +58,35 @@ class Action:
     canary_weight: int | None = None
 
 
+# Phases in which the judge keeps watching, so that a failing canary is rolled back even while a
+# person holds, pauses or has not yet approved the rollout.
+WATCHED_PHASES = frozenset(
+    {RolloutPhase.PROGRESSING, RolloutPhase.HELD, RolloutPhase.PAUSED, RolloutPhase.AWAITING_APPROVAL}
+)
+
+
 def next_action(state: RolloutState, verdict: Verdict, now: float, plan: Plan, step_requests: int) -> Action:
-    """Decide what to do with a progressing rollout.
+    """Decide what to do with a rollout.
 
     `verdict` judges the canary on everything since the rollout began; `step_requests` counts the
     canary requests of the current step alone. A step is done when the verdict passes, it has baked
-    for its minimum duration, and it has served its minimum number of requests.
+    for its minimum duration, and it has served its minimum number of requests. A failing verdict
+    rolls back in every watched phase; only PROGRESSING moves forward on its own.
     """
-    if state.phase is not RolloutPhase.PROGRESSING:
+    if state.phase not in WATCHED_PHASES:
         return Action(ActionKind.STAY, f"nothing to decide in phase {state.phase}")
-    step = plan.steps[state.step_index]
-    elapsed = now - state.step_started_at
     if verdict.phase is VerdictPhase.FAIL:
         return Action(ActionKind.ROLLBACK, verdict.reason)
+    if state.phase is not RolloutPhase.PROGRESSING:
+        return Action(ActionKind.STAY, f"{state.phase}: waiting for a person")
+    step = plan.steps[state.step_index]
+    elapsed = now - state.step_started_at
     step_done = elapsed >= step.min_duration_s and step_requests >= step.min_requests
     if verdict.phase is VerdictPhase.PASS and step_done:
+        if step.approval:
+            return Action(
+                ActionKind.AWAIT_APPROVAL, f"step {state.step_index + 1} passed; waiting for approval"
+            )
         return advance_or_promote(state.step_index, plan)
     if elapsed >= step.max_duration_s:
         return out_of_time(state.step_index, step, verdict, step_requests, plan)
@@ -81,14 +99,14 @@ def next_action(state: RolloutState, verdict: Verdict, now: float, plan: Plan, s
     return Action(ActionKind.STAY, verdict.reason)
 
 
-def advance_or_promote(step_index: int, plan: Plan) -> Action:
+def advance_or_promote(step_index: int, plan: Plan, who: str = "") -> Action:
     """After a passed step: the next step's weight, or promotion after the last one."""
     if step_index + 1 >= len(plan.steps):
-        return Action(ActionKind.PROMOTE, f"all {len(plan.steps)} steps passed")
+        return Action(ActionKind.PROMOTE, who or f"all {len(plan.steps)} steps passed")
     following = plan.steps[step_index + 1]
     return Action(
         ActionKind.ADVANCE,
-        f"step {step_index + 1} passed; canary to {following.weight}%",
+        who or f"step {step_index + 1} passed; canary to {following.weight}%",
         step_index=step_index + 1,
         canary_weight=following.weight,
     )
@@ -106,23 +124,46 @@ def out_of_time(step_index: int, step: Step, verdict: Verdict, step_requests: in
     return Action(ActionKind.HOLD, reason)
 
 
-ManualCommand = Literal["promote", "abort"]
+ManualCommand = Literal["promote", "promote_full", "abort", "approve", "pause", "resume"]
+
+_WAITING = frozenset(
+    {RolloutPhase.PROGRESSING, RolloutPhase.HELD, RolloutPhase.PAUSED, RolloutPhase.AWAITING_APPROVAL}
+)
 
 ALLOWED_COMMANDS: dict[ManualCommand, frozenset[RolloutPhase]] = {
-    "promote": frozenset({RolloutPhase.PROGRESSING, RolloutPhase.HELD}),
-    "abort": frozenset({RolloutPhase.STARTING, RolloutPhase.PROGRESSING, RolloutPhase.HELD}),
+    "promote": _WAITING,
+    "promote_full": _WAITING,
+    "abort": _WAITING | {RolloutPhase.STARTING},
+    "approve": frozenset({RolloutPhase.AWAITING_APPROVAL}),
+    "pause": frozenset({RolloutPhase.PROGRESSING}),
+    "resume": frozenset({RolloutPhase.PAUSED, RolloutPhase.HELD}),
 }
 
 
-def manual_action(state: RolloutState, command: ManualCommand) -> Action:
-    """The action for a person's command, or RolloutError saying why it makes no sense now."""
+def manual_action(state: RolloutState, command: ManualCommand, plan: Plan | None = None) -> Action:
+    """The action for a person's command, or RolloutError saying why it makes no sense now.
+
+    `promote` skips the rest of the current step (the next step, or promotion after the last one);
+    `promote_full` promotes at once. `plan` is needed for `promote` and `approve`.
+    """
     allowed = ALLOWED_COMMANDS[command]
     if state.phase not in allowed:
         phases = ", ".join(sorted(allowed))
         raise RolloutError(
-            f"cannot {command} rollout {state.id} of {state.service}: it is {state.phase} "
+            f"cannot {command.replace('_', ' ')} rollout {state.id} of {state.service}: it is {state.phase} "
             f"(allowed only while {phases})"
         )
-    if command == "promote":
-        return Action(ActionKind.PROMOTE, "promoted by hand")
+    match command:
+        case "promote" if plan is not None:
+            return advance_or_promote(state.step_index, plan, who="promoted by hand")
+        case "promote" | "promote_full":
+            return Action(ActionKind.PROMOTE, "promoted by hand")
+        case "approve" if plan is not None:
+            return advance_or_promote(state.step_index, plan, who=f"step {state.step_index + 1} approved")
+        case "approve":
+            return Action(ActionKind.PROMOTE, "approved")
+        case "pause":
+            return Action(ActionKind.PAUSE, "paused by hand")
+        case "resume":
+            return Action(ActionKind.RESUME, f"resumed by hand; step {state.step_index + 1} starts over")
     return Action(ActionKind.ABORT, "aborted by hand")

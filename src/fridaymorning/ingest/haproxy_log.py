@@ -82,6 +82,9 @@ _EVENT_PATTERN = re.compile(
     r"Connect from |Loading |Exiting |\[(?:NOTICE|WARNING|ALERT|INFO)\] )"
 )
 
+# What a HAProxy ring writes when it could not keep messages: "3 events dropped", "1 event dropped".
+_DROPPED_PATTERN = re.compile(r"([0-9]{1,10}) events? dropped\Z")
+
 # Accept dates repeat for every request of a second: convert each distinct one once.
 _DATE_CACHE_LIMIT = 4096
 _httplog_second_cache: dict[str, int] = {}
@@ -111,15 +114,27 @@ def parse_message(message: str, syslog_stamp: str = "") -> Request | None:
 
 
 def parse_event(line: str) -> tuple[str, str] | None:
-    """('event', text) when the line is one of HAProxy's own notices, such as
-    'Server be/v2-1 is DOWN, reason: ...' or 'Proxy fe started.'; None otherwise. Never raises."""
+    """What kind of non-request line this is, with its message; None for a malformed line.
+
+    ('dropped', '3 events dropped') for a ring's notice that it lost log messages (read the count
+    with `dropped_count`); ('event', text) for HAProxy's other notices, such as
+    'Server be/v2-1 is DOWN, reason: ...' or 'Proxy fe started.'. Never raises.
+    """
     try:
         message = split_syslog(line)[1].rstrip("\r\n")
     except (ValueError, IndexError):
         return None
+    if _DROPPED_PATTERN.match(message):
+        return ("dropped", message)
     if _EVENT_PATTERN.match(message):
         return ("event", message)
     return None
+
+
+def dropped_count(message: str) -> int:
+    """How many log messages a ring's 'N events dropped' notice says were lost (0 if it is not one)."""
+    match = _DROPPED_PATTERN.match(message)
+    return int(match.group(1)) if match else 0
 
 
 def is_failure(status: int, termination: str) -> bool:

@@ -1,16 +1,21 @@
-"""The UDP syslog receiver: HAProxy's log datagrams in, per-second windows out.
+"""The syslog receivers: HAProxy's log lines in (UDP datagrams, or TCP from a HAProxy ring), windows out.
 
-asyncio's `DatagramProtocol` calls back once per datagram and tops out near 70k datagrams/s on the
-project's machines; a `loop.add_reader` callback that drains up to `max_batch` datagrams per readiness
-event did more than 300k lines/s. So the socket is a plain non-blocking one, read in batches, and each
-line is parsed and aggregated inline (both are cheap and pure).
+UDP (`UdpCollector`) is HAProxy's default and never slows HAProxy down, but a line the collector
+cannot take in time is dropped (by HAProxy, counted as DroppedLogs, or by the kernel, counted in the
+socket's drops). TCP (`TcpCollector`) is the lossless path: a HAProxy `ring` buffers the lines and
+forwards them over one TCP connection with RFC 6587 framing; back-pressure makes the ring hold lines,
+and the ring reports any it had to overwrite as 'N events dropped', which is counted.
 
-HAProxy never blocks on UDP logging: what the receiver cannot take is dropped by the kernel (see
-`RcvbufErrors` in /proc/net/snmp). The receive buffer is therefore made as large as allowed:
-SO_RCVBUFFORCE when running as root, SO_RCVBUF (capped by net.core.rmem_max) otherwise.
+The hot path, the same for both (see `pipeline`): a receiver only moves bytes into a bounded queue;
+one parser thread parses and counts them. The UDP receiver is a dedicated thread calling
+`recvmmsg` (up to `max_batch` datagrams per system call, GIL released), with a receive buffer as
+large as allowed (SO_RCVBUFFORCE as root, SO_RCVBUF capped by net.core.rmem_max otherwise). When
+traffic is light it waits `coalesce_s` between batches, so a batch holds many lines and the per-batch
+cost stays negligible; the kernel buffer holds the lines meanwhile.
 
-Once per `flush_interval_s`, windows older than `lateness_s` are handed to the sink. `stop()` reads
-what is still queued in the socket and hands every open window to the sink before returning.
+Once per `flush_interval_s`, the event loop hands windows older than `lateness_s` to the sink (their
+sketches are built outside the parser's lock). `stop()` reads what is still queued in the socket,
+parses everything received, and hands every open window to the sink before returning.
 """
 
 from __future__ import annotations
@@ -21,57 +26,151 @@ import errno
 import inspect
 import logging
 import socket
+import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fridaymorning.errors import PortInUseError
-from fridaymorning.ingest.aggregate import Aggregator
-from fridaymorning.ingest.haproxy_log import parse_event, parse_line
+from fridaymorning.ingest._receive import batch_receiver
+from fridaymorning.ingest.accounting import (
+    Baseline,
+    HAProxyLossMonitor,
+    HAProxyStats,
+    Reconciler,
+    socket_drops,
+    socket_inode,
+    udp_rcvbuf_errors,
+)
+from fridaymorning.ingest.aggregate import ServerKey, finish_windows
+from fridaymorning.ingest.framing import FramingError, SyslogStreamDecoder
+from fridaymorning.ingest.pipeline import CollectorStats, IngestPipeline
 from fridaymorning.models import Window
 
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[list[Window]], Awaitable[None] | None]
 
+__all__ = ["CollectorStats", "Sink", "TcpCollector", "UdpCollector"]
+
 # Linux's SO_RCVBUFFORCE; the socket module does not export it.
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-_MAX_DATAGRAM = 65535
-_REJECTED_LINE_LIMIT = 500  # characters kept of each rejected line, for `stats()`
 _STOP_DRAIN_LIMIT = 1_000_000  # datagrams read at stop(), so a flood cannot hold shutdown forever
+_SMALL_BATCH_FRACTION = 4  # a batch under max_batch / 4 means light traffic: wait before the next
 
 
-class CollectorStats:
-    """Counters of the receiver, updated on the hot path (hence plain slotted attributes)."""
+class _Collector:
+    """What both receivers share: the pipeline, the periodic flush to the sink, HAProxy loss checks."""
 
-    __slots__ = (
-        "datagrams",
-        "events",
-        "last_rejected",
-        "lines",
-        "receive_errors",
-        "rejected",
-        "requests",
-        "sink_errors",
-        "windows_dropped",
-        "windows_flushed",
-    )
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sink: Sink,
+        *,
+        lateness_s: float,
+        flush_interval_s: float,
+        clock: Callable[[], float],
+        max_queued_bytes: int,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._sink = sink
+        self._lateness_s = lateness_s
+        self._flush_interval_s = flush_interval_s
+        self._clock = clock
+        self._pipeline = IngestPipeline(max_queued_bytes)
+        self._flush_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._loss_monitor: HAProxyLossMonitor | None = None
+        self._reconciler: Reconciler | None = None
 
-    def __init__(self) -> None:
-        self.datagrams = 0
-        self.lines = 0
-        self.requests = 0
-        self.events = 0
-        self.rejected = 0
-        self.receive_errors = 0
-        self.windows_flushed = 0
-        self.windows_dropped = 0
-        self.sink_errors = 0
-        self.last_rejected: deque[str] = deque(maxlen=5)
+    @property
+    def _counters(self) -> CollectorStats:
+        return self._pipeline.counters
+
+    def logged_by_server(self) -> dict[ServerKey, int]:
+        """Requests logged per (backend, server) since start."""
+        return self._pipeline.logged_by_server()
+
+    def logged_between(self, first_second: int, end_second: int) -> dict[ServerKey, int]:
+        """Requests logged per (backend, server) with an accept second in [first_second, end_second)."""
+        return self._pipeline.logged_between(first_second, end_second)
+
+    def watch_haproxy(
+        self,
+        router: HAProxyStats,
+        *,
+        reconcile_interval_s: float = 60.0,
+        dropped_logs_interval_s: float = 5.0,
+        backends: set[str] | None = None,
+    ) -> None:
+        """Poll HAProxy's DroppedLogs and reconcile logged requests with its counters (see accounting).
+
+        Call once HAProxy runs (the collector starts before it); the results appear in `stats()`
+        under 'haproxy_dropped_logs' and 'reconciliation', and both stop with the collector.
+        """
+        self._loss_monitor = HAProxyLossMonitor(router, dropped_logs_interval_s)
+        self._loss_monitor.start()
+        self._reconciler = Reconciler(
+            router,
+            self,
+            interval_s=reconcile_interval_s,
+            settle_s=self._lateness_s + self._flush_interval_s + 1.0,
+            backends=backends,
+        )
+        self._reconciler.start()
+
+    def _start_flushing(self) -> None:
+        self._stopping.clear()
+        self._pipeline.start()
+        self._flush_task = asyncio.create_task(self._flush_periodically(), name="collector-flush")
+
+    async def _stop_flushing(self) -> None:
+        """Stop the HAProxy checks and the flush task, parse what is queued, and flush every window."""
+        for watcher in (self._reconciler, self._loss_monitor):
+            if watcher is not None:
+                await watcher.stop()
+        self._stopping.set()
+        if self._flush_task is not None:
+            await self._flush_task
+            self._flush_task = None
+        await asyncio.to_thread(self._pipeline.close)
+        await self._deliver(finish_windows(self._pipeline.pop_all()))
+
+    async def _flush_periodically(self) -> None:
+        """Every flush interval, hand the windows that can no longer change to the sink."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._flush_interval_s)
+            popped = self._pipeline.pop_due(self._clock(), self._lateness_s)
+            await self._deliver(finish_windows(popped))
+
+    async def _deliver(self, windows: list[Window]) -> None:
+        """Give windows to the sink; a failure is logged and counted, and those windows are lost."""
+        if not windows:
+            return
+        try:
+            result = self._sink(windows)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self._counters.sink_errors += 1
+            self._counters.windows_dropped += len(windows)
+            logger.exception("the collector's sink failed; %d windows were dropped", len(windows))
+            return
+        self._counters.windows_flushed += len(windows)
+
+    def _haproxy_stats(self) -> dict[str, Any]:
+        if self._loss_monitor is None or self._reconciler is None:
+            return {}
+        return {
+            "haproxy_dropped_logs": self._loss_monitor.dropped_logs,
+            "reconciliation": self._reconciler.stats(),
+        }
 
 
-class UdpCollector:
+class UdpCollector(_Collector):
     """Receives HAProxy's syslog datagrams on (host, port) and feeds per-second windows to `sink`.
 
     `sink` receives a non-empty list of windows; it may be a plain function or a coroutine function
@@ -87,25 +186,31 @@ class UdpCollector:
         *,
         lateness_s: float = 1.0,
         flush_interval_s: float = 1.0,
-        receive_buffer_bytes: int = 32 * 1024 * 1024,
-        max_batch: int = 256,
+        receive_buffer_bytes: int = 256 * 1024 * 1024,
+        max_batch: int = 1024,
+        coalesce_s: float = 0.005,
+        max_queued_bytes: int = 256 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._host = host
-        self._port = port
-        self._sink = sink
-        self._lateness_s = lateness_s
-        self._flush_interval_s = flush_interval_s
+        super().__init__(
+            host,
+            port,
+            sink,
+            lateness_s=lateness_s,
+            flush_interval_s=flush_interval_s,
+            clock=clock,
+            max_queued_bytes=max_queued_bytes,
+        )
         self._receive_buffer_bytes = receive_buffer_bytes
         self._max_batch = max_batch
-        self._clock = clock
-        self._aggregator = Aggregator()
-        self._counters = CollectorStats()
+        self._coalesce_s = coalesce_s
         self._socket: socket.socket | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._flush_task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
+        self._receiver_thread: threading.Thread | None = None
+        self._receiving = threading.Event()
         self._effective_buffer = 0
+        self._inode = 0
+        self._socket_drops: Baseline | None = None
+        self._rcvbuf_errors: Baseline | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,55 +225,58 @@ class UdpCollector:
         if self._socket is not None:
             raise RuntimeError("the collector is already started")
         self._socket = self._bind()
-        self._loop = asyncio.get_running_loop()
-        self._stopping.clear()
-        self._loop.add_reader(self._socket.fileno(), self._on_readable)
-        self._flush_task = asyncio.create_task(self._flush_periodically(), name="collector-flush")
+        self._inode = socket_inode(self._socket.fileno())
+        self._socket_drops = Baseline(lambda: socket_drops(self._inode))
+        self._rcvbuf_errors = Baseline(udp_rcvbuf_errors)
+        self._start_flushing()
+        self._receiving.set()
+        self._receiver_thread = threading.Thread(
+            target=self._receive_forever, args=(self._socket,), name="fm-collector-udp", daemon=True
+        )
+        self._receiver_thread.start()
         logger.info(
-            "collector listening on %s:%d (receive buffer %d bytes)", *self.address, self._effective_buffer
+            "collector listening on udp://%s:%d (receive buffer %d bytes)",
+            *self.address,
+            self._effective_buffer,
         )
 
     async def stop(self) -> None:
         """Stop receiving, read what is already queued, and hand every open window to the sink."""
-        if self._socket is None or self._loop is None:
+        if self._socket is None:
             return
-        self._loop.remove_reader(self._socket.fileno())
-        self._stopping.set()
-        if self._flush_task is not None:
-            await self._flush_task
-            self._flush_task = None
-        self._drain(_STOP_DRAIN_LIMIT)
+        self._receiving.clear()
+        if self._receiver_thread is not None:
+            await asyncio.to_thread(self._receiver_thread.join)
+            self._receiver_thread = None
+        await self._stop_flushing()
+        self._final_drops = self._kernel_drops()
         self._socket.close()
         self._socket = None
-        await self._deliver(self._aggregator.flush_all())
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters, JSON-ready."""
-        counters = self._counters
         host, port = self.address
         return {
             "address": f"{host}:{port}",
+            "transport": "udp",
             "receive_buffer_bytes": self._effective_buffer,
-            "datagrams": counters.datagrams,
-            "lines": counters.lines,
-            "requests": counters.requests,
-            "events": counters.events,
-            "rejected": counters.rejected,
-            "late_requests": self._aggregator.late_requests,
-            "receive_errors": counters.receive_errors,
-            "open_windows": self._aggregator.open_windows,
-            "windows_flushed": counters.windows_flushed,
-            "windows_dropped": counters.windows_dropped,
-            "sink_errors": counters.sink_errors,
-            "last_rejected": list(counters.last_rejected),
+            **self._pipeline.counter_stats(),
+            **self._kernel_drops(),
+            **self._haproxy_stats(),
         }
 
+    def _kernel_drops(self) -> dict[str, int | None]:
+        """The socket's own drops and the host's RcvbufErrors, both as growth since start."""
+        if self._socket is None:
+            return getattr(self, "_final_drops", {"socket_drops": 0, "udp_rcvbuf_errors": None})
+        assert self._socket_drops is not None and self._rcvbuf_errors is not None
+        return {"socket_drops": self._socket_drops.delta(), "udp_rcvbuf_errors": self._rcvbuf_errors.delta()}
+
     def _bind(self) -> socket.socket:
-        """A non-blocking UDP socket bound to the address, with the largest receive buffer allowed."""
+        """A UDP socket bound to the address, with the largest receive buffer allowed."""
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            udp.setblocking(False)
             self._enlarge_receive_buffer(udp)
             udp.bind((self._host, self._port))
         except OSError as error:
@@ -186,64 +294,169 @@ class UdpCollector:
             udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._receive_buffer_bytes)
         self._effective_buffer = udp.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
-    def _on_readable(self) -> None:
-        """Readiness callback: a bounded batch, so one busy socket cannot starve the event loop."""
-        self._drain(self._max_batch)
-
-    def _drain(self, limit: int) -> None:
-        """Receive and ingest up to `limit` datagrams, stopping early when the socket is empty."""
-        if self._socket is None:
-            return
-        receive = self._socket.recv
-        ingest = self._ingest_datagram
-        for _ in range(limit):
-            try:
-                datagram = receive(_MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError as error:
-                self._counters.receive_errors += 1
-                logger.warning("collector receive failed: %s", error)
-                return
-            ingest(datagram)
-
-    def _ingest_datagram(self, datagram: bytes) -> None:
-        """Parse every line of one datagram; nothing in it can raise out of here."""
-        counters = self._counters
-        counters.datagrams += 1
-        add = self._aggregator.add
-        for line in datagram.decode("utf-8", "replace").splitlines():
-            if not line:
-                continue
-            counters.lines += 1
-            request = parse_line(line)
-            if request is not None:
-                counters.requests += 1
-                add(request)
-            elif parse_event(line) is not None:
-                counters.events += 1
-            else:
-                counters.rejected += 1
-                counters.last_rejected.append(line[:_REJECTED_LINE_LIMIT])
-
-    async def _flush_periodically(self) -> None:
-        """Every flush interval, hand the windows that can no longer change to the sink."""
-        while not self._stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._flush_interval_s)
-            await self._deliver(self._aggregator.flush(self._clock(), self._lateness_s))
-
-    async def _deliver(self, windows: list[Window]) -> None:
-        """Give windows to the sink; a failure is logged and counted, and those windows are lost."""
-        if not windows:
-            return
+    def _receive_forever(self, udp: socket.socket) -> None:
+        """The receiver thread: batches of datagrams into the pipeline until stop, then a final drain."""
+        receiver = batch_receiver(udp, self._max_batch)
+        small_batch = max(1, self._max_batch // _SMALL_BATCH_FRACTION)
         try:
-            result = self._sink(windows)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            self._counters.sink_errors += 1
-            self._counters.windows_dropped += len(windows)
-            logger.exception("the collector's sink failed; %d windows were dropped", len(windows))
+            while self._receiving.is_set():
+                if self._receive_once(receiver, wait=True) < small_batch and self._coalesce_s > 0:
+                    time.sleep(self._coalesce_s)
+            drained = 0
+            while drained < _STOP_DRAIN_LIMIT:
+                received = self._receive_once(receiver, wait=False)
+                if received == 0:
+                    break
+                drained += received
+        finally:
+            receiver.close()
+
+    def _receive_once(self, receiver: Any, wait: bool) -> int:
+        """One batch into the pipeline; how many datagrams it held (0 on a receive error)."""
+        try:
+            batch, count = receiver.receive(wait)
+        except OSError as error:
+            self._counters.receive_errors += 1
+            logger.warning("collector receive failed: %s", error)
+            time.sleep(0.01)  # a persistent error must not spin a core
+            return 0
+        if count:
+            self._pipeline.submit(batch, count)
+        return count
+
+
+class TcpCollector(_Collector):
+    """Receives HAProxy's log lines over TCP (RFC 6587, octet counting or LF framing, auto-detected).
+
+    The lossless path: point a HAProxy `ring` at it (docs/collector.md). Same sink, windows and stats
+    as `UdpCollector`, plus 'connections' and 'framing_errors'.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sink: Sink,
+        *,
+        lateness_s: float = 1.0,
+        flush_interval_s: float = 1.0,
+        max_queued_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            host,
+            port,
+            sink,
+            lateness_s=lateness_s,
+            flush_interval_s=flush_interval_s,
+            clock=clock,
+            max_queued_bytes=max_queued_bytes,
+        )
+        self._server: asyncio.Server | None = None
+        self._connections: set[_SyslogStream] = set()
+        self.connections_total = 0
+        self.framing_errors = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); the real port once started."""
+        if self._server is None or not self._server.sockets:
+            return self._host, self._port
+        bound = self._server.sockets[0].getsockname()
+        return bound[0], bound[1]
+
+    async def start(self) -> None:
+        """Listen and start parsing. Raises PortInUseError if the address is taken."""
+        if self._server is not None:
+            raise RuntimeError("the collector is already started")
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: _SyslogStream(self), self._host, self._port, reuse_address=True
+            )
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(self._host, self._port, "the TCP collector") from error
+            raise
+        self._start_flushing()
+        logger.info("collector listening on tcp://%s:%d", *self.address)
+
+    async def stop(self) -> None:
+        """Stop accepting, close connections (keeping what they sent), flush every open window."""
+        if self._server is None:
             return
-        self._counters.windows_flushed += len(windows)
+        self._server.close()
+        for connection in list(self._connections):
+            connection.close()
+        await self._server.wait_closed()
+        self._server = None
+        await self._stop_flushing()
+
+    def stats(self) -> dict[str, Any]:
+        host, port = self.address
+        return {
+            "address": f"{host}:{port}",
+            "transport": "tcp",
+            "connections": len(self._connections),
+            "connections_total": self.connections_total,
+            "framing_errors": self.framing_errors,
+            **self._pipeline.counter_stats(),
+            **self._haproxy_stats(),
+        }
+
+
+class _SyslogStream(asyncio.Protocol):
+    """One TCP connection: frames decoded on the event loop (C-level splitting), parsing elsewhere."""
+
+    def __init__(self, collector: TcpCollector) -> None:
+        self._collector = collector
+        self._decoder = SyslogStreamDecoder()
+        self._transport: asyncio.Transport | None = None
+        self._held: tuple[bytes, int] | None = None  # a batch the full queue refused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._collector._connections.add(self)
+        self._collector.connections_total += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._collector._connections.discard(self)
+        if self._held is not None:  # never lose what was received: the queue bound is soft here
+            self._collector._pipeline.submit(*self._held, wait=True)
+            self._held = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._decoder.feed(data)
+        except FramingError as error:
+            self._collector.framing_errors += 1
+            logger.warning("closing a syslog connection: %s", error)
+            self.close()
+            return
+        if messages:
+            self._offer(b"\n".join(messages), len(messages))
+
+    def _offer(self, batch: bytes, count: int) -> None:
+        """Queue a batch; if the queue is full, stop reading (TCP back-pressure) and retry shortly."""
+        if self._collector._pipeline.submit(batch, count, wait=False):
+            return
+        self._held = (batch, count)
+        assert self._transport is not None
+        self._transport.pause_reading()
+        asyncio.get_running_loop().call_later(0.01, self._retry)
+
+    def _retry(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self._collector._pipeline.submit(*held, wait=False):
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+        else:
+            self._held = held
+            asyncio.get_running_loop().call_later(0.01, self._retry)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

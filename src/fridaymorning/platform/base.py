@@ -8,10 +8,20 @@ from fridaymorning.models import Instance
 
 
 class Platform(Protocol):
-    """Starts instances of a version, checks their health, and stops them."""
+    """Starts instances of a version, checks their health, stops them, and adopts the ones a previous
+    controller left running (the data plane never depends on the controller being alive)."""
 
-    async def start(self, version: str, replicas: int) -> list[Instance]:
-        """Start `replicas` instances of `version` and wait until each answers its health check."""
+    async def start(self, version: str, replicas: int, label: str = "") -> list[Instance]:
+        """Start `replicas` instances of `version` and wait until each answers its health check.
+
+        They are named `label` when given, else `version`; their indices continue after the running
+        instances of that name, so server names never collide.
+        """
+        ...
+
+    async def adopt(self) -> list[Instance]:
+        """Take over the healthy instances a previous controller left running, stop the unhealthy ones it
+        can vouch for, and return the adopted ones with their original version, label, index and port."""
         ...
 
     async def stop(self, instances: list[Instance]) -> None:
@@ -23,5 +33,5 @@ class Platform(Protocol):
         ...
 
     async def close(self) -> None:
-        """Stop every instance this platform started."""
+        """Stop every instance this platform started or adopted."""
         ...

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fridaymorning.analysis.evidence import ArmSecond, Evidence, evidence_of, histogram_of
+from fridaymorning.analysis.evidence import ArmSecond, Evidence, histogram_of
 from fridaymorning.analysis.judge import Policy, fail_alpha, judge, verdict_of
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, VALUES, index_of_value
 from fridaymorning.analysis.verdict import Check, VerdictPhase
@@ -18,7 +18,9 @@ PASS, FAIL, HOLD = VerdictPhase.PASS, VerdictPhase.FAIL, VerdictPhase.HOLD
 POLICY = Policy(min_requests=100, max_error_rate=0.01, max_p99_ms=500, latency_tolerance=1.25)
 
 
-def windows(version: str, seconds: int, per_second: int, failed: int = 0, latency_ms: float = 10.0) -> list[Window]:
+def windows(
+    version: str, seconds: int, per_second: int, failed: int = 0, latency_ms: float = 10.0
+) -> list[Window]:
     return [synthetic_window("web", version, s, per_second, failed, latency_ms) for s in range(seconds)]
 
 
@@ -54,14 +56,14 @@ def test_healthy_canary_with_enough_requests_passes() -> None:
 
 
 def test_high_error_rate_fails_before_min_requests() -> None:
-    """A canary failing 10% of 60 requests (baseline: none) is rolled back without waiting for min_requests."""
+    """A canary failing 10% of 60 requests (baseline: none) is rolled back before min_requests."""
     verdict = judge(windows("v2", 3, 20, failed=2), windows("v1", 3, 180), POLICY)
     assert verdict.phase is FAIL
     assert check("error_rate_vs_baseline", verdict.checks).phase is FAIL
 
 
 def test_slow_canary_fails_every_latency_comparison() -> None:
-    """A canary 1.5× slower than the baseline at every request fails the p50, p90 and p99 comparisons."""
+    """A canary 1.5x slower than the baseline at every request fails the p50, p90 and p99 comparisons."""
     verdict = judge(windows("v2", 10, 20, latency_ms=30), windows("v1", 10, 180, latency_ms=19), POLICY)
     assert verdict.phase is FAIL
     failed = {c.name for c in verdict.checks if c.phase is FAIL}
@@ -77,7 +79,7 @@ def test_p99_above_slo_fails() -> None:
 
 
 def test_every_check_carries_its_evidence() -> None:
-    """Each check reports statistic, bound, threshold and n; comparisons add their e-value and its threshold."""
+    """Each check reports statistic, bound, threshold and n; comparisons add e-value and its threshold."""
     verdict = judge(windows("v2", 10, 20), windows("v1", 10, 180), POLICY)
     as_dict = verdict.to_dict()
     names = {c["name"] for c in as_dict["checks"]}
@@ -93,17 +95,21 @@ def test_every_check_carries_its_evidence() -> None:
     evidence = next(c for c in as_dict["checks"] if c["name"] == "evidence")
     assert evidence["n"] == 200 and evidence["threshold"] == 100
     comparison = next(c for c in as_dict["checks"] if c["name"] == "error_rate_vs_baseline")
-    assert comparison["evalue"] == 1.0 and comparison["evalue_threshold"] == pytest.approx(1 / fail_alpha(POLICY))
+    assert comparison["evalue"] == 1.0 and comparison["evalue_threshold"] == pytest.approx(
+        1 / fail_alpha(POLICY)
+    )
 
 
 def test_judge_equals_folding_seconds_into_evidence() -> None:
-    """judge(windows) is verdict_of(the same seconds added one by one): the simulator's path is the judge's."""
+    """judge(windows) is verdict_of(the same seconds added one by one): the simulator's path."""
     rng = np.random.default_rng(3)
     canary, baseline, evidence = [], [], Evidence(POLICY)
     for second in range(30):
         arms = []
         for version, requests, rate in (("v2", 30, 0.05), ("v1", 270, 0.01)):
-            window = Window("web", version, second, requests=requests, failed=int(rng.binomial(requests, rate)))
+            window = Window(
+                "web", version, second, requests=requests, failed=int(rng.binomial(requests, rate))
+            )
             for value in rng.lognormal(3.5, 0.6, requests):
                 window.tr.add(float(value))
             (canary if version == "v2" else baseline).append(window)
@@ -135,10 +141,10 @@ LOGNORMAL = np.random.default_rng(0).lognormal(math.log(40), 0.65, 5000)
         # evidence: only the canary's requests count
         ("evidence", (50, 0, 10.0), (450, 0, 10.0), 1, POLICY, HOLD),
         ("evidence", (50, 0, 10.0), (450, 0, 10.0), 2, POLICY, PASS),
-        # error SLO: a bound min_requests can reach is required (1000 × 1% ≥ ln 100) ...
+        # error SLO: a bound min_requests can reach is required (1000 x 1% ≥ ln 100) ...
         ("error_rate_slo", (100, 0, 10.0), (900, 0, 10.0), 10, Policy(min_requests=1000), HOLD),
         ("error_rate_slo", (100, 0, 10.0), (900, 0, 10.0), 60, Policy(min_requests=1000), PASS),
-        # ... one it cannot (100 × 1% < ln 100) falls back to the point estimate
+        # ... one it cannot (100 x 1% < ln 100) falls back to the point estimate
         ("error_rate_slo", (100, 0, 10.0), (900, 0, 10.0), 1, POLICY, PASS),
         ("error_rate_slo", (100, 5, 10.0), (900, 0, 10.0), 10, POLICY, FAIL),
         ("error_rate_slo", (100, 2, 10.0), (900, 18, 10.0), 1, POLICY, HOLD),

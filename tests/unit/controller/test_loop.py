@@ -8,21 +8,9 @@ from pathlib import Path
 import pytest
 
 from fridaymorning.config import ServiceConfig
-from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.phases import RolloutPhase
-from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import RolloutError, StoreError
-from fridaymorning.testing import FakePlatform, FakeRouter, MemoryMetricStore, synthetic_window
-
-
-class FakeClock:
-    """Virtual time that advances one second per judged interval."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from fridaymorning.testing import ControllerHarness, FakePlatform
 
 
 def service_config() -> ServiceConfig:
@@ -44,35 +32,10 @@ def service_config() -> ServiceConfig:
     )
 
 
-class Harness:
-    def __init__(
-        self, tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None
-    ):
-        self.clock = FakeClock()
-        self.router = FakeRouter()
-        self.platform = platform or FakePlatform()
-        self.metrics = MemoryMetricStore()
-        self.states = StateStore(tmp_path / "state.db")
-        self.controller = ServiceController(
-            service_config(), self.router, self.platform, self.metrics, self.states, clock=self.clock
-        )
-        self.canary_failure_rate = canary_failure_rate
-
-    async def drive(self, seconds: int, traffic: bool = True) -> None:
-        """Advance virtual time second by second, writing a window per version as the collector would."""
-        for _ in range(seconds):
-            await asyncio.sleep(0.005)
-            second = int(self.clock.now)
-            rollout = self.states.active_rollout("web")
-            if traffic and rollout is not None:
-                weight = rollout.canary_weight
-                canary = 20 * weight // 10
-                failed = round(canary * self.canary_failure_rate)
-                self.metrics.write([synthetic_window("web", rollout.version, second, canary, failed)])
-                self.metrics.write([synthetic_window("web", rollout.baseline, second, 200 - canary)])
-            self.clock.now += 1
-            if rollout is None and self.controller._task is not None and self.controller._task.done():
-                return
+def Harness(
+    tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None
+) -> ControllerHarness:
+    return ControllerHarness(service_config(), tmp_path / "state.db", canary_failure_rate, platform)
 
 
 async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> None:
@@ -161,16 +124,30 @@ async def test_deploy_refusals(tmp_path: Path) -> None:
 
 
 async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
-    """`fm promote` during step 1 promotes at once; promoting a finished rollout is refused."""
+    """`fm promote --full` during step 1 promotes at once; promoting a finished rollout is refused."""
+    harness = Harness(tmp_path)
+    await harness.controller.start()
+    rollout = harness.controller.deploy("v2")
+    await harness.drive(2)
+    harness.controller.command(rollout.id, "promote_full")
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.PROMOTED
+    with pytest.raises(RolloutError, match="it is promoted"):
+        harness.controller.command(rollout.id, "promote")
+
+
+async def test_manual_promote_moves_one_step(tmp_path: Path) -> None:
+    """`fm promote` during step 1 moves the canary to step 2's weight without waiting for evidence."""
     harness = Harness(tmp_path)
     await harness.controller.start()
     rollout = harness.controller.deploy("v2")
     await harness.drive(2)
     harness.controller.command(rollout.id, "promote")
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
-    assert final is not None and final.phase is RolloutPhase.PROMOTED
-    with pytest.raises(RolloutError, match="it is promoted"):
-        harness.controller.command(rollout.id, "promote")
+    await harness.drive(2)
+    current = harness.states.rollout(rollout.id)
+    assert current is not None and (current.step_index, current.canary_weight) == (1, 50)
+    assert current.reason == "promoted by hand"
+    await harness.controller.stop()
 
 
 async def test_dead_canary_server_is_rolled_back(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""How LocalPlatform turns the configured command into what is executed: argv, environment, wrapper."""
+"""How LocalPlatform turns the configured command into what is executed: argv and environment."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import pytest
 
 import fridaymorning.platform
 from fridaymorning.platform.local import (
-    PDEATHSIG_WRAPPER,
     build_argv,
     build_env,
     describe_exit,
     find_program,
     looks_like_address_in_use,
-    spawn_argv,
     tail_lines,
 )
 
@@ -51,21 +49,6 @@ def test_environment_layers_fm_then_config_then_instance_variables() -> None:
         base={"PATH": "/bin", "COLOR": "red"},
     )
     assert env == {"PATH": "/bin", "COLOR": "blue", "FM_VERSION": "v3", "FM_PORT": "8123", "FM_INDEX": "2"}
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the PDEATHSIG wrapper is Linux-only")
-def test_linux_children_run_behind_the_pdeathsig_wrapper_with_argv_intact() -> None:
-    """On Linux the wrapper runs first with fm's pid, and the program's argv follows unchanged."""
-    argv = ["app", "--port", "1"]
-    assert spawn_argv(argv, parent_pid=4242) == [
-        sys.executable,
-        "-I",
-        "-S",
-        "-c",
-        PDEATHSIG_WRAPPER,
-        "4242",
-        *argv,
-    ]
 
 
 def test_find_program_resolves_on_path_and_rejects_missing_ones() -> None:

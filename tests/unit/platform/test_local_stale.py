@@ -1,4 +1,4 @@
-"""The running-instances file in workdir, and cleanup_stale's guard against killing a reused pid."""
+"""cleanup_stale: what a previous fm recorded is killed only when it is verifiably still that process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ import pytest
 
 from fridaymorning.config import PlatformConfig
 from fridaymorning.errors import PlatformError
-from fridaymorning.platform.local import STATE_FILE_NAME, LocalPlatform, cleanup_stale, read_cmdline
+from fridaymorning.platform.local import (
+    STATE_FILE_NAME,
+    LocalPlatform,
+    cleanup_stale,
+    read_cmdline,
+    read_start_time,
+)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
 
@@ -22,10 +28,29 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)", "fm-stale-test"]
 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(SLEEPER)
-    yield process
-    process.kill()
-    process.wait(timeout=5)
+    process = subprocess.Popen(SLEEPER, start_new_session=True)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def entry(pid: int, argv: list[str], start_time: int | None, /, **overrides: object) -> dict[str, object]:
+    """A file entry as LocalPlatform writes it."""
+    fields: dict[str, object] = {
+        "pid": pid,
+        "version": "v1",
+        "label": "",
+        "index": 1,
+        "host": "127.0.0.1",
+        "port": 1,
+        "argv": argv,
+        "cmdline": argv,
+        "start_time": start_time,
+    }
+    fields.update(overrides)
+    return fields
 
 
 def write_state(workdir: Path, entries: list[object]) -> Path:
@@ -57,9 +82,9 @@ def test_unreadable_file_is_removed_and_nothing_is_killed(tmp_path: Path) -> Non
 
 
 def test_matching_live_process_is_killed(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
-    """A recorded pid whose /proc cmdline is the recorded argv is a leftover instance: it is killed."""
+    """A recorded pid with the recorded start time and command line is a leftover instance: it is killed."""
     wait_for_cmdline(sleeper.pid, SLEEPER)
-    path = write_state(tmp_path, [{"pid": sleeper.pid, "version": "v1", "port": 1, "argv": SLEEPER}])
+    path = write_state(tmp_path, [entry(sleeper.pid, SLEEPER, read_start_time(sleeper.pid))])
     assert cleanup_stale(tmp_path) == [sleeper.pid]
     assert sleeper.wait(timeout=5) == -9
     assert not path.exists()
@@ -68,7 +93,28 @@ def test_matching_live_process_is_killed(tmp_path: Path, sleeper: subprocess.Pop
 def test_reused_pid_with_another_cmdline_is_spared(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
     """A recorded pid now running another program (pid reuse) must not be killed."""
     wait_for_cmdline(sleeper.pid, SLEEPER)
-    write_state(tmp_path, [{"pid": sleeper.pid, "version": "v1", "port": 1, "argv": ["other", "program"]}])
+    other = ["other", "program"]
+    write_state(tmp_path, [entry(sleeper.pid, other, read_start_time(sleeper.pid))])
+    assert cleanup_stale(tmp_path) == []
+    assert sleeper.poll() is None
+
+
+def test_reused_pid_with_the_same_cmdline_but_another_start_time_is_spared(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    """The same command line started later under a recycled pid is another process: it is not killed."""
+    wait_for_cmdline(sleeper.pid, SLEEPER)
+    start_time = read_start_time(sleeper.pid)
+    assert start_time is not None
+    write_state(tmp_path, [entry(sleeper.pid, SLEEPER, start_time - 1)])
+    assert cleanup_stale(tmp_path) == []
+    assert sleeper.poll() is None
+
+
+def test_entry_without_start_time_is_never_killed(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    """Without a start time nothing guards against pid reuse, so the entry cannot be vouched for."""
+    wait_for_cmdline(sleeper.pid, SLEEPER)
+    write_state(tmp_path, [entry(sleeper.pid, SLEEPER, None)])
     assert cleanup_stale(tmp_path) == []
     assert sleeper.poll() is None
 
@@ -76,9 +122,10 @@ def test_reused_pid_with_another_cmdline_is_spared(tmp_path: Path, sleeper: subp
 def test_dead_pids_and_malformed_entries_are_skipped(tmp_path: Path) -> None:
     """Entries for exited processes, or without a usable pid and argv, are ignored without error."""
     entries: list[object] = [
-        {"pid": 2**22 + 12345, "argv": SLEEPER},  # above pid_max: certainly not running
-        {"pid": 1, "argv": ["init"]},  # never pid 1, whatever its cmdline
-        {"pid": "12", "argv": SLEEPER},
+        entry(2**22 + 12345, SLEEPER, 1),  # above pid_max: certainly not running
+        entry(1, ["init"], read_start_time(1)),  # never pid 1, whatever its cmdline
+        entry(12, SLEEPER, 1, pid="12"),
+        {"pid": 12345},
         "not an entry",
     ]
     write_state(tmp_path, entries)
@@ -101,4 +148,13 @@ async def test_invalid_version_is_refused(tmp_path: Path) -> None:
     platform = LocalPlatform(PlatformConfig(command=["true", "{port}"]))
     with pytest.raises(PlatformError, match="not a valid version"):
         await platform.start("v1; rm -rf /", 1)
+    await platform.close()
+
+
+@pytest.mark.parametrize("label", ["v1 baseline", "-v1", "v1-baseline", "x" * 65])
+async def test_invalid_label_is_refused(label: str) -> None:
+    """A label that could not be an HAProxy server name (or would hide the index after '-') is refused."""
+    platform = LocalPlatform(PlatformConfig(command=["true", "{port}"]))
+    with pytest.raises(PlatformError, match="not a valid label"):
+        await platform.start("v1", 1, label=label)
     await platform.close()

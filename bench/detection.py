@@ -1,0 +1,121 @@
+"""Detection benchmark: fridaymorning's sequential judge beside Flagger's and Kayenta's, one scenario matrix.
+
+    .venv/bin/python bench/detection.py [--quick] [--json]
+
+What it compares: for each scenario in bench/scenarios/ (5% canary errors at 1000 and 100 req/s, identical
+versions, a p99 regression of 25%, no traffic, too little traffic), many virtual rollouts are decided by
+
+- fm: fridaymorning's judge (analysis.judge) and controller.strategy.next_action with the default
+  policy (alpha 0.01) and analysis.simulate.DEFAULT_PLAN (10/25/50%, 30 s bake per step);
+- flagger: Flagger's documented Istio-tutorial analysis (1 min interval, success ≥ 99%, p99 ≤ 500 ms,
+  threshold 5, stepWeight 10, maxWeight 50);
+- kayenta: Kayenta's Mann-Whitney judge at confidence 0.98, 60 s intervals, marginal 75, pass 95,
+  5 minutes at 10% canary traffic.
+
+It prints a table, the targets of issue 4 with whether fm meets them, and, as the last line, one JSON
+object: {"compares": ..., "results": {scenario: {judge: summary}}, "targets": {...}}.
+--quick runs fewer rollouts (under a minute); the full run takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fridaymorning.analysis.scenario import load_scenario
+from fridaymorning.analysis.simulate import JUDGES, simulate, summary_table
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+MATRIX = (
+    "five-percent-errors",
+    "five-percent-errors-100rps",
+    "identical",
+    "p99-plus-25",
+    "no-traffic",
+    "too-little-traffic",
+)
+# Rollouts per scenario: identical versions need many to measure a 1% false-rollback rate.
+RUNS = {"full": {"identical": 1000, "default": 300}, "quick": {"identical": 200, "default": 40}}
+COMPARES = (
+    "fm (sequential e-process judge, alpha 0.01, DEFAULT_PLAN) vs flagger (Istio tutorial analysis) "
+    "vs kayenta (Mann-Whitney 0.98, marginal 75) on the same simulated traffic"
+)
+
+
+def targets(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Issue 4's targets, each with the measured value and whether fm meets it."""
+    fm = {name: by_judge["fm"] for name, by_judge in results.items()}
+    flagger_excess = results["five-percent-errors"]["flagger"]["excess_bad_requests"]["p95"]
+    fm_excess = fm["five-percent-errors"]["excess_bad_requests"]["p95"]
+    identical = fm["identical"]
+    rows = {
+        "5% errors @1000 rps: decision p95 ≤ 3 s": fm["five-percent-errors"]["decision_s"]["p95"],
+        "5% errors @1000 rps: excess bad p95 ≤ 20": fm_excess,
+        "5% errors @100 rps: decision p95 ≤ 25 s": fm["five-percent-errors-100rps"]["decision_s"]["p95"],
+        "5% errors: ≥ 50x fewer excess bad than flagger": round(flagger_excess / max(fm_excess, 1e-9), 1),
+        "identical: rolled back ≤ 1%": identical["outcomes"]["rolled_back"] / identical["runs"],
+        "identical: promoted within 5 min (max decision ≤ 300 s)": identical["decision_s"]["max"],
+        "p99 +25%: detected, decision p95 ≤ 60 s": fm["p99-plus-25"]["decision_s"]["p95"],
+        "no traffic: never promoted": fm["no-traffic"]["outcomes"]["promoted"],
+        "too little traffic: never promoted": fm["too-little-traffic"]["outcomes"]["promoted"],
+    }
+    limits = [3, 20, 25, 50, 0.01, 300, 60, 0, 0]
+    checks = [
+        lambda value, limit: value is not None and value <= limit,
+        lambda value, limit: value is not None and value <= limit,
+        lambda value, limit: value is not None and value <= limit,
+        lambda value, limit: value >= limit,
+        lambda value, limit: value <= limit,
+        lambda value, limit: value is not None and value <= limit,
+        lambda value, limit: value is not None and value <= limit,
+        lambda value, limit: value == limit,
+        lambda value, limit: value == limit,
+    ]
+    return {
+        name: {"value": value, "met": bool(check(value, limit))}
+        for (name, value), limit, check in zip(rows.items(), limits, checks, strict=True)
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rollouts per scenario (under a minute)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+    runs = RUNS["quick" if args.quick else "full"]
+    console = Console(stderr=args.json, width=170)
+    started = time.monotonic()
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    summaries = []
+    for name in MATRIX:
+        scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+        count = runs.get(name, runs["default"])
+        results[name] = {}
+        for judge in JUDGES:
+            summary = simulate(scenario, runs=count, judge=judge)
+            results[name][judge] = summary
+            summaries.append(summary)
+    elapsed = time.monotonic() - started
+    measured = targets(results)
+    if not args.json:
+        console.print(COMPARES)
+        console.print(summary_table(summaries, title=f"detection benchmark ({elapsed:.0f} s)"))
+        for target, outcome in measured.items():
+            mark = "[green]met[/]" if outcome["met"] else "[red]MISSED[/]"
+            console.print(f"{mark}  {target}: {outcome['value']}")
+    print(
+        json.dumps(
+            {"compares": COMPARES, "elapsed_s": round(elapsed, 1), "results": results, "targets": measured}
+        )
+    )
+    return 0 if all(outcome["met"] for outcome in measured.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
