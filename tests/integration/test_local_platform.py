@@ -295,7 +295,7 @@ def kill_if_running(pid: int) -> None:
     """Test cleanup: SIGKILL a process (and its group) this test started, unless it is already gone."""
     if not is_gone(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
 
 
 def write_entries(workdir: Path, entries: list[dict[str, object]]) -> None:
@@ -326,8 +326,8 @@ def entry_for(
 async def test_file_records_what_identifies_each_running_instance(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:
-    """Each entry holds the instance's pid, name fields, port, its exact argv (which /proc shows, as no wrapper
-    runs before it) and its /proc start time."""
+    """Each entry holds the instance's pid, name fields, port, its exact argv (which /proc shows, as no
+    wrapper runs before it) and its /proc start time."""
     instances = await asyncio.wait_for(platform.start("v1", 2, label="v1__baseline"), timeout=20)
     entries = json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"]
     by_pid = {entry["pid"]: entry for entry in entries}
@@ -349,7 +349,7 @@ async def test_file_records_what_identifies_each_running_instance(
 
 
 async def test_labelled_instances_are_named_and_numbered_by_their_label(platform: LocalPlatform) -> None:
-    """start('v1', 1, label='v1__baseline') runs v1 under server 'v1__baseline-1', counted apart from 'v1-N'."""
+    """start('v1', 1, label='v1__baseline') runs v1 as server 'v1__baseline-1', counted apart from 'v1-N'."""
     [stable] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
     [baseline] = await asyncio.wait_for(platform.start("v1", 1, label="v1__baseline"), timeout=20)
     assert stable.server == "v1-1"
@@ -369,8 +369,8 @@ async def test_indices_continue_after_the_running_ones_and_skip_gaps(platform: L
 
 
 async def test_instances_survive_a_killed_fm_and_are_adopted_by_the_next(tmp_path: Path) -> None:
-    """After SIGKILL of fm, its instances keep serving; a new LocalPlatform on the same workdir adopts them with
-    their pids and ports, numbers a new instance after them (v1-3), and close() stops all of them."""
+    """After SIGKILL of fm, its instances keep serving; a new LocalPlatform on the same workdir adopts them
+    with their pids and ports, numbers a new instance after them (v1-3), and close() stops all of them."""
     parent = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

@@ -55,7 +55,8 @@ def test_next_index_continues_after_the_highest_running_index_of_the_name(
 
 
 def test_record_rebuilds_the_instance_with_the_pid_as_ref() -> None:
-    """An adopted instance has the version, label, index, host and port it was started with; ref is the pid."""
+    """An adopted instance keeps the version, label, index, host and port it was started with; ref is the
+    pid."""
     assert RECORD.instance == Instance("v1", 3, "127.0.0.1", 8123, "4242", "v1__baseline")
     assert RECORD.instance.server == "v1__baseline-3"
 
