@@ -295,7 +295,10 @@ def kill_if_running(pid: int) -> None:
     """Test cleanup: SIGKILL a process (and its group) this test started, unless it is already gone."""
     if not is_gone(pid):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
+            if os.getpgid(pid) == pid:  # never the test runner's own group
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
 
 
 def write_entries(workdir: Path, entries: list[dict[str, object]]) -> None:
@@ -436,6 +439,7 @@ async def test_reused_pid_is_neither_adopted_nor_killed(tmp_path: Path) -> None:
         assert await asyncio.wait_for(platform.adopt(health_timeout_s=0.5), timeout=10) == []
         await asyncio.wait_for(platform.close(), timeout=10)
         await asyncio.sleep(0.2)
+        assert not is_gone(sleeper.pid)
         assert sleeper.returncode is None
         assert not (tmp_path / STATE_FILE_NAME).exists()
     finally:
@@ -486,3 +490,29 @@ async def test_unadopted_records_of_a_previous_fm_stay_listed(tmp_path: Path) ->
         if sleeper.returncode is None:
             sleeper.kill()
         await sleeper.wait()
+
+
+async def test_adopted_instance_that_ignores_sigterm_is_killed_by_close(tmp_path: Path) -> None:
+    """stop()/close() of an adopted instance (not our child, so polled in /proc) escalate to SIGKILL after
+    stop_grace_s, so stopping stays bounded in time."""
+    port = free_port("127.0.0.1")
+    stubborn = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", STUBBORN_SERVER, str(port), start_new_session=True
+    )
+    try:
+        await asyncio.wait_for(wait_healthy(f"http://127.0.0.1:{port}/"), timeout=10)
+        write_entries(tmp_path, [entry_for(stubborn.pid, port)])
+        platform = LocalPlatform(
+            PlatformConfig(command=DEMO_COMMAND, health_path="/", stop_grace_s=0.5), workdir=str(tmp_path)
+        )
+        [adopted] = await asyncio.wait_for(platform.adopt(), timeout=10)
+        assert (int(adopted.ref), adopted.port, adopted.server) == (stubborn.pid, port, "v1-1")
+        started = time.monotonic()
+        await asyncio.wait_for(platform.close(), timeout=10)
+        assert 0.4 < time.monotonic() - started < 5
+        assert await asyncio.wait_for(stubborn.wait(), timeout=5) == -signal.SIGKILL
+        assert not (tmp_path / STATE_FILE_NAME).exists()
+    finally:
+        if stubborn.returncode is None:
+            stubborn.kill()
+        await stubborn.wait()
