@@ -128,7 +128,13 @@ class Runtime:
         # A second reaches the store `lateness_s` after it ends, at the next flush (every second).
         data_lag_s = self.config.collector.lateness_s + 1.0
         controller = ServiceController(
-            service, self.router, platform, self.metrics, self.states, data_lag_s=data_lag_s
+            service,
+            self.router,
+            platform,
+            self.metrics,
+            self.states,
+            data_lag_s=data_lag_s,
+            hooks_cwd=self.config.base_dir,
         )
         self.controllers[service.name] = controller
         await controller.start()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import threading
 from collections.abc import Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +240,67 @@ class ControllerHarness:
             )
         if baseline:
             self.metrics.write([synthetic_window(controller.backend, baseline_version, second, baseline)])
+
+
+class WebhookReceiver:
+    """A real HTTP server on a free loopback port that records webhook posts, and fails or stalls on demand.
+
+    POSTs are recorded with their JSON body and answered 200, or 500 while `failures_left` > 0; with
+    `stall_s` set they answer only after that long (or when the receiver closes). GETs answer 200 with
+    X-Version: v2, like an instance of the canary.
+    """
+
+    def __init__(self, path: str = "/hook") -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.get_paths: list[str] = []
+        self.failures_left = 0
+        self.stall_s = 0.0
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.url = f"http://127.0.0.1:{self.server.server_port}{path}"
+        self.frontend = f"127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def _next_status(self) -> int:
+        with self._lock:
+            if self.failures_left > 0:
+                self.failures_left -= 1
+                return 500
+            return 200
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.posts.append(json.loads(body))
+                if receiver.stall_s:
+                    receiver._closing.wait(receiver.stall_s)
+                self._answer(receiver._next_status())
+
+            def do_GET(self) -> None:
+                with receiver._lock:
+                    receiver.get_paths.append(self.path)
+                self._answer(200)
+
+            def _answer(self, status: int) -> None:
+                self.send_response(status)
+                self.send_header("X-Version", "v2")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep test output quiet
+
+        return Handler

@@ -516,3 +516,34 @@ async def test_adopted_instance_that_ignores_sigterm_is_killed_by_close(tmp_path
         if stubborn.returncode is None:
             stubborn.kill()
         await stubborn.wait()
+
+
+async def test_script_that_execs_its_server_is_recorded_as_it_runs(tmp_path: Path) -> None:
+    """A `#!` wrapper script that execs the real server shows another command line than its argv; the one
+    /proc shows once healthy is recorded, so a later fm can still vouch for the instance."""
+    script = tmp_path / "run-demo.sh"
+    script.write_text(
+        f'#!/bin/sh\nexec {sys.executable} -m fridaymorning.demo.app --port "$1" --version "$2"\n'
+    )
+    script.chmod(0o755)
+    platform = LocalPlatform(
+        PlatformConfig(command=[str(script), "{port}", "{version}"], health_timeout_s=15),
+        workdir=str(tmp_path),
+    )
+    try:
+        [instance] = await asyncio.wait_for(platform.start("v1", 1), timeout=20)
+        [entry] = json.loads((tmp_path / STATE_FILE_NAME).read_text())["instances"]
+        assert entry["argv"] == [str(script), str(instance.port), "v1"]
+        assert entry["cmdline"] == read_cmdline(int(instance.ref))
+        assert entry["cmdline"][1:] == [
+            "-m",
+            "fridaymorning.demo.app",
+            "--port",
+            str(instance.port),
+            "--version",
+            "v1",
+        ]
+        assert cleanup_stale(tmp_path) == [int(instance.ref)]
+        assert await wait_until_gone(int(instance.ref), timeout_s=5)
+    finally:
+        await asyncio.wait_for(platform.close(), timeout=10)

@@ -44,6 +44,7 @@ __all__ = [
     "LoadTest",
     "all_ok",
     "describe_failures",
+    "load_tests",
     "run_hook",
     "run_hooks",
 ]
@@ -290,6 +291,11 @@ def _exit_detail(returncode: int, stdout: _OutputTail, stderr: _OutputTail) -> s
 
 def _joined(stdout: _OutputTail, stderr: _OutputTail) -> str:
     return "\n".join(stdout.lines() + stderr.lines())
+
+
+def load_tests(hooks: Sequence[HookConfig]) -> list[LoadTest]:
+    """A LoadTest for each load_test hook, in config order, not started."""
+    return [LoadTest(hook.load_test, name=hook.name) for hook in hooks if hook.load_test is not None]
 
 
 class LoadTest:

@@ -20,8 +20,8 @@ from typing import Any
 
 from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
-from fridaymorning.config import ServiceConfig, check_version
-from fridaymorning.controller.hooks import HookContext, LoadTest, all_ok, run_hooks
+from fridaymorning.config import HookKind, ServiceConfig, check_version
+from fridaymorning.controller.hooks import HookContext, HookResult, LoadTest, all_ok, run_hooks
 from fridaymorning.controller.notify import Notifiers, build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.state import StateStore
@@ -116,6 +116,7 @@ class ServiceController:
         states: StateStore,
         clock: Callable[[], float] = time.time,
         data_lag_s: float = 0.0,
+        hooks_cwd: str | None = None,
     ) -> None:
         self.service = service
         self.router = router
@@ -125,6 +126,8 @@ class ServiceController:
         self.clock = clock
         # How long after a second ends the collector has written it: the judge looks no closer to now.
         self.data_lag_s = data_lag_s
+        # Relative hook commands resolve against the config file's directory, like its other paths.
+        self.hooks_cwd = hooks_cwd
         self.plan = plan_of(service)
         self.stable_version = states.stable_version(service.name, service.stable)
         self.stable_instances: list[Instance] = []
@@ -302,7 +305,7 @@ class ServiceController:
             return await self._finish_canary(
                 state, RolloutPhase.ROLLED_BACK, f"canary did not start: {error}"
             )
-        results = await run_hooks(self.service.hooks, "pre_rollout", self._hook_context(state))
+        results = await self._run_hooks("pre_rollout", state)
         if not all_ok(results):
             failed = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
             return await self._finish_canary(
@@ -343,7 +346,7 @@ class ServiceController:
 
     async def _after_step_started(self, state: RolloutState) -> RolloutState:
         """Run the step's rollout hooks; a failing one counts as a failed check."""
-        results = await run_hooks(self.service.hooks, "rollout", self._hook_context(state))
+        results = await self._run_hooks("rollout", state)
         failed = [result for result in results if not result.ok]
         if failed:
             reason = "; ".join(f"{r.name}: {r.detail}" for r in failed)
@@ -472,7 +475,7 @@ class ServiceController:
         self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
     ) -> RolloutState:
         """Pass the confirm-promotion gate, then give the canary all traffic."""
-        results = await run_hooks(self.service.hooks, "confirm_promotion", self._hook_context(state))
+        results = await self._run_hooks("confirm_promotion", state)
         if not all_ok(results):
             failed = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
             held = f"promotion not confirmed: {failed}"
@@ -507,7 +510,7 @@ class ServiceController:
             state, now, "promoted", reason, evidence, phase=RolloutPhase.PROMOTED, finished_at=now
         )
         await self._stop_load_tests()
-        await run_hooks(self.service.hooks, "post_rollout", self._hook_context(state))
+        await self._run_hooks("post_rollout", state)
         self._notify("promoted", state, reason, evidence)
         return state
 
@@ -551,8 +554,8 @@ class ServiceController:
             state, now, final.value, reason, evidence, phase=final, finished_at=now
         )
         await self._stop_load_tests()
-        await run_hooks(self.service.hooks, "rollback", self._hook_context(state))
-        self._notify(final.value, state, reason, evidence)  # type: ignore[arg-type]
+        await self._run_hooks("rollback", state)
+        self._notify(final.value, state, reason, evidence)
         return state
 
     # --- data plane ------------------------------------------------------------------------------
@@ -606,6 +609,9 @@ class ServiceController:
             await asyncio.sleep(0.2)
 
     # --- hooks, load tests, notifications --------------------------------------------------------
+
+    async def _run_hooks(self, kind: HookKind, state: RolloutState) -> list[HookResult]:
+        return await run_hooks(self.service.hooks, kind, self._hook_context(state), cwd=self.hooks_cwd)
 
     def _hook_context(self, state: RolloutState) -> HookContext:
         return HookContext(

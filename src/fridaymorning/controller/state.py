@@ -148,7 +148,7 @@ class StateStore:
         return new_state
 
     def record(
-        self, state: RolloutState, now: float, kind: str, reason: str, verdict: dict[str, Any]
+        self, state: RolloutState, now: float, kind: str, reason: str, verdict: dict[str, Any] | None
     ) -> None:
         """Record an event that changes nothing (a judged interval), for `fm explain`."""
         with self._lock:

@@ -8,10 +8,8 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,13 @@ from fridaymorning.controller.hooks import (
     LoadTest,
     all_ok,
     describe_failures,
+    load_tests,
     run_hook,
     run_hooks,
 )
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.errors import ConfigError
+from fridaymorning.testing import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -46,73 +46,9 @@ CONTEXT = HookContext(
 )
 
 
-class Receiver:
-    """A real HTTP server on a free loopback port that records requests and fails or stalls on demand.
-
-    POSTs are recorded with their JSON body and answered 200, or 500 while `failures_left` > 0; with
-    `stall_s` set they answer only after that long (or when the receiver closes). GETs answer 200 with
-    X-Version: v2, like an instance of the canary.
-    """
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.get_paths: list[str] = []
-        self.failures_left = 0
-        self.stall_s = 0.0
-        self._closing = threading.Event()
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.frontend = f"127.0.0.1:{self.server.server_port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._closing.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-
-    def _next_status(self) -> int:
-        with self._lock:
-            if self.failures_left > 0:
-                self.failures_left -= 1
-                return 500
-            return 200
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.posts.append(json.loads(body))
-                if receiver.stall_s:
-                    receiver._closing.wait(receiver.stall_s)
-                self._answer(receiver._next_status())
-
-            def do_GET(self) -> None:
-                with receiver._lock:
-                    receiver.get_paths.append(self.path)
-                self._answer(200)
-
-            def _answer(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("X-Version", "v2")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output quiet
-
-        return Handler
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver()
     yield server
     server.close()
 
@@ -148,7 +84,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def test_webhook_hook_posts_the_hook_and_its_context_as_json(receiver: Receiver) -> None:
+async def test_webhook_hook_posts_the_hook_and_its_context_as_json(receiver: WebhookReceiver) -> None:
     """A url hook POSTs {"hook", "kind", **context} once and succeeds on a 2xx answer."""
     result = await run_hook(url_hook(receiver.url), CONTEXT, backoff_s=BACKOFF_S)
     assert (result.ok, result.detail, result.attempts, result.name, result.kind) == (
@@ -161,7 +97,7 @@ async def test_webhook_hook_posts_the_hook_and_its_context_as_json(receiver: Rec
     assert receiver.posts == [{"hook": "notify-ci", "kind": "rollout", **CONTEXT.to_dict()}]
 
 
-async def test_webhook_hook_is_retried_until_it_succeeds(receiver: Receiver) -> None:
+async def test_webhook_hook_is_retried_until_it_succeeds(receiver: WebhookReceiver) -> None:
     """Two 500s then a 200, with retries=2: ok on the third attempt, and the detail says so."""
     receiver.failures_left = 2
     result = await run_hook(url_hook(receiver.url, retries=2), CONTEXT, backoff_s=BACKOFF_S)
@@ -171,7 +107,7 @@ async def test_webhook_hook_is_retried_until_it_succeeds(receiver: Receiver) -> 
     assert len(receiver.posts) == 3
 
 
-async def test_webhook_hook_fails_after_its_retries_with_the_status(receiver: Receiver) -> None:
+async def test_webhook_hook_fails_after_its_retries_with_the_status(receiver: WebhookReceiver) -> None:
     """A webhook that keeps answering 500 is tried 1 + retries times, then fails naming the status."""
     receiver.failures_left = 100
     result = await run_hook(url_hook(receiver.url, retries=2), CONTEXT, backoff_s=BACKOFF_S)
@@ -181,7 +117,7 @@ async def test_webhook_hook_fails_after_its_retries_with_the_status(receiver: Re
     assert len(receiver.posts) == 3
 
 
-async def test_webhook_hook_times_out(receiver: Receiver) -> None:
+async def test_webhook_hook_times_out(receiver: WebhookReceiver) -> None:
     """A webhook slower than timeout_s fails with 'timed out after …', without waiting for the answer."""
     receiver.stall_s = 10
     result = await run_hook(url_hook(receiver.url, timeout_s=0.3, retries=0), CONTEXT)
@@ -306,7 +242,7 @@ async def test_relative_program_resolves_against_cwd(tmp_path: Path) -> None:
 
 
 async def test_run_hooks_runs_only_the_kind_asked_in_config_order(tmp_path: Path) -> None:
-    """run_hooks runs the hooks of one kind one after another in config order, skipping load tests."""
+    """run_hooks runs the hooks of one kind one after another in config order; load tests are apart."""
     log = tmp_path / "order"
     code = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"
 
@@ -328,9 +264,10 @@ async def test_run_hooks_runs_only_the_kind_asked_in_config_order(tmp_path: Path
     assert log.read_text().split() == ["smoke-a", "smoke-b"]
     assert all_ok(results)
     assert await run_hooks(hooks, "rollback", CONTEXT) == []
+    assert [load.name for load in load_tests(hooks)] == ["load"]
 
 
-async def test_failures_are_summarised_for_the_rollout_reason(receiver: Receiver) -> None:
+async def test_failures_are_summarised_for_the_rollout_reason(receiver: WebhookReceiver) -> None:
     """describe_failures names each failed hook and its detail; all_ok is False with any failure."""
     receiver.failures_left = 100
     ok = await run_hook(command_hook("pass"), CONTEXT)
@@ -353,7 +290,7 @@ def test_context_of_a_rollout_counts_steps_from_one() -> None:
     assert HookContext.for_rollout(rollout, "127.0.0.1:8080") == dataclasses.replace(CONTEXT, reason="r")
 
 
-async def test_load_test_sends_paced_traffic_through_the_frontend(receiver: Receiver) -> None:
+async def test_load_test_sends_paced_traffic_through_the_frontend(receiver: WebhookReceiver) -> None:
     """A load test sends GETs to the frontend's path until stopped, and returns the tally per version."""
     load = LoadTest(LoadTestConfig(rate_per_s=100, path="/checkout", concurrency=4), name="load")
     load.start(receiver.frontend)
@@ -365,7 +302,7 @@ async def test_load_test_sends_paced_traffic_through_the_frontend(receiver: Rece
     assert await load.stop() == {}
 
 
-async def test_load_test_targets_a_wildcard_frontend_through_loopback(receiver: Receiver) -> None:
+async def test_load_test_targets_a_wildcard_frontend_through_loopback(receiver: WebhookReceiver) -> None:
     """A frontend bound to 0.0.0.0 is loaded through 127.0.0.1, which it also listens on."""
     load = LoadTest(LoadTestConfig(rate_per_s=50))
     assert load.url_for(f"0.0.0.0:{receiver.server.server_port}") == receiver.url.replace("/hook", "/")

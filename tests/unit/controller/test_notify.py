@@ -6,10 +6,8 @@ import json
 import logging
 import math
 import socket
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -25,6 +23,7 @@ from fridaymorning.controller.notify import (
     slack_payload,
 )
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.testing import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -55,56 +54,9 @@ PASSING = Check("evidence", VerdictPhase.PASS, 1200, 1200, 100, 1200, "1200 of 1
 VERDICT = combine((PASSING, HOLDING, FAILING)).to_dict()
 
 
-class Receiver:
-    """A real HTTP server on a free loopback port that records JSON posts; fails or stalls on demand."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.failures_left = 0
-        self.stall_s = 0.0
-        self._closing = threading.Event()
-        self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T000/B000/secret-token"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._closing.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-
-    def _next_status(self) -> int:
-        with self._lock:
-            if self.failures_left > 0:
-                self.failures_left -= 1
-                return 500
-            return 200
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.posts.append(json.loads(body))
-                if receiver.stall_s:
-                    receiver._closing.wait(receiver.stall_s)
-                self.send_response(receiver._next_status())
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output quiet
-
-        return Handler
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver("/services/T000/B000/secret-token")
     yield server
     server.close()
 
@@ -215,7 +167,7 @@ def test_step_headline_gives_the_step_and_weight() -> None:
     assert slack_payload(event)["text"] == ":large_blue_circle: web v2 step 2 at 25%"
 
 
-async def test_generic_notifier_posts_the_event_itself(receiver: Receiver) -> None:
+async def test_generic_notifier_posts_the_event_itself(receiver: WebhookReceiver) -> None:
     """A generic webhook receives the event as JSON, and the post is counted as sent."""
     notifier = WebhookNotifier(notification(receiver.url))
     event = rolled_back_event()
@@ -224,7 +176,7 @@ async def test_generic_notifier_posts_the_event_itself(receiver: Receiver) -> No
     assert (notifier.sent, notifier.failed, notifier.skipped) == (1, 0, 0)
 
 
-async def test_slack_notifier_posts_the_slack_body(receiver: Receiver) -> None:
+async def test_slack_notifier_posts_the_slack_body(receiver: WebhookReceiver) -> None:
     """A slack-format webhook receives {"text", "blocks"}."""
     notifier = WebhookNotifier(notification(receiver.url, format="slack"))
     event = rolled_back_event()
@@ -232,7 +184,7 @@ async def test_slack_notifier_posts_the_slack_body(receiver: Receiver) -> None:
     assert receiver.posts == [slack_payload(event)]
 
 
-async def test_events_not_subscribed_to_are_not_posted(receiver: Receiver) -> None:
+async def test_events_not_subscribed_to_are_not_posted(receiver: WebhookReceiver) -> None:
     """A webhook subscribed to 'promoted' only gets nothing for a rollback; that counts as skipped."""
     notifier = WebhookNotifier(notification(receiver.url, events=["promoted"]))
     assert await notifier.send(rolled_back_event()) is False
@@ -241,7 +193,7 @@ async def test_events_not_subscribed_to_are_not_posted(receiver: Receiver) -> No
 
 
 async def test_failures_are_counted_never_raised_and_keep_the_url_secret(
-    receiver: Receiver, caplog: pytest.LogCaptureFixture
+    receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 500, a refused connection and a timeout each count as failed; the log names only scheme and host."""
     receiver.failures_left = 1
@@ -259,7 +211,7 @@ async def test_failures_are_counted_never_raised_and_keep_the_url_secret(
     assert "secret-token" not in caplog.text
 
 
-async def test_notifiers_fan_out_and_count_per_target(receiver: Receiver) -> None:
+async def test_notifiers_fan_out_and_count_per_target(receiver: WebhookReceiver) -> None:
     """Notifiers posts to every target at once; one broken target does not stop the others."""
     notifiers = Notifiers(
         [
@@ -282,7 +234,7 @@ async def test_notifiers_fan_out_and_count_per_target(receiver: Receiver) -> Non
     }
 
 
-async def test_a_malformed_event_is_a_failure_not_an_exception(receiver: Receiver) -> None:
+async def test_a_malformed_event_is_a_failure_not_an_exception(receiver: WebhookReceiver) -> None:
     """send never raises, even for an event missing the fields a payload needs."""
     notifier = WebhookNotifier(notification(receiver.url, format="slack"))
     assert await notifier.send({"event": "promoted"}) is False
