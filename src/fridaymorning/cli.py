@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -27,6 +28,15 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_ROLLED_BACK = 3
 EXIT_ABORTED = 4
+
+
+class JudgeChoice(StrEnum):
+    """The judges `fm simulate` can run: ours, and the reference implementations of Flagger and Kayenta."""
+
+    FM = "fm"
+    FLAGGER = "flagger"
+    KAYENTA = "kayenta"
+
 
 FINAL_EXIT_CODES = {"promoted": EXIT_OK, "rolled_back": EXIT_ROLLED_BACK, "aborted": EXIT_ABORTED}
 
@@ -129,11 +139,7 @@ def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None
         print_json(snapshot)
         return
     console.print(status_table(snapshot))
-    collector = snapshot.get("collector", {})
-    console.print(
-        "collector: "
-        + ", ".join(f"{key} {value}" for key, value in collector.items() if key != "last_rejected")
-    )
+    console.print(collector_line(snapshot.get("collector", {})))
 
 
 @app.command()
@@ -273,8 +279,8 @@ def replay(
     if rollout is None:
         fail(f"no rollout {rollout_id}", EXIT_USAGE)
     metrics = resolve("store", config.store_url())(config.store_url())
-    policy = config.service(rollout.service).analysis
-    decisions = replay_rollout(rollout, states.events(rollout_id), metrics.query, policy)
+    service = config.service(rollout.service)
+    decisions = replay_rollout(rollout, states.events(rollout_id), metrics.query, service)
     differing = [decision for decision in decisions if not decision.same]
     if as_json:
         print_json(
@@ -317,6 +323,38 @@ def logs_summarize(
         print_json(summary)
     else:
         console.print(format_summary_table(summary))
+
+
+@app.command()
+def simulate(
+    scenario_path: Path = typer.Argument(..., help="a scenario YAML (see bench/scenarios/)"),
+    config_path: Path | None = typer.Option(
+        None, "--config", "-c", help="take the rollout steps and policy from this config (default: built-in)"
+    ),
+    service: str | None = ServiceOption,
+    runs: int = typer.Option(1000, min=1, max=100_000, help="simulated rollouts"),
+    judge: JudgeChoice = typer.Option(JudgeChoice.FM, help="the judge to simulate"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Simulate whole rollouts in virtual time through the production judge and decision function."""
+    from fridaymorning.analysis.scenario import load_scenario
+    from fridaymorning.analysis.simulate import plan_and_policy, summary_table
+    from fridaymorning.analysis.simulate import simulate as run_simulation
+
+    try:
+        scenario = load_scenario(scenario_path)
+        plan, policy, interval = plan_and_policy(config_path, service)
+        summary = run_simulation(
+            scenario, plan, policy, runs=runs, judge=judge.value, judge_interval_s=interval
+        )
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+    except ValueError as error:
+        fail(str(error), EXIT_USAGE)
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(summary_table([summary]))
 
 
 @app.command()
@@ -389,6 +427,38 @@ def checks_table(verdict: dict[str, Any]) -> Table:
             check["detail"],
         )
     return table
+
+
+# The collector counters `fm status` prints: every source of loss, and what was received.
+COLLECTOR_KEYS = (
+    "lines",
+    "requests",
+    "events",
+    "rejected",
+    "late_requests",
+    "socket_drops",
+    "udp_rcvbuf_errors",
+    "haproxy_dropped_logs",
+    "ring_dropped",
+    "sink_errors",
+)
+
+
+def collector_line(collector: dict[str, Any]) -> str:
+    """One line of the collector's counters, with the reconciliation's findings."""
+    parts = [f"{key} {collector[key]}" for key in COLLECTOR_KEYS if key in collector]
+    reconciliation = collector.get("reconciliation") or {}
+    if reconciliation:
+        parts.append(
+            f"reconciled {reconciliation.get('reconciliations', 0)} times, "
+            f"{reconciliation.get('mismatched_intervals', 0)} mismatched, "
+            f"{reconciliation.get('missing_lines', 0)} lines missing"
+        )
+    rejected = collector.get("last_rejected") or []
+    text = "collector: " + ", ".join(parts)
+    if rejected:
+        text += "\nlast rejected lines:\n  " + "\n  ".join(rejected)
+    return text
 
 
 def print_json(value: Any) -> None:

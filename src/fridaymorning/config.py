@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -181,7 +181,7 @@ class RolloutConfig(StrictModel):
 
 
 def generate_steps(rollout: RolloutConfig) -> list[StepConfig]:
-    """Steps step_weight, 2×step_weight, … up to max_weight (Flagger's stepWeight/maxWeight)."""
+    """Steps step_weight, 2 * step_weight, … up to max_weight (Flagger's stepWeight/maxWeight)."""
     if rollout.step_weight is None or rollout.max_weight is None:
         raise ValueError("'step_weight' and 'max_weight' go together")
     if rollout.max_weight < rollout.step_weight:
@@ -245,9 +245,7 @@ class NotificationConfig(StrictModel):
 
     url: str = Field(pattern=r"^https?://")
     format: Literal["generic", "slack"] = "generic"
-    events: list[NotificationEvent] = Field(
-        default_factory=lambda: ["started", "step", "held", "promoted", "rolled_back", "aborted"]
-    )
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(get_args(NotificationEvent)))
     timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
@@ -280,6 +278,12 @@ class CollectorConfig(StrictModel):
 
     listen: str = "127.0.0.1:5140"
     lateness_s: float = Field(default=1.0, ge=0, le=30, description="how long a second stays open")
+    reconcile_interval_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="how often logged requests are checked against HAProxy's counters",
+    )
 
     @field_validator("listen")
     @classmethod

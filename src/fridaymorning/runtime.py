@@ -23,7 +23,7 @@ from fridaymorning.api.app import create_app
 from fridaymorning.api.auth import load_or_create_token
 from fridaymorning.client import TOKEN_FILE
 from fridaymorning.config import Config, parse_address
-from fridaymorning.controller.loop import ServiceController
+from fridaymorning.controller.loop import AB_BACKEND_SUFFIX, ServiceController
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import PortInUseError
 from fridaymorning.ingest.syslog import UdpCollector
@@ -117,6 +117,12 @@ class Runtime:
             check_interval_ms=self.config.haproxy.health_check_interval_ms,
             state_file=self.config.runtime_path(self.config.haproxy.state_file),
         )
+        assert self.collector is not None
+        backends = {service.name for service in self.config.services}
+        backends |= {s.name + AB_BACKEND_SUFFIX for s in self.config.services if s.rollout.strategy == "ab"}
+        self.collector.watch_haproxy(
+            self.router, reconcile_interval_s=self.config.collector.reconcile_interval_s, backends=backends
+        )
         self.announce(f"HAProxy running with {config_path}")
 
     async def start_service(self, service: Any) -> None:
@@ -137,7 +143,11 @@ class Runtime:
             hooks_cwd=self.config.base_dir,
         )
         self.controllers[service.name] = controller
-        await controller.start()
+        # Instances a previous run left serving (after a crash) are taken over, not restarted.
+        adopted = await platform.adopt()
+        if adopted:
+            self.announce(f"service {service.name}: adopted {', '.join(i.server for i in adopted)}")
+        await controller.start(adopted)
         self.announce(f"service {service.name}: {controller.stable_version} serving on {service.frontend}")
 
     async def start_api(self) -> None:

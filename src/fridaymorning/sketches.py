@@ -25,8 +25,10 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable
+from itertools import chain
 from typing import Any
 
+import numpy as np
 from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
@@ -88,11 +90,52 @@ def sketch_from_bytes(blob: bytes) -> DDSketch:
 def merge_sketches(sketches: Iterable[DDSketch]) -> DDSketch:
     """A new sketch holding the values of all `sketches` (which are left unchanged).
 
-    Raises ValueError if their relative accuracies differ.
+    Bins are summed with numpy rather than by `DDSketch.merge`, which loops over bins in Python:
+    an hour of one-second sketches merges in a few milliseconds. The result is the sketch `merge`
+    would build (same bins, counts, sum, min and max). Raises ValueError if relative accuracies differ.
     """
     merged = new_sketch()
+    accuracy = merged._mapping.relative_accuracy
+    sketches = list(sketches)
     for sketch in sketches:
-        merged.merge(sketch)
+        if type(sketch._mapping) is not LogarithmicMapping or sketch._mapping.relative_accuracy != accuracy:
+            raise ValueError("cannot merge sketches of different relative accuracies")
+    sketches = [sketch for sketch in sketches if sketch._count]
+    if not sketches:
+        return merged
+    merged._store = _summed_store([sketch._store for sketch in sketches])
+    merged._negative_store = _summed_store([sketch._negative_store for sketch in sketches])
+    merged._zero_count = float(sum(sketch._zero_count for sketch in sketches))
+    merged._count = float(sum(sketch._count for sketch in sketches))
+    merged._sum = float(sum(sketch._sum for sketch in sketches))
+    merged._min = min(sketch._min for sketch in sketches)
+    merged._max = max(sketch._max for sketch in sketches)
+    return merged
+
+
+def _summed_store(stores: list[DenseStore]) -> DenseStore:
+    """One DenseStore whose bins are the sums of the stores' bins."""
+    filled = [store for store in stores if store.count]
+    merged = DenseStore()
+    if not filled:
+        return merged
+    low = min(store.min_key for store in filled)
+    high = max(store.max_key for store in filled)
+    # Whole bin lists (no slicing, which would copy them once more): bins outside [min_key, max_key]
+    # are zeros, so they add nothing.
+    base = min(store.offset for store in filled)
+    lengths = np.fromiter((len(store.bins) for store in filled), dtype=np.int64, count=len(filled))
+    starts = np.fromiter((store.offset - base for store in filled), dtype=np.int64, count=len(filled))
+    counts = np.fromiter(chain.from_iterable(store.bins for store in filled), dtype=np.float64)
+    ends = np.cumsum(lengths)
+    # Position of every bin in the merged range: its store's start plus its rank within the store.
+    positions = np.arange(counts.size) + np.repeat(starts - (ends - lengths), lengths)
+    totals = np.bincount(positions, weights=counts)[low - base : high - base + 1]
+    merged.bins = totals.tolist()
+    merged.offset = low
+    merged.min_key = low
+    merged.max_key = high
+    merged.count = float(sum(store.count for store in filled))
     return merged
 
 

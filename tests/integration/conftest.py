@@ -6,6 +6,7 @@ A missing program fails the test with install advice: a skipped integration test
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,15 @@ frontend upstream{index}
     bind 127.0.0.1:{port}
     http-request return status 200 content-type text/plain string ok
 """
+
+LABELLED_UPSTREAM_FRONTEND = """\
+frontend upstream{index}
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type text/plain string {label}
+"""
+
+# A label becomes an unquoted word of haproxy.cfg.
+UPSTREAM_LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 
 def required_binary(name: str, package: str) -> str:
@@ -112,6 +122,39 @@ async def http_upstreams(
         ports = [find_free_port() for _ in range(count)]
         text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
         text += "".join(UPSTREAM_FRONTEND.format(index=i, port=port) for i, port in enumerate(ports))
+        config_path = directory / "haproxy.cfg"
+        config_path.write_text(text, encoding="utf-8")
+        process = HAProxyProcess(config_path, binary=haproxy_binary)
+        await process.start()
+        started.append(process)
+        return ports
+
+    yield start
+    for process in started:
+        await process.stop()
+
+
+@pytest.fixture
+async def labelled_upstreams(
+    haproxy_binary: str, tmp_path: Path
+) -> AsyncIterator[Callable[[list[str]], Awaitable[list[int]]]]:
+    """A factory: `await labelled_upstreams(["v1", "v2"])` starts one HAProxy with one loopback port per
+    label, each answering 200 with its label as the body, so a test sees which server answered.
+
+    The HAProxy is stopped at teardown.
+    """
+    started: list[HAProxyProcess] = []
+
+    async def start(labels: list[str]) -> list[int]:
+        assert all(UPSTREAM_LABEL.match(label) for label in labels), labels
+        directory = tmp_path / f"labelled{len(started)}"
+        directory.mkdir()
+        ports = [find_free_port() for _ in labels]
+        text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
+        text += "".join(
+            LABELLED_UPSTREAM_FRONTEND.format(index=index, port=port, label=label)
+            for index, (port, label) in enumerate(zip(ports, labels, strict=True))
+        )
         config_path = directory / "haproxy.cfg"
         config_path.write_text(text, encoding="utf-8")
         process = HAProxyProcess(config_path, binary=haproxy_binary)

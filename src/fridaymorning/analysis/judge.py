@@ -40,12 +40,16 @@ PASS, FAIL, HOLD = VerdictPhase.PASS, VerdictPhase.FAIL, VerdictPhase.HOLD
 TIMER_RESOLUTION_MS = 1.0
 
 
-def judge(canary: Sequence[Window], baseline: Sequence[Window], policy: Policy) -> Verdict:
+def judge(
+    canary: Sequence[Window], baseline: Sequence[Window], policy: Policy, *, compare: bool = True
+) -> Verdict:
     """Judge the canary's windows against the baseline's under `policy`.
 
     `canary` and `baseline` are every window since the rollout began; the result depends only on them.
+    With `compare=False` (blue/green, where the old version serves nothing to compare with) only the
+    evidence and the SLO checks count.
     """
-    return verdict_of(evidence_of(canary, baseline, policy), policy)
+    return verdict_of(evidence_of(canary, baseline, policy), policy, compare=compare)
 
 
 def fail_alpha(policy: Policy) -> float:
@@ -53,21 +57,25 @@ def fail_alpha(policy: Policy) -> float:
     return policy.alpha / (3 + len(policy.quantiles))
 
 
-def verdict_of(evidence: Evidence, policy: Policy) -> Verdict:
+def verdict_of(evidence: Evidence, policy: Policy, *, compare: bool = True) -> Verdict:
     """The verdict on the evidence gathered so far."""
     canary_cumulative = evidence.canary_cumulative
     baseline_cumulative = evidence.baseline_cumulative
-    checks = (
+    slo_checks = (
         evidence_check(evidence, policy),
         error_slo_check(evidence, policy),
-        error_comparison_check(evidence, policy),
         p99_slo_check(evidence, policy, canary_cumulative),
+    )
+    if not compare:
+        return combine(slo_checks)
+    comparisons = (
+        error_comparison_check(evidence, policy),
         *(
             latency_comparison_check(evidence, policy, position, canary_cumulative, baseline_cumulative)
             for position in range(len(policy.quantiles))
         ),
     )
-    return combine(checks)
+    return combine((*slo_checks, *comparisons))
 
 
 def evidence_check(evidence: Evidence, policy: Policy) -> Check:

@@ -6,9 +6,8 @@ docs/statistics.md explains each field and why its default is what it is.
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class AnalysisConfig(BaseModel):
@@ -42,31 +41,12 @@ class AnalysisConfig(BaseModel):
         default=(0.5, 0.9, 0.99), min_length=1, description="latency quantiles compared with the baseline"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def confidence_means_alpha(cls, data: Any) -> Any:
-        """`confidence: 0.99` (the skeleton's field) is read as `alpha: 0.01`."""
-        if isinstance(data, dict) and "confidence" in data:
-            data = dict(data)
-            confidence = data.pop("confidence")
-            if "alpha" in data:
-                raise ValueError("give alpha or confidence (= 1 - alpha), not both")
-            if not isinstance(confidence, int | float) or not 0.5 < confidence < 1:
-                raise ValueError(f"confidence must be between 0.5 and 1, got {confidence!r}")
-            data["alpha"] = 1.0 - float(confidence)
-        return data
-
     @field_validator("quantiles")
     @classmethod
     def quantiles_in_range(cls, quantiles: tuple[float, ...]) -> tuple[float, ...]:
         if any(not 0 < q < 1 for q in quantiles) or list(quantiles) != sorted(set(quantiles)):
             raise ValueError(f"quantiles must increase strictly within (0, 1), got {list(quantiles)}")
         return quantiles
-
-    @property
-    def confidence(self) -> float:
-        """1 - alpha, for readers of the skeleton's field."""
-        return 1.0 - self.alpha
 
     def gates(self, rate: float) -> bool:
         """Whether min_requests can ever show, at 1 - alpha, that a rate is below `rate`.

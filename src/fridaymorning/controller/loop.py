@@ -92,6 +92,26 @@ def judged_seconds(state: RolloutState, now: float, data_lag_s: float) -> tuple[
     return math.floor(state.started_at) + 1, math.floor(now - data_lag_s)
 
 
+@dataclass(frozen=True, slots=True)
+class JudgedSeries:
+    """Where a rollout's judge reads its data, and whether canary and baseline are compared at all."""
+
+    canary_backend: str
+    baseline_backend: str
+    baseline_version: str
+    compare: bool
+
+
+def judged_series(service: ServiceConfig, rollout: RolloutState) -> JudgedSeries:
+    """The series the controller judges for `rollout`, as `fm replay` must read them again."""
+    strategy = service.rollout.strategy
+    canary_backend = service.name + AB_BACKEND_SUFFIX if strategy == "ab" else service.name
+    fresh = service.rollout.fresh_baseline
+    baseline_version = baseline_label(rollout.baseline) if fresh else rollout.baseline
+    # Blue/green: blue serves nothing once green takes over, so there is nothing to compare with.
+    return JudgedSeries(canary_backend, service.name, baseline_version, compare=strategy != "blue_green")
+
+
 def error_verdict(message: str) -> Verdict:
     """A verdict for evidence that could not be gathered: never a pass."""
     check = Check("metrics", VerdictPhase.ERROR, math.nan, math.nan, math.nan, 0, message)
@@ -396,17 +416,18 @@ class ServiceController:
                 "canary_health", f"servers down in HAProxy: {', '.join(down)}", len(down)
             )
             return Measurement(verdict, 0, start, end)
-        baseline_version = baseline_label(state.baseline) if self.baseline_instances else state.baseline
+        series = judged_series(self.service, state)
+        query = self.metrics.query
         try:
-            canary = await asyncio.to_thread(
-                self.metrics.query, self.canary_backend, state.version, start, end
+            canary = await asyncio.to_thread(query, series.canary_backend, state.version, start, end)
+            baseline = await asyncio.to_thread(
+                query, series.baseline_backend, series.baseline_version, start, end
             )
-            baseline = await asyncio.to_thread(self.metrics.query, self.backend, baseline_version, start, end)
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
         step_start = math.floor(state.step_started_at) + 1
         step_requests = sum(window.requests for window in canary if window.second >= step_start)
-        verdict = judge(canary, baseline, self.service.analysis)
+        verdict = judge(canary, baseline, self.service.analysis, compare=series.compare)
         return Measurement(verdict, step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:

@@ -1,7 +1,8 @@
 """`fm replay`: re-run the judge over the stored windows of a rollout, and compare with what was decided.
 
-Each judged event stores the seconds it looked at. Replaying judges the same seconds again, from the
-metric store, with the service's current policy; a decision that comes out differently is reported.
+Each judged event stores the seconds it looked at. Replaying judges the same seconds of the same
+series again, from the metric store, with the service's current policy; a decision that comes out
+differently is reported.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fridaymorning.analysis.judge import judge
-from fridaymorning.analysis.policy import Policy
+from fridaymorning.config import ServiceConfig
+from fridaymorning.controller.loop import judged_series
 from fridaymorning.controller.phases import RolloutState
 from fridaymorning.models import Window
 
@@ -35,20 +37,27 @@ class ReplayedDecision:
 
 
 def replay(
-    rollout: RolloutState, events: list[dict[str, Any]], query: Query, policy: Policy
+    rollout: RolloutState, events: list[dict[str, Any]], query: Query, service: ServiceConfig
 ) -> list[ReplayedDecision]:
-    """Judge again every event that carries a verdict over a data window."""
+    """Judge again every event that carries a verdict, over the same seconds and series."""
+    series = judged_series(service, rollout)
     decisions = []
     for event in events:
         verdict = event.get("verdict") or {}
         window = verdict.get("window")
-        if window is None or any(check["name"] == "canary_health" for check in verdict.get("checks", [])):
-            continue  # HAProxy's health view is not in the metric store: nothing to replay
+        if window is None or not replayable(verdict):
+            continue
         start, end = int(window["start"]), int(window["end"])
-        canary = query(rollout.service, rollout.version, start, end)
-        baseline = query(rollout.service, rollout.baseline, start, end)
-        replayed = judge(canary, baseline, policy)
+        canary = query(series.canary_backend, rollout.version, start, end)
+        baseline = query(series.baseline_backend, series.baseline_version, start, end)
+        replayed = judge(canary, baseline, service.analysis, compare=series.compare)
         decisions.append(
             ReplayedDecision(event["at"], event["kind"], start, end, verdict["phase"], replayed.phase.value)
         )
     return decisions
+
+
+def replayable(verdict: dict[str, Any]) -> bool:
+    """Verdicts from outside the metric store (HAProxy's health view, a failed hook) cannot be replayed."""
+    outside = {"canary_health", "rollout_hook"}
+    return not any(check["name"] in outside for check in verdict.get("checks", []))

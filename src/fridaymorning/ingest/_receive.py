@@ -102,9 +102,9 @@ class MmsgReceiver:
             return b"", 0
         view = self._view
         lengths = self._lengths[:count].tolist()
-        return b"\n".join(
-            [view[offset : offset + length] for offset, length in zip(self._offsets, lengths)]
-        ), count
+        # _offsets covers every slot; only the first `count` were filled.
+        slots = zip(self._offsets, lengths, strict=False)
+        return b"\n".join([view[offset : offset + length] for offset, length in slots]), count
 
     def close(self) -> None:
         self._lengths.release()

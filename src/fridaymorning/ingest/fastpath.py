@@ -92,9 +92,11 @@ class RawCounts(BatchTally):
         new_timers = (tally.tr.keys() - self.tr.keys()) | (tally.ta.keys() - self.ta.keys())
         if not all(map(_convertible_request, new_requests)) or not all(map(_convertible_timer, new_timers)):
             return False
-        for mine, theirs in ((self.requests, tally.requests), (self.tr, tally.tr), (self.ta, tally.ta)):
-            for key, count in theirs.items():
-                mine[key] += count
+        for request_key, count in tally.requests.items():
+            self.requests[request_key] += count
+        for mine, theirs in ((self.tr, tally.tr), (self.ta, tally.ta)):
+            for timer_key, count in theirs.items():
+                mine[timer_key] += count
         for server_second, total in tally.bytes_sent.items():
             self.bytes_sent[server_second] += total
         return True
@@ -253,7 +255,11 @@ def tally_httplog_lines(lines: Iterable[bytes], headers: HeaderCache, dates: Dat
                 second = date[:20]
                 if found and b" " not in date and (second in valid_dates or check_date(second)):
                     fields = rest.split(b" ", 8)
-                    if len(fields) == 9 and fields[4].isdigit() and fields[8].partition(b" ")[0].count(b"/") == 4:
+                    if (
+                        len(fields) == 9
+                        and fields[4].isdigit()
+                        and fields[8].partition(b" ")[0].count(b"/") == 4
+                    ):
                         requests[fields[1], fields[2], fields[3], fields[7]] += 1
                         continue
         if line:

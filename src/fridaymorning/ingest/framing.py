@@ -19,7 +19,11 @@ _MAX_LENGTH_DIGITS = 9  # 999,999,999 bytes: far above any log message, so a bad
 
 
 class FramingError(ValueError):
-    """The stream is not valid octet-counted syslog."""
+    """The stream is not valid octet-counted syslog; `messages` are those complete before the error."""
+
+    def __init__(self, reason: str, messages: list[bytes] | None = None) -> None:
+        super().__init__(reason)
+        self.messages = messages or []
 
 
 class SyslogStreamDecoder:
@@ -59,20 +63,19 @@ def _newline_framed(data: bytes) -> tuple[list[bytes], int]:
 
 def _octet_counted(data: bytes) -> tuple[list[bytes], int]:
     """The complete 'LEN SP MSG' frames at the start of `data`, and how many bytes they took."""
-    messages = []
+    messages: list[bytes] = []
     position = 0
     size = len(data)
     while position < size:
         space = data.find(b" ", position, position + _MAX_LENGTH_DIGITS + 1)
         if space < 0:
             if size - position > _MAX_LENGTH_DIGITS:
-                raise FramingError(
-                    f"no message length at byte {position}: {data[position : position + 20]!r}"
-                )
+                reason = f"no message length at byte {position}: {data[position : position + 20]!r}"
+                raise FramingError(reason, messages)
             break
         length_text = data[position:space]
         if not length_text.isdigit() or length_text.startswith(b"0"):
-            raise FramingError(f"bad message length {length_text[:20]!r} at byte {position}")
+            raise FramingError(f"bad message length {length_text[:20]!r} at byte {position}", messages)
         end = space + 1 + int(length_text)
         if end > size:
             break

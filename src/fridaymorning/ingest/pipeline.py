@@ -143,8 +143,8 @@ class IngestPipeline:
                     counters.lines += taken
                     counters.requests += taken
                     counters.fast_path_requests += taken
-                    for line in tally.slow_lines:
-                        self._ingest_line(line.decode("ascii"))
+                    for raw_line in tally.slow_lines:
+                        self._ingest_line(raw_line.decode("ascii"))
                     return
         text = batch.decode("utf-8", "replace")
         with self.lock:

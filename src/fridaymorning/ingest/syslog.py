@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fridaymorning.errors import PortInUseError
-from fridaymorning.ingest._receive import batch_receiver
+from fridaymorning.ingest._receive import MmsgReceiver, PlainReceiver, batch_receiver
 from fridaymorning.ingest.accounting import (
     Baseline,
     HAProxyLossMonitor,
@@ -311,7 +311,7 @@ class UdpCollector(_Collector):
         finally:
             receiver.close()
 
-    def _receive_once(self, receiver: Any, wait: bool) -> int:
+    def _receive_once(self, receiver: MmsgReceiver | PlainReceiver, wait: bool) -> int:
         """One batch into the pipeline; how many datagrams it held (0 on a receive error)."""
         try:
             batch, count = receiver.receive(wait)
@@ -432,6 +432,8 @@ class _SyslogStream(asyncio.Protocol):
         except FramingError as error:
             self._collector.framing_errors += 1
             logger.warning("closing a syslog connection: %s", error)
+            if error.messages:
+                self._offer(b"\n".join(error.messages), len(error.messages))
             self.close()
             return
         if messages:

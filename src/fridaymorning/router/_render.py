@@ -1,19 +1,21 @@
 """Render haproxy.cfg from the fridaymorning configuration.
 
-A pure function: it reads the Config and returns text. Every value that reaches the file is either a
-number, a path we resolve, or a string checked against a strict pattern first, so no setting can
-inject a directive.
+A pure function: it reads the Config (and the servers the runtime found in HAProxy) and returns text.
+Every value that reaches the file is either a number, a path we resolve, or a string checked against
+a strict pattern first, so no setting can inject a directive.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fridaymorning.config import Config, ServiceConfig, parse_address
+from fridaymorning.config import ABConfig, Config, ServiceConfig, parse_address
 from fridaymorning.errors import ConfigError
 from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
+from fridaymorning.router.base import ServerSpec
 
 # HAProxy 2.6 refuses a `stats socket` path longer than this (it keeps room for a temporary suffix).
 MAX_SOCKET_PATH = 97
@@ -27,24 +29,92 @@ GLOBAL_MAXCONN = 1000
 HEALTH_CHECK_FALL = 2
 HEALTH_CHECK_RISE = 1
 
+MAX_WEIGHT = 256
+
+# The backend that receives the requests an A/B rollout matches: '<service>__ab'.
+AB_BACKEND_SUFFIX = "__ab"
+
 # Health-check paths go into `option httpchk` unquoted: only URL characters that need no quoting.
 HEALTH_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._~/%?&=+-]*$")
 HOSTNAME_PATTERN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 # A runtime path is written unquoted after a keyword: no whitespace, quotes, '#' or backslashes.
 PATH_PATTERN = re.compile(r"^[^\s\"'#\\]+$")
+# Server names, as the router accepts them on the admin socket.
+SERVER_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Header and cookie names, and the A/B value, as config.py validates them (checked again: models are mutable).
+HTTP_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+AB_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def render_haproxy_config(config: Config, collector_address: tuple[str, int]) -> str:
-    """The haproxy.cfg for `config`: one frontend and one empty, dynamic backend per service.
+def render_haproxy_config(
+    config: Config,
+    collector_address: tuple[str, int],
+    servers: Mapping[str, Sequence[ServerSpec]] | None = None,
+) -> str:
+    """The haproxy.cfg for `config`: per service, one frontend and its dynamic backend(s).
 
-    Logs go by UDP syslog to `collector_address`. Servers are never written here: the router adds
-    them at run time, and the server-state file carries them across reloads.
+    Logs go by UDP syslog to `collector_address`. `servers` (backend → servers, as read from the
+    running HAProxy) become static `server` lines: HAProxy forgets dynamic servers on a reload, so the
+    file on disk must always list the current ones. Their runtime weights and admin states come back
+    from the server-state file. A service with strategy 'ab' gets a second backend '<service>__ab'.
     """
+    servers_by_backend = checked_servers(config, servers or {})
+    interval_ms = config.haproxy.health_check_interval_ms
     sections = [render_global(config, collector_address), render_defaults()]
     for service in config.services:
         sections.append(render_frontend(service, config.haproxy.log_format))
-        sections.append(render_backend(service, config.haproxy.health_check_interval_ms))
+        for backend in backends_of(service):
+            sections.append(
+                render_backend(service, interval_ms, backend, servers_by_backend.get(backend, ()))
+            )
     return "\n".join(sections)
+
+
+def ab_backend(service_name: str) -> str:
+    """The backend of the requests an A/B rollout of `service_name` matches: 'web' → 'web__ab'."""
+    return service_name + AB_BACKEND_SUFFIX
+
+
+def backends_of(service: ServiceConfig) -> list[str]:
+    """The backends rendered for `service`: its own, and its A/B backend when the strategy is 'ab'."""
+    if service.rollout.strategy == "ab":
+        return [service.name, ab_backend(service.name)]
+    return [service.name]
+
+
+def affinity_backends(config: Config) -> list[str]:
+    """The backends whose servers need a dynamic cookie (services with `rollout.affinity`)."""
+    return [
+        backend
+        for service in config.services
+        if service.rollout.affinity is not None
+        for backend in backends_of(service)
+    ]
+
+
+def checked_servers(
+    config: Config, servers: Mapping[str, Sequence[ServerSpec]]
+) -> dict[str, Sequence[ServerSpec]]:
+    """`servers` if every backend is rendered and every server fits its backend; else a ConfigError."""
+    backends: dict[str, str] = {}
+    for service in config.services:
+        for backend in backends_of(service):
+            if backend in backends:
+                raise ConfigError(
+                    f"services.{service.name}: backend {backend!r} is also the A/B backend of "
+                    f"service {backends[backend]!r}; rename one of them"
+                )
+            backends[backend] = service.name
+    for backend, specs in servers.items():
+        if backend not in backends:
+            raise ConfigError(f"servers given for backend {backend!r}, which the config does not define")
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"backend {backend!r}: server names must be unique, got {names}")
+        for spec in specs:
+            if spec.backend != backend:
+                raise ConfigError(f"server {spec.backend}/{spec.name} listed under backend {backend!r}")
+    return dict(servers)
 
 
 def render_global(config: Config, collector_address: tuple[str, int]) -> str:
@@ -94,18 +164,41 @@ def render_frontend(service: ServiceConfig, log_format: str) -> str:
     """A service's frontend. Log settings live here, not in defaults, so only client traffic is logged."""
     host, port = parse_address(service.frontend)
     log_line = f'log-format "{COMPACT_LOG_FORMAT}"' if log_format == "compact" else "option httplog"
+    routing = [f"default_backend {service.name}"]
+    if service.rollout.strategy == "ab":
+        condition = ab_condition(service.rollout.ab, f"services.{service.name}.rollout.ab")
+        routing.insert(0, f"use_backend {ab_backend(service.name)} if {condition}")
     return lines(
         f"frontend {service.name}",
         f"bind {format_address(host, port, f'services.{service.name}.frontend')}",
         "log global",
         log_line,
         "option dontlognull",
-        f"default_backend {service.name}",
+        *routing,
     )
 
 
-def render_backend(service: ServiceConfig, health_check_interval_ms: int) -> str:
-    """A service's backend: a dynamic algorithm, HTTP health checks, and no static servers."""
+def ab_condition(ab: ABConfig | None, field: str) -> str:
+    """The anonymous ACL matching the requests an A/B rollout sends to the canary."""
+    if ab is None:
+        raise ConfigError(f"{field}: strategy 'ab' needs a header or cookie to match")
+    if not AB_VALUE_PATTERN.match(ab.value):
+        raise ConfigError(f"{field}.value: {ab.value!r} may contain only letters, digits and ._-")
+    if ab.header is not None:
+        return f"{{ req.hdr({checked_token(ab.header, field + '.header')}) -m str {ab.value} }}"
+    if ab.cookie is not None:
+        return f"{{ req.cook({checked_token(ab.cookie, field + '.cookie')}) -m str {ab.value} }}"
+    raise ConfigError(f"{field}: set a header or a cookie to match")
+
+
+def render_backend(
+    service: ServiceConfig,
+    health_check_interval_ms: int,
+    name: str | None = None,
+    servers: Sequence[ServerSpec] = (),
+) -> str:
+    """A backend of `service` (its own unless `name` is given): a dynamic algorithm, HTTP health
+    checks, the affinity cookie when configured, and `servers` as static servers."""
     health_path = service.platform.health_path
     if not HEALTH_PATH_PATTERN.match(health_path):
         raise ConfigError(
@@ -113,12 +206,53 @@ def render_backend(service: ServiceConfig, health_check_interval_ms: int) -> str
             "letters, digits and ._~/%?&=+-"
         )
     return lines(
-        f"backend {service.name}",
+        f"backend {name or service.name}",
         "balance roundrobin",
         f"option httpchk GET {health_path}",
         "http-check expect status 200",
+        *affinity_settings(service),
         f"default-server inter {health_check_interval_ms}ms "
         f"fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE}",
+        *(render_server(server, health_check_interval_ms) for server in servers),
+    )
+
+
+def affinity_settings(service: ServiceConfig) -> list[str]:
+    """The cookie that keeps a client on one server, or nothing without `rollout.affinity`.
+
+    HAProxy 2.6 refuses `cookie` on `add server`, so every server's cookie is a *dynamic* one: a hash
+    of the backend's key and the server's address and port. It is the same for a server added at run
+    time (the router runs `enable dynamic-cookie backend` after `add server`) and for the static
+    server it becomes after a reload, so a client stays on its server across reloads.
+    """
+    affinity = service.rollout.affinity
+    if affinity is None:
+        return []
+    cookie = checked_token(affinity.cookie, f"services.{service.name}.rollout.affinity.cookie")
+    return [
+        f"cookie {cookie} insert indirect nocache dynamic",
+        f"dynamic-cookie-key {dynamic_cookie_key(service)}",
+    ]
+
+
+def dynamic_cookie_key(service: ServiceConfig) -> str:
+    """The secret mixed into the affinity cookies: stable across restarts, so cookies stay valid."""
+    return f"fridaymorning-{service.name}"
+
+
+def render_server(server: ServerSpec, health_check_interval_ms: int) -> str:
+    """A static `server` line, with the same health checks the router gives a dynamic server."""
+    field = f"server {server.backend}/{server.name}"
+    if not SERVER_NAME_PATTERN.match(server.name):
+        raise ConfigError(f"{field}: use letters, digits, '.', '_' and '-' only in a server name")
+    if isinstance(server.port, bool) or not isinstance(server.port, int) or not 0 < server.port < 65536:
+        raise ConfigError(f"{field}: a port must be an integer within 1..65535, got {server.port!r}")
+    weight = server.weight
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= MAX_WEIGHT:
+        raise ConfigError(f"{field}: a weight must be an integer within 0..{MAX_WEIGHT}, got {weight!r}")
+    return (
+        f"server {server.name} {format_address(server.address, server.port, field)} weight {weight} "
+        f"check inter {health_check_interval_ms}ms fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE}"
     )
 
 
@@ -131,6 +265,13 @@ def format_address(host: str, port: int, field: str) -> str:
             raise ConfigError(f"{field}: {host!r} is neither an IP address nor a host name") from None
         return f"{host}:{port}"
     return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def checked_token(token: str, field: str) -> str:
+    """`token` if it is a safe header or cookie name, else a ConfigError naming `field`."""
+    if not HTTP_TOKEN_PATTERN.match(token):
+        raise ConfigError(f"{field}: {token!r} may contain only letters, digits, '_' and '-'")
+    return token
 
 
 def checked_path(path: Path, field: str) -> Path:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from fridaymorning.models import ServerState
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """One server of a backend as haproxy.cfg declares it: where it is and its current weight.
+
+    The runtime reads these from the running HAProxy (`HAProxyRouter.current_servers`) and renders them
+    as static `server` lines, so that a reload, whoever triggers it, keeps every server.
+    """
+
+    backend: str
+    name: str
+    address: str
+    port: int
+    weight: int
 
 
 class Router(Protocol):

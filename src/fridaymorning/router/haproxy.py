@@ -1,9 +1,11 @@
 """How fridaymorning talks to HAProxy: the process, its admin socket, and per-server weights.
 
-- `HAProxyProcess` runs HAProxy as our child in master-worker mode (`-W`, foreground) and stops it
-  gracefully, so no HAProxy process outlives us.
+- `HAProxyProcess` runs HAProxy in master-worker mode (`-W`, foreground, in its own session), reloads
+  it, stops it gracefully, and adopts one a previous `fm` left running: the data plane never depends
+  on the controller being alive.
 - `HAProxyRouter` implements the Router role over the admin socket: one command per connection, each
-  answer checked against what that command answers on success. Anything else is a RouterError.
+  answer checked against what that command answers on success. Anything else is a RouterError. After
+  each change it dumps the server state, so a reload by anyone keeps every weight.
 - `split_weights` turns a canary percentage into per-server weights.
 """
 
@@ -13,25 +15,34 @@ import asyncio
 import contextlib
 import csv
 import ipaddress
+import logging
 import math
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from fridaymorning.config import parse_address
+from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import MissingBinaryError, PortInUseError, RouterError, WeightMismatchError
 from fridaymorning.models import ServerState, ServerStatus
-from fridaymorning.router._render import HEALTH_CHECK_FALL, HEALTH_CHECK_RISE
+from fridaymorning.router._render import (
+    HEALTH_CHECK_FALL,
+    HEALTH_CHECK_RISE,
+    MAX_WEIGHT,
+    render_haproxy_config,
+)
+from fridaymorning.router.base import ServerSpec
 
-MAX_WEIGHT = 256
+log = logging.getLogger(__name__)
 # The canary and stable weights sum to about this much, so each weight stays well under MAX_WEIGHT.
 TARGET_TOTAL_WEIGHT = 200
 
@@ -44,6 +55,8 @@ BIND_ERROR = re.compile(
     r"for \[(?P<address>[^\]]+)\]"
 )
 STATS_SOCKET_LINE = re.compile(r"^\s*stats\s+socket\s+(\S+)", re.MULTILINE)
+STATE_FILE_LINE = re.compile(r"^\s*server-state-file\s+(\S+)", re.MULTILINE)
+PIDFILE_LINE = re.compile(r"^\s*pidfile\s+(\S+)", re.MULTILINE)
 
 # How often stop() repeats a signal HAProxy's master may have missed.
 SIGNAL_REPEAT_S = 0.5
@@ -141,6 +154,35 @@ def parse_show_info(answer: str) -> dict[str, str]:
     return info
 
 
+def parse_servers_state(answer: str) -> list[ServerSpec]:
+    """The servers in `show servers state` (format 1): backend, name, address, port and current weight."""
+    text = answer.strip()
+    version, _, rest = text.partition("\n")
+    header_line, _, body = rest.partition("\n")
+    if version != "1" or not header_line.startswith("# be_id"):
+        raise RouterError(f"unexpected answer to 'show servers state': {first_line(answer)!r}")
+    header = header_line[2:].split()
+    servers = []
+    for line in body.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        row = dict(zip(header, line.split(), strict=False))
+        try:
+            fqdn = row.get("srv_fqdn", "-")
+            servers.append(
+                ServerSpec(
+                    backend=row["be_name"],
+                    name=row["srv_name"],
+                    address=fqdn if fqdn not in ("", "-") else row["srv_addr"],
+                    port=int(row["srv_port"]),
+                    weight=int(row["srv_uweight"]),
+                )
+            )
+        except (KeyError, ValueError):
+            raise RouterError(f"unexpected line in 'show servers state': {line!r}") from None
+    return servers
+
+
 def server_state_of(row: dict[str, str]) -> ServerState:
     """One server row of `show stat` as a ServerState."""
     return ServerState(
@@ -224,8 +266,49 @@ async def admin_command(socket_path: str | os.PathLike[str], command: str, timeo
         raise RouterError(f"cannot reach the HAProxy admin socket {socket_path}: {error}") from error
 
 
+async def read_servers_state(socket_path: str | os.PathLike[str], timeout_s: float) -> str:
+    """The answer of `show servers state`: what HAProxy reloads weights and admin states from."""
+    answer = await admin_command(socket_path, "show servers state", timeout_s)
+    if not answer.startswith("1\n"):
+        raise RouterError(f"HAProxy refused 'show servers state': {answer.strip()}")
+    return answer.strip() + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader never sees half a file."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+async def write_live_config(
+    path: str | os.PathLike[str], config: Config, collector_address: tuple[str, int], router: HAProxyRouter
+) -> str:
+    """Render haproxy.cfg with the servers HAProxy has now and write it atomically to `path`.
+
+    Run it after every change (as the router's `on_change`) so that the file always lists the current
+    servers: whoever reloads HAProxy then keeps them. Returns the text written.
+    """
+    text = render_haproxy_config(config, collector_address, await router.current_servers())
+    write_atomically(Path(path), text)
+    return text
+
+
 class HAProxyRouter:
-    """The Router role over HAProxy's admin socket (`stats socket ... level admin`)."""
+    """The Router role over HAProxy's admin socket (`stats socket ... level admin`).
+
+    After every change (add_server, set_weights, drain, remove_server) it dumps `show servers state`
+    to `state_file`, then awaits `on_change` (the runtime re-renders haproxy.cfg there), so a reload
+    at any moment, by us or by an operator, keeps the servers and their weights. Changes hold
+    `changes_lock`; hold it too around a reload, so no change lands between the dump and the reload.
+    Servers added to `affinity_backends` get their dynamic affinity cookie.
+    """
 
     def __init__(
         self,
@@ -235,12 +318,19 @@ class HAProxyRouter:
         timeout_s: float = 5.0,
         drain_timeout_s: float = 30.0,
         state_file: str | os.PathLike[str] | None = None,
+        affinity_backends: Iterable[str] = (),
+        on_change: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.socket_path = Path(socket_path)
         self.check_interval_ms = check_interval_ms
         self.timeout_s = timeout_s
         self.drain_timeout_s = drain_timeout_s
         self.state_file = Path(state_file) if state_file is not None else None
+        self.affinity_backends = frozenset(affinity_backends)
+        self.on_change = on_change
+        self.changes_lock = asyncio.Lock()
+        # Why the last change could not be recorded (state file or on_change), or None.
+        self.record_error: str | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> HAProxyRouter:
@@ -275,18 +365,23 @@ class HAProxyRouter:
     async def add_server(self, backend: str, server: str, address: str, port: int, weight: int = 0) -> None:
         ref = server_ref(backend, server)
         target = f"{check_address(address)}:{check_port(port)}"
-        await self.command(
-            f"add server {ref} {target} weight {check_weight(weight)} check inter {self.check_interval_ms}ms "
-            f"fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE}",
-            says("New server registered."),
-        )
-        await self.enable_health(backend, server)
-        await self.enable(backend, server)
+        async with self.changing():
+            await self.command(
+                f"add server {ref} {target} weight {check_weight(weight)} "
+                f"check inter {self.check_interval_ms}ms fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE}",
+                says("New server registered."),
+            )
+            if backend in self.affinity_backends:
+                # 2.6 refuses `cookie` on `add server`; this gives the new server its dynamic cookie.
+                await self.command(f"enable dynamic-cookie backend {backend}")
+            await self.enable_health(backend, server)
+            await self.enable(backend, server)
 
     async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
-        for server, weight in weights.items():
-            await self.set_weight(backend, server, weight)
-        actual = {server: await self.get_weight(backend, server) for server in weights}
+        async with self.changing():
+            for server, weight in weights.items():
+                await self.set_weight(backend, server, weight)
+            actual = {server: await self.get_weight(backend, server) for server in weights}
         if actual != weights:
             raise WeightMismatchError(f"backend {backend!r}: weights set {weights}, read back {actual}")
 
@@ -294,10 +389,18 @@ class HAProxyRouter:
         return {state.server: state.weight for state in await self.server_states(backend)}
 
     async def drain(self, backend: str, server: str) -> None:
-        await self.command(f"set server {server_ref(backend, server)} state drain")
+        async with self.changing():
+            await self.command(f"set server {server_ref(backend, server)} state drain")
 
     async def remove_server(self, backend: str, server: str) -> None:
-        """Put `server` in maintenance, wait (bounded) for its sessions to end, then delete it."""
+        """Put `server` in maintenance, wait (bounded) for its sessions to end, then delete it.
+
+        A static server (one a reload turned from dynamic into a `server` line) is deleted the same way.
+        """
+        async with self.changing():
+            await self.delete_server(backend, server)
+
+    async def delete_server(self, backend: str, server: str) -> None:
         await self.disable(backend, server)
         deadline = time.monotonic() + self.drain_timeout_s
         while await self.current_sessions(backend, server) > 0:
@@ -318,6 +421,40 @@ class HAProxyRouter:
         return [server_state_of(row) for row in rows if row["pxname"] == backend and is_server_row(row)]
 
     # -- more than the protocol ------------------------------------------------------------------
+
+    async def current_servers(self) -> dict[str, list[ServerSpec]]:
+        """Every server HAProxy has now, by backend, with its current weight: what haproxy.cfg must list."""
+        servers: dict[str, list[ServerSpec]] = {}
+        for spec in parse_servers_state(await read_servers_state(self.socket_path, self.timeout_s)):
+            servers.setdefault(spec.backend, []).append(spec)
+        return servers
+
+    @contextlib.asynccontextmanager
+    async def changing(self) -> AsyncIterator[None]:
+        """One change at a time; afterwards, whether it succeeded or not, record the state it left."""
+        async with self.changes_lock:
+            try:
+                yield
+            finally:
+                await self.record_change()
+
+    async def record_change(self) -> None:
+        """Dump the server state, then run `on_change`. A failure here is logged and kept in
+        `record_error`, not raised: the change itself is done, and retrying it would fail."""
+        errors = []
+        if self.state_file is not None:
+            try:
+                await self.dump_server_state()
+            except (RouterError, OSError) as error:
+                errors.append(f"cannot write the server-state file {self.state_file}: {error}")
+        if self.on_change is not None:
+            try:
+                await self.on_change()
+            except Exception as error:  # any failure of the hook: the change is done regardless
+                errors.append(f"on_change failed: {error!r}")
+        for problem in errors:
+            log.error("after a change of HAProxy's servers: %s", problem)
+        self.record_error = "; ".join(errors) or None
 
     async def set_weight(self, backend: str, server: str, weight: int) -> None:
         await self.command(f"set weight {server_ref(backend, server)} {check_weight(weight)}")
@@ -355,10 +492,7 @@ class HAProxyRouter:
         target = Path(path) if path is not None else self.state_file
         if target is None:
             raise RouterError("no server-state file given to dump_server_state")
-        answer = await self.command("show servers state", starts_with("1\n"))
-        temporary = target.with_name(target.name + ".tmp")
-        temporary.write_text(answer.strip() + "\n", encoding="utf-8")
-        temporary.replace(target)  # atomic: a reload never reads half a file
+        write_atomically(target, await read_servers_state(self.socket_path, self.timeout_s))
         return target
 
 
@@ -406,11 +540,17 @@ class StopTimeouts:
 
 
 class HAProxyProcess:
-    """HAProxy as our child, in master-worker mode in the foreground (`haproxy -W -f cfg`).
+    """HAProxy in master-worker mode (`haproxy -W -f cfg`): start or adopt, reload, stop.
 
-    The master is our child and the worker its child; the worker exits when the master does, so
-    stopping the master leaves nothing behind. HAProxy's output goes to `output_path`
-    (default: the config path with suffix '.out'), which is read to explain a failed start.
+    The master runs in its own session, so a Ctrl-C meant for `fm` does not reach it, and nothing ties
+    it to `fm`: when `fm` dies (even by SIGKILL), HAProxy keeps serving. A later `fm` adopts it
+    (`adopt()`) through the pidfile the config names; then it is no longer our child, and `stop()`
+    and `reload()` work on it by pid. The worker exits when the master does, so stopping the master
+    leaves nothing behind. HAProxy's output goes to `output_path` (default: the config path with
+    suffix '.out'), which is read to explain a failed start or reload.
+
+    The master ignores signals, or dies of them, while it re-executes itself: after its start and
+    after each reload. reload() therefore waits until the master handles signals before sending one.
     """
 
     def __init__(
@@ -421,34 +561,68 @@ class HAProxyProcess:
         admin_socket: str | os.PathLike[str] | None = None,
         output_path: str | os.PathLike[str] | None = None,
         start_timeout_s: float = 10.0,
+        reload_timeout_s: float = 10.0,
         stop_timeouts: StopTimeouts = StopTimeouts(),  # frozen, so sharing the default is safe
     ) -> None:
-        self.config_path = Path(config_path)
+        # Absolute, so that adopt() can recognise our HAProxy by its command line.
+        self.config_path = Path(os.path.abspath(config_path))
         self.binary = binary
         self._admin_socket = Path(admin_socket) if admin_socket is not None else None
         self.output_path = Path(output_path) if output_path else self.config_path.with_suffix(".out")
         self.start_timeout_s = start_timeout_s
+        self.reload_timeout_s = reload_timeout_s
         self.stop_timeouts = stop_timeouts
         self.process: asyncio.subprocess.Process | None = None
+        self.adopted_pid: int | None = None  # the master we adopted: not our child
 
     @property
     def admin_socket(self) -> Path:
         """The admin socket: given, or read from the config's `stats socket` line."""
         if self._admin_socket is None:
-            match = STATS_SOCKET_LINE.search(self.config_path.read_text(encoding="utf-8"))
-            if match is None:
-                raise RouterError(f"{self.config_path} has no 'stats socket' line")
-            self._admin_socket = Path(match.group(1))
+            self._admin_socket = Path(self.config_setting(STATS_SOCKET_LINE, "stats socket"))
         return self._admin_socket
+
+    @property
+    def pidfile(self) -> Path | None:
+        """The config's `pidfile`: HAProxy writes the master's pid there. None when there is none."""
+        match = PIDFILE_LINE.search(self.config_text())
+        return Path(match.group(1)) if match else None
+
+    @property
+    def state_file(self) -> Path | None:
+        """The config's `server-state-file`, which reload() refreshes. None when there is none."""
+        match = STATE_FILE_LINE.search(self.config_text())
+        return Path(match.group(1)) if match else None
+
+    def config_text(self) -> str:
+        try:
+            return self.config_path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise RouterError(f"cannot read the HAProxy config {self.config_path}: {error}") from error
+
+    def config_setting(self, pattern: re.Pattern[str], keyword: str) -> str:
+        match = pattern.search(self.config_text())
+        if match is None:
+            raise RouterError(f"{self.config_path} has no '{keyword}' line")
+        return match.group(1)
 
     @property
     def pid(self) -> int | None:
         """The master's pid while it runs."""
-        return self.process.pid if self.running else None  # type: ignore[union-attr]
+        if not self.running:
+            return None
+        return self.process.pid if self.process is not None else self.adopted_pid
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        if self.process is not None:
+            return self.process.returncode is None
+        return self.adopted_pid is not None and process_alive(self.adopted_pid)
+
+    @property
+    def adopted(self) -> bool:
+        """True when the running master was started by another process (an earlier `fm`)."""
+        return self.process is None and self.running
 
     def executable(self) -> str:
         """The binary's full path, or MissingBinaryError with install advice."""
@@ -469,8 +643,10 @@ class HAProxyProcess:
         if result.returncode != 0:
             raise RouterError(f"HAProxy rejects {self.config_path}:\n{alerts(result.stdout + result.stderr)}")
 
+    # -- start and adopt ---------------------------------------------------------------------------
+
     async def start(self) -> None:
-        """Start HAProxy and return once its admin socket answers."""
+        """Start HAProxy and return once its admin socket answers and its master handles signals."""
         if self.running:
             raise RouterError("HAProxy is already running")
         executable = self.executable()
@@ -486,9 +662,13 @@ class HAProxyProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                # Its own session: the terminal's SIGINT (Ctrl-C on `fm up`) would stop it at once,
+                # before `fm` could stop it gracefully; and nothing else of ours should reach it.
+                start_new_session=True,
             )
         try:
             await self.wait_until_answering()
+            await self.wait_until_master_ready(self.process.pid, time.monotonic() + self.start_timeout_s)
         except BaseException:
             await self.stop()
             raise
@@ -519,6 +699,117 @@ class HAProxyProcess:
                 )
             await asyncio.sleep(0.05)
 
+    async def adopt(self) -> bool:
+        """Take over the HAProxy an earlier `fm` started with this config; False when there is none.
+
+        It is adopted when the pidfile names a live master whose command line is `haproxy -W ... -f
+        <our config>`, and our admin socket answers from one of its workers. Nothing is started. When
+        there is nothing to adopt, a stale pidfile and a dead admin socket are removed. A master
+        that runs our config but whose socket stays silent is a RouterError: starting a second
+        HAProxy beside it would fail or, worse, share its ports.
+        """
+        if self.running:
+            raise RouterError("HAProxy is already running")
+        pidfile = self.pidfile
+        pid = read_pid(pidfile) if pidfile is not None else None
+        if pid is None or not runs_haproxy_master(pid, self.config_path):
+            self.remove_stale_files(pidfile)
+            return False
+        deadline = time.monotonic() + self.start_timeout_s
+        while not await self.serves_admin_socket(pid):
+            if not process_alive(pid):
+                self.remove_stale_files(pidfile)
+                return False
+            await pause_until(
+                deadline, f"the admin socket {self.admin_socket} of HAProxy (pid {pid}) to answer"
+            )
+        await self.wait_until_master_ready(pid, deadline)
+        self.adopted_pid = pid
+        return True
+
+    async def serves_admin_socket(self, master_pid: int) -> bool:
+        """True when the admin socket answers, from a worker of `master_pid`."""
+        try:
+            worker_pid = await self.worker_pid()
+        except RouterError:
+            return False
+        return parent_pid(worker_pid) == master_pid
+
+    def remove_stale_files(self, pidfile: Path | None) -> None:
+        """Remove the pidfile and the admin socket of a HAProxy that is gone (a live socket is kept)."""
+        if pidfile is not None:
+            with contextlib.suppress(OSError):
+                pidfile.unlink()
+        with contextlib.suppress(OSError, RouterError):
+            socket_path = self.admin_socket
+            if socket_path.is_socket() and not socket_answers(socket_path):
+                socket_path.unlink()
+
+    async def worker_pid(self) -> int:
+        """The pid of the worker that answers on the admin socket now."""
+        info = parse_show_info(await admin_command(self.admin_socket, "show info", timeout_s=1.0))
+        try:
+            return int(info["Pid"])
+        except (KeyError, ValueError):
+            raise RouterError(f"'show info' on {self.admin_socket} names no Pid") from None
+
+    async def wait_until_master_ready(self, pid: int, deadline: float) -> None:
+        """Wait until the master handles SIGUSR1 and SIGUSR2; sent earlier, they are lost or kill it."""
+        while not handles_signals(pid, signal.SIGUSR1, signal.SIGUSR2):
+            if not process_alive(pid):
+                raise RouterError(f"HAProxy's master (pid {pid}) exited:\n{alerts(self.output())}")
+            await pause_until(deadline, f"HAProxy's master (pid {pid}) to handle signals")
+
+    # -- reload ------------------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """Reload HAProxy with the config now at `config_path`, without dropping a connection.
+
+        Dumps the server state (so weights and admin states survive), checks the new config (a bad
+        one is a RouterError and the running HAProxy is left untouched), sends SIGUSR2 to the master,
+        and returns once a new worker answers on the admin socket and the master handles signals
+        again. The master hands its listening sockets to the new worker itself (`-x sockpair@...`).
+        """
+        pid = self.pid
+        if pid is None:
+            raise RouterError("HAProxy is not running: nothing to reload")
+        deadline = time.monotonic() + self.reload_timeout_s
+        old_worker = await self.worker_pid()
+        state_file = self.state_file
+        if state_file is not None:
+            write_atomically(state_file, await read_servers_state(self.admin_socket, timeout_s=5.0))
+        await asyncio.to_thread(self.check)
+        await self.wait_until_master_ready(pid, deadline)
+        failed_before = failed_reloads(pid)
+        output_before = self.output_size()
+        os.kill(pid, signal.SIGUSR2)
+        await self.wait_until_reloaded(pid, old_worker, failed_before, output_before, deadline)
+
+    async def wait_until_reloaded(
+        self, pid: int, old_worker: int, failed_before: int | None, output_before: int, deadline: float
+    ) -> None:
+        while True:
+            if not process_alive(pid):
+                raise RouterError(f"HAProxy's master exited while reloading:\n{self.output(output_before)}")
+            ready = handles_signals(pid, signal.SIGUSR1, signal.SIGUSR2)
+            with contextlib.suppress(RouterError):
+                if ready and await self.worker_pid() != old_worker:
+                    return
+            failed_now = failed_reloads(pid)
+            if ready and failed_before is not None and failed_now is not None and failed_now > failed_before:
+                raise RouterError(
+                    f"HAProxy refused the reload and kept the previous worker:\n"
+                    f"{alerts(self.output(output_before))}"
+                )
+            if time.monotonic() >= deadline:
+                raise RouterError(
+                    f"no new HAProxy worker answered within {self.reload_timeout_s}s of the reload:\n"
+                    f"{alerts(self.output(output_before))}"
+                )
+            await asyncio.sleep(0.05)
+
+    # -- output ------------------------------------------------------------------------------------
+
     def start_failure(self) -> Exception:
         """The error that explains why HAProxy exited during start: a taken port, or its alerts."""
         output = self.output()
@@ -527,23 +818,48 @@ class HAProxyProcess:
             f"{alerts(output)}"
         )
 
-    def output(self) -> str:
+    def output(self, offset: int = 0) -> str:
+        """HAProxy's output, from byte `offset` on."""
         try:
-            return self.output_path.read_text(encoding="utf-8", errors="replace")
+            with self.output_path.open("rb") as file:
+                file.seek(offset)
+                return file.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
 
+    def output_size(self) -> int:
+        try:
+            return self.output_path.stat().st_size
+        except OSError:
+            return 0
+
+    # -- stop --------------------------------------------------------------------------------------
+
     async def stop(self) -> None:
-        """Graceful stop (SIGUSR1), then SIGTERM, then SIGKILL, each after a timeout. Idempotent."""
+        """Graceful stop (SIGUSR1), then SIGTERM, then SIGKILL, each after a timeout. Idempotent.
+
+        An adopted master is not our child: it is signalled by pid and watched through /proc.
+        """
+        stopped_pid = self.pid
         for signal_number, timeout_s in (
             (signal.SIGUSR1, self.stop_timeouts.graceful_s),
             (signal.SIGTERM, self.stop_timeouts.terminate_s),
             (signal.SIGKILL, None),
         ):
             if not self.running:
-                return
+                break
             if await self.signal_and_wait(signal_number, timeout_s):
-                return
+                break
+        self.adopted_pid = None
+        if stopped_pid is not None:
+            self.remove_own_pidfile(stopped_pid)
+
+    def remove_own_pidfile(self, stopped_pid: int) -> None:
+        """HAProxy leaves its pidfile behind; remove it when it still names the master we stopped."""
+        with contextlib.suppress(OSError, RouterError):
+            pidfile = self.pidfile
+            if pidfile is not None and read_pid(pidfile) == stopped_pid:
+                pidfile.unlink()
 
     async def signal_and_wait(self, signal_number: int, timeout_s: float | None) -> bool:
         """Signal the master until it exits; True when it did within `timeout_s` (None: wait for ever).
@@ -551,19 +867,36 @@ class HAProxyProcess:
         The signal is repeated because a master that has just started re-executes itself into its
         "wait mode", and a signal that lands during that exec is lost. Repeating one is harmless.
         """
-        assert self.process is not None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal_number)
+            self.send_signal(signal_number)
             remaining = SIGNAL_REPEAT_S if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 return False
+            if await self.wait_exit(min(remaining, SIGNAL_REPEAT_S)):
+                return True
+
+    def send_signal(self, signal_number: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if self.process is not None:
+                self.process.send_signal(signal_number)
+            elif self.adopted_pid is not None:
+                os.kill(self.adopted_pid, signal_number)
+
+    async def wait_exit(self, timeout_s: float) -> bool:
+        """True once the master has exited (at most `timeout_s` from now)."""
+        if self.process is not None:
             try:
-                await asyncio.wait_for(self.process.wait(), min(remaining, SIGNAL_REPEAT_S))
+                await asyncio.wait_for(self.process.wait(), timeout_s)
             except TimeoutError:
-                continue
+                return False
             return True
+        deadline = time.monotonic() + timeout_s
+        while self.running:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     async def __aenter__(self) -> HAProxyProcess:
         await self.start()
@@ -573,6 +906,93 @@ class HAProxyProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes, seen through /proc (Linux)
+# --------------------------------------------------------------------------------------------------
+
+
+def read_pid(pidfile: Path) -> int | None:
+    """The pid in `pidfile`, or None when it is missing or holds no number."""
+    try:
+        text = pidfile.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs. A zombie has exited: it only waits for a parent (maybe init) to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def runs_haproxy_master(pid: int, config_path: Path) -> bool:
+    """True when `pid` is a live `haproxy -W ... -f <config_path>` (a master-worker master)."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return False
+    if not arguments or not os.path.basename(arguments[0]).startswith("haproxy") or "-W" not in arguments:
+        return False
+    configs = [arguments[index + 1] for index, argument in enumerate(arguments[:-1]) if argument == "-f"]
+    return any(os.path.normpath(os.path.join(cwd, config)) == str(config_path) for config in configs)
+
+
+def handles_signals(pid: int, *signals: int) -> bool:
+    """True when `pid` has a handler for each of `signals` and blocks none of them (/proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    except OSError:
+        return False
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    try:
+        caught, blocked = int(fields["SigCgt"], 16), int(fields["SigBlk"], 16)
+    except (KeyError, ValueError):
+        return False
+    mask = sum(1 << (number - 1) for number in signals)
+    return caught & mask == mask and blocked & mask == 0
+
+
+def failed_reloads(pid: int) -> int | None:
+    """How many reloads the master has failed, from the HAPROXY_PROCESSES it passes itself; None if unknown.
+
+    The master re-executes itself with this variable after every reload, so /proc/PID/environ has it.
+    """
+    try:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for variable in environment:
+        if variable.startswith(b"HAPROXY_PROCESSES="):
+            for entry in variable.decode(errors="replace").split("|"):
+                fields = dict(part.split("=", 1) for part in entry.split(";") if "=" in part)
+                if fields.get("type") == "m" and fields.get("failedreloads", "").isdigit():
+                    return int(fields["failedreloads"])
+    return None
+
+
+def socket_answers(socket_path: Path) -> bool:
+    """True when something accepts connections on the Unix socket `socket_path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
 
 
 def port_in_use_error(output: str) -> PortInUseError | None:

@@ -45,12 +45,12 @@ def crosses(
     return None
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_eprocess_false_alarm_rate_stays_under_alpha_peeking_every_window(seed: int) -> None:
-    """Under H0 (equal rates), peeking after each of 300 windows, at most alpha of 600 runs cross 1/alpha."""
+    """Under H0 (equal rates), peeking after each of 200 windows, at most alpha of 500 runs cross 1/alpha."""
     rng = np.random.default_rng(seed)
-    runs = 600
-    alarms = sum(crosses(rng, 300, 1.0, 2.0, ALPHA) is not None for _ in range(runs))
+    runs = 500
+    alarms = sum(crosses(rng, 200, 1.0, 2.0, ALPHA) is not None for _ in range(runs))
     slack = 3 * math.sqrt(ALPHA * (1 - ALPHA) / runs)
     assert alarms / runs <= ALPHA + slack
 
@@ -58,8 +58,8 @@ def test_eprocess_false_alarm_rate_stays_under_alpha_peeking_every_window(seed: 
 def test_eprocess_is_conservative_when_the_canary_is_better() -> None:
     """A canary with half the baseline's error rate (θ = 0.5) is almost never flagged."""
     rng = np.random.default_rng(4)
-    alarms = sum(crosses(rng, 300, 0.5, 2.0, ALPHA) is not None for _ in range(300))
-    assert alarms <= 3
+    alarms = sum(crosses(rng, 200, 0.5, 2.0, ALPHA) is not None for _ in range(200))
+    assert alarms <= 2
 
 
 def test_eprocess_hypergeometric_null_is_valid() -> None:

@@ -28,7 +28,12 @@ BE = "web"
         ({(BE, "v1-1"): 8}, {(BE, "v1-1"): 100}, {(BE, "v1-1"): 110}, [Mismatch(BE, "v1-1", 8, 10, 10)]),
         # bracketed readings: anything between 10 and 14 is consistent
         ({(BE, "v1-1"): 12}, {(BE, "v1-1"): (100, 102)}, {(BE, "v1-1"): (112, 114)}, []),
-        ({(BE, "v1-1"): 9}, {(BE, "v1-1"): (100, 102)}, {(BE, "v1-1"): (112, 114)}, [Mismatch(BE, "v1-1", 9, 10, 14)]),
+        (
+            {(BE, "v1-1"): 9},
+            {(BE, "v1-1"): (100, 102)},
+            {(BE, "v1-1"): (112, 114)},
+            [Mismatch(BE, "v1-1", 9, 10, 14)],
+        ),
         # more lines than requests (a line counted twice) is a mismatch too
         ({(BE, "v1-1"): 11}, {(BE, "v1-1"): 100}, {(BE, "v1-1"): 110}, [Mismatch(BE, "v1-1", 11, 10, 10)]),
         # a server added during the interval started at 0
@@ -69,10 +74,9 @@ def test_kernel_counters_are_read_from_proc(tmp_path: Path) -> None:
     (net / "snmp").write_text(
         "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 1 2 3 4 57 6\n"
     )
-    (net / "udp").write_text(
-        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n"
-        "  1: 0100007F:1414 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n"
-    )
+    header = "  sl  local_address rem_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode ref"
+    row = "  1: 0100007F:1414 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 4242 2 00000000"
+    (net / "udp").write_text(f"{header} pointer drops\n{row} 17\n")
     assert udp_rcvbuf_errors(tmp_path) == 57
     assert socket_drops(4242, tmp_path) == 17
     assert socket_drops(1, tmp_path) is None

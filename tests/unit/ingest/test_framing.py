@@ -14,7 +14,7 @@ LINE = b"<134>Nov 26 12:38:53 haproxy[6027]: fm1 1795696733.462 be v1-1 200 4 9 
     [
         (frame_octet_counted(LINE) + frame_octet_counted(b"<134>x y"), [LINE, b"<134>x y"]),
         (b"5 a b c", [b"a b c"]),
-        (b"6 line\n", [b"line\n"]),  # a trailing LF inside the counted message is kept
+        (b"5 line\n", [b"line\n"]),  # a trailing LF inside the counted message is kept
         (LINE + b"\n" + LINE + b"\n", [LINE, LINE]),
         (b"<1>a\n<2>b", [b"<1>a"]),  # LF framing: the last message waits for its LF
         (b"", []),
@@ -49,3 +49,10 @@ def test_an_incomplete_length_waits_for_more_bytes() -> None:
     decoder = SyslogStreamDecoder()
     assert decoder.feed(b"12") == []
     assert decoder.feed(b" hello world!") == [b"hello world!"]
+
+
+def test_messages_before_a_framing_error_are_kept() -> None:
+    """The frames complete before the bad length travel with the error, so no good line is lost."""
+    with pytest.raises(FramingError) as raised:
+        SyslogStreamDecoder().feed(frame_octet_counted(LINE) + b"12x oops")
+    assert raised.value.messages == [LINE]

@@ -14,6 +14,7 @@ import pytest
 from fridaymorning.ingest.haproxy_log import (
     COMPACT_LOG_FORMAT,
     clear_date_cache,
+    dropped_count,
     is_failure,
     parse_event,
     parse_line,
@@ -219,6 +220,31 @@ def test_haproxy_notices_are_events_not_requests(message: str) -> None:
     line = f"<133>Nov 26 12:38:53 haproxy[6027]: {message}"
     assert parse_line(line) is None
     assert parse_event(line) == ("event", message)
+
+
+@pytest.mark.parametrize(
+    ("line", "event", "count"),
+    [
+        ("<134>Nov 26 12:38:53 haproxy[6027]: 1 event dropped", ("dropped", "1 event dropped"), 1),
+        ("<134>Nov 26 12:38:53 haproxy[6027]: 125 events dropped", ("dropped", "125 events dropped"), 125),
+        (
+            "<134>1 2026-11-26T12:38:53Z lb1 haproxy 6027 - - 7 events dropped",
+            ("dropped", "7 events dropped"),
+            7,
+        ),
+        ("3 events dropped", ("dropped", "3 events dropped"), 3),
+        ("<134>Nov 26 12:38:53 haproxy[6027]: 3 events dropped twice", None, 0),
+        ("<134>Nov 26 12:38:53 haproxy[6027]: x events dropped", None, 0),
+    ],
+)
+def test_ring_drop_notices_are_recognised_with_their_count(
+    line: str, event: tuple[str, str] | None, count: int
+) -> None:
+    """A HAProxy ring's '%u event%s dropped' notice is a ('dropped', text) event whose count is read;
+    lookalikes are not."""
+    assert parse_line(line) is None
+    assert parse_event(line) == event
+    assert dropped_count(event[1] if event else line) == count
 
 
 @pytest.mark.parametrize("line", [COMPACT, HTTPLOG, "random words", "", "<1>"])

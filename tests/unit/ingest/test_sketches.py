@@ -121,3 +121,29 @@ def test_truncated_bins_raise_value_error() -> None:
     blob = sketch_to_bytes(latency_sketch(5, 100))
     with pytest.raises(ValueError):
         sketch_from_bytes(blob[:-30])
+
+
+def test_vectorised_merge_equals_ddsketch_merge() -> None:
+    """merge_sketches sums bins with numpy; the result answers every quantile like DDSketch.merge,
+    with the same count, sum, min and max, also with negative and zero values."""
+    import random
+
+    rng = random.Random(5)
+    parts = []
+    for _ in range(40):
+        part = new_sketch()
+        for _ in range(rng.randint(0, 30)):
+            part.add(rng.choice([0.0, -rng.expovariate(0.1), rng.lognormvariate(3, 1.5)]))
+        parts.append(part)
+    expected = new_sketch()
+    for part in parts:
+        expected.merge(part)
+    merged = merge_sketches(parts)
+    assert (merged.count, merged.sum, merged._min, merged._max) == (
+        expected.count,
+        pytest.approx(expected.sum),
+        expected._min,
+        expected._max,
+    )
+    for quantile in (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0):
+        assert merged.get_quantile_value(quantile) == expected.get_quantile_value(quantile)

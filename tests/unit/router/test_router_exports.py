@@ -15,9 +15,14 @@ def test_all_lists_the_public_api() -> None:
         "HAProxyProcess",
         "HAProxyRouter",
         "Router",
+        "ServerSpec",
         "StopTimeouts",
+        "ab_backend",
+        "affinity_backends",
+        "backends_of",
         "render_haproxy_config",
         "split_weights",
+        "write_live_config",
     ]
     assert all(hasattr(router, name) for name in router.__all__)
 
