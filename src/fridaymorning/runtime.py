@@ -23,15 +23,21 @@ from fridaymorning.api.app import create_app
 from fridaymorning.api.auth import load_or_create_token
 from fridaymorning.client import TOKEN_FILE
 from fridaymorning.config import Config, parse_address
-from fridaymorning.controller.loop import AB_BACKEND_SUFFIX, ServiceController
+from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import PortInUseError
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.models import Window
 from fridaymorning.platform.local import LocalPlatform
 from fridaymorning.registry import resolve
-from fridaymorning.router._render import render_haproxy_config
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
+from fridaymorning.router import (
+    HAProxyProcess,
+    HAProxyRouter,
+    affinity_backends,
+    backends_of,
+    render_haproxy_config,
+    write_live_config,
+)
 from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
@@ -88,10 +94,13 @@ class Runtime:
         await self.start_api()
 
     def check_ports(self) -> None:
-        for service in self.config.services:
-            ensure_port_free(service.frontend, f"the HAProxy frontend of {service.name}")
+        """The ports `fm up` itself binds (HAProxy's frontends are checked when HAProxy is started)."""
         ensure_port_free(self.config.collector.listen, "the collector", socket.SOCK_DGRAM)
         ensure_port_free(self.config.api.listen, "the API")
+
+    def check_frontend_ports(self) -> None:
+        for service in self.config.services:
+            ensure_port_free(service.frontend, f"the HAProxy frontend of {service.name}")
 
     async def start_collector(self) -> None:
         host, port = parse_address(self.config.collector.listen)
@@ -107,23 +116,45 @@ class Runtime:
             await asyncio.to_thread(self.metrics.write, windows)
 
     async def start_haproxy(self) -> None:
+        """Adopt the HAProxy a previous run left serving, or start one; then keep haproxy.cfg live."""
         collector_address = parse_address(self.config.collector.listen)
         config_path = self.state_dir / "haproxy.cfg"
-        config_path.write_text(render_haproxy_config(self.config, collector_address), encoding="utf-8")
         self.haproxy = HAProxyProcess(config_path, binary=self.config.haproxy.binary)
-        await self.haproxy.start()
+        adopted = config_path.exists() and await self.haproxy.adopt()
         self.router = HAProxyRouter(
             self.config.runtime_path(self.config.haproxy.admin_socket),
             check_interval_ms=self.config.haproxy.health_check_interval_ms,
             state_file=self.config.runtime_path(self.config.haproxy.state_file),
+            affinity_backends=affinity_backends(self.config),
+            on_change=self.write_live_config,
         )
+        if adopted:
+            await self.reload_haproxy()
+            self.announce(f"adopted the running HAProxy (pid {self.haproxy.pid}) with {config_path}")
+        else:
+            self.check_frontend_ports()
+            config_path.write_text(render_haproxy_config(self.config, collector_address), encoding="utf-8")
+            await self.haproxy.start()
+            self.announce(f"HAProxy running with {config_path}")
         assert self.collector is not None
-        backends = {service.name for service in self.config.services}
-        backends |= {s.name + AB_BACKEND_SUFFIX for s in self.config.services if s.rollout.strategy == "ab"}
         self.collector.watch_haproxy(
-            self.router, reconcile_interval_s=self.config.collector.reconcile_interval_s, backends=backends
+            self.router,
+            reconcile_interval_s=self.config.collector.reconcile_interval_s,
+            backends={backend for service in self.config.services for backend in backends_of(service)},
         )
-        self.announce(f"HAProxy running with {config_path}")
+
+    async def write_live_config(self) -> None:
+        """After every router change: haproxy.cfg lists the live servers, so any reload keeps them."""
+        assert self.router is not None
+        collector_address = parse_address(self.config.collector.listen)
+        await write_live_config(self.state_dir / "haproxy.cfg", self.config, collector_address, self.router)
+
+    async def reload_haproxy(self) -> None:
+        """Re-render haproxy.cfg with the live servers and reload HAProxy seamlessly."""
+        assert self.router is not None and self.haproxy is not None
+        async with self.router.changes_lock:
+            await self.write_live_config()
+            await self.haproxy.reload()
 
     async def start_service(self, service: Any) -> None:
         assert self.router is not None and self.metrics is not None

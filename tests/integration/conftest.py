@@ -11,6 +11,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,3 +166,81 @@ async def labelled_upstreams(
     yield start
     for process in started:
         await process.stop()
+
+
+# The demo app, failing every request when the version's name starts with "broken", and fast.
+VERSIONED_APP = (
+    "import os, runpy, sys\n"
+    "port, version = sys.argv[1], sys.argv[2]\n"
+    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
+    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
+    "sys.argv = ['app', '--port', port, '--version', version]\n"
+    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
+)
+
+QUICK_STEPS = [
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},
+]
+
+
+def quick_service(name: str, frontend_port: int, **rollout: Any) -> dict[str, Any]:
+    """A service of the versioned demo app with quick steps; `rollout` overrides rollout settings."""
+    import sys
+
+    return {
+        "name": name,
+        "frontend": f"127.0.0.1:{frontend_port}",
+        "stable": "v1",
+        "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
+        "rollout": {"steps": QUICK_STEPS, **rollout},
+        # p50 alone: a few hundred requests settle it, where p99 would need thousands.
+        "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
+    }
+
+
+@pytest.fixture
+def service_settings(free_port: Callable[[], int]) -> Callable[..., dict[str, Any]]:
+    """`service_settings(name, **rollout)`: a quick service of the versioned demo app on a free port."""
+
+    def build(name: str = "web", **rollout: Any) -> dict[str, Any]:
+        return quick_service(name, free_port(), **rollout)
+
+    return build
+
+
+@pytest.fixture
+def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary: str) -> Callable[..., Any]:
+    """Build a Config on free loopback ports: `runtime_config(service_settings(...), ...)`."""
+    from fridaymorning.config import Config
+
+    def build(*services: dict[str, Any]) -> Config:
+        return Config.model_validate(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "haproxy": {"binary": haproxy_binary},
+                "collector": {"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
+                "api": {"listen": f"127.0.0.1:{free_port()}"},
+                "services": list(services) or [quick_service("web", free_port())],
+            }
+        )
+
+    return build
+
+
+@pytest.fixture
+async def start_runtime() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start a Runtime for a Config; every runtime started is stopped at teardown."""
+    from fridaymorning.runtime import Runtime
+
+    started: list[Runtime] = []
+
+    async def start(config: Any) -> Runtime:
+        runtime = Runtime(config)
+        started.append(runtime)
+        await runtime.start()
+        return runtime
+
+    yield start
+    for runtime in started:
+        await runtime.stop()

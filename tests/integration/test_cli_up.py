@@ -21,36 +21,17 @@ pytestmark = pytest.mark.haproxy
 FM = [sys.executable, "-m", "fridaymorning"]
 
 
-def write_config(tmp_path: Path, free_port, steps: list[dict]) -> Path:
-    config = {
-        "state_dir": "state",
-        "collector": {"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
-        "api": {"listen": f"127.0.0.1:{free_port()}"},
-        "services": [
-            {
-                "name": "web",
-                "frontend": f"127.0.0.1:{free_port()}",
-                "stable": "v1",
-                "platform": {
-                    "command": [
-                        sys.executable,
-                        "-m",
-                        "fridaymorning.demo.app",
-                        "--port",
-                        "{port}",
-                        "--version",
-                        "{version}",
-                    ],
-                },
-                "rollout": {"steps": steps},
-                # p50 alone: a few hundred requests settle it, where p99 would need thousands.
-                "analysis": {"min_requests": 30, "quantiles": [0.5], "latency_tolerance": 1.5},
-            }
-        ],
-    }
-    path = tmp_path / "fridaymorning.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+@pytest.fixture
+def write_config(tmp_path: Path, runtime_config, service_settings):
+    """`write_config(steps)`: a fridaymorning.yaml for one quick service with these steps."""
+
+    def write(steps: list[dict]) -> Path:
+        config = runtime_config(service_settings("web", steps=steps)).model_dump(mode="json")
+        path = tmp_path / "fridaymorning.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
 
 
 def fm(*args: str, config: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -112,11 +93,11 @@ def send_requests(url: str, count: int) -> None:
 
 
 def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
-    tmp_path: Path, free_port, haproxy_binary
+    tmp_path: Path, write_config, haproxy_binary
 ) -> None:
     """`fm deploy v2 --wait` exits 0 once promoted; `fm status --json` shows v2 stable; SIGTERM on
     `fm up` stops HAProxy and every instance."""
-    config = write_config(tmp_path, free_port, [{"weight": 50, "min_duration_s": 2, "min_requests": 30}])
+    config = write_config([{"weight": 50, "min_duration_s": 2, "min_requests": 30}])
     up = RunningUp(config)
     try:
         children = descendants(up.process.pid)
@@ -136,9 +117,9 @@ def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
     assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
 
 
-def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, free_port, haproxy_binary) -> None:
+def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, haproxy_binary) -> None:
     """A second deploy is refused with the reason; `fm abort` ends the first, and its `--wait` exits 4."""
-    config = write_config(tmp_path, free_port, [{"weight": 10, "min_duration_s": 60, "min_requests": 10_000}])
+    config = write_config([{"weight": 10, "min_duration_s": 60, "min_requests": 10_000}])
     up = RunningUp(config)
     try:
         waiting = subprocess.Popen(
@@ -165,9 +146,9 @@ def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, free_port, haproxy_
         up.stop()
 
 
-def test_state_changes_need_the_token(tmp_path: Path, free_port, haproxy_binary) -> None:
+def test_state_changes_need_the_token(tmp_path: Path, write_config, haproxy_binary) -> None:
     """Without the bearer token a deploy is refused with 401; with a bad version it is a 4xx with a reason."""
-    config = write_config(tmp_path, free_port, [{"weight": 10}])
+    config = write_config([{"weight": 10}])
     up = RunningUp(config)
     try:
         anonymous = httpx.post(up.api + "/services/web/deploy", json={"version": "v2"})
@@ -185,11 +166,11 @@ def test_state_changes_need_the_token(tmp_path: Path, free_port, haproxy_binary)
         up.stop()
 
 
-def test_port_in_use_is_a_clear_error(tmp_path: Path, free_port, haproxy_binary) -> None:
+def test_port_in_use_is_a_clear_error(tmp_path: Path, write_config, haproxy_binary) -> None:
     """`fm up` whose frontend port is taken exits 1 and says which port and what wanted it."""
     import socket
 
-    config = write_config(tmp_path, free_port, [{"weight": 10}])
+    config = write_config([{"weight": 10}])
     frontend = yaml.safe_load(config.read_text())["services"][0]["frontend"]
     host, port = frontend.rsplit(":", 1)
     with socket.socket() as taken:
@@ -202,9 +183,9 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, free_port, haproxy_binary)
     assert f"{host}:{port}" in result.stderr and "already in use" in result.stderr
 
 
-def test_missing_haproxy_gives_install_advice(tmp_path: Path, free_port) -> None:
+def test_missing_haproxy_gives_install_advice(tmp_path: Path, write_config) -> None:
     """A config naming a haproxy binary that does not exist makes `fm up` say how to install it."""
-    config = write_config(tmp_path, free_port, [{"weight": 10}])
+    config = write_config([{"weight": 10}])
     text = yaml.safe_load(config.read_text())
     text["haproxy"] = {"binary": "haproxy-not-installed"}
     config.write_text(yaml.safe_dump(text))
@@ -213,9 +194,9 @@ def test_missing_haproxy_gives_install_advice(tmp_path: Path, free_port) -> None
     assert "apt-get install -y haproxy" in result.stderr
 
 
-def test_validate_exit_codes(tmp_path: Path, free_port) -> None:
+def test_validate_exit_codes(tmp_path: Path, write_config) -> None:
     """`fm validate`: 0 on a good file, 2 with file:line: field on a bad one; `fm init` writes a good one."""
-    config = write_config(tmp_path, free_port, [{"weight": 10}])
+    config = write_config([{"weight": 10}])
     assert subprocess.run([*FM, "validate", str(config)], capture_output=True, check=False).returncode == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text(config.read_text().replace("weight: 10", "weight: 0"))

@@ -4,63 +4,19 @@ request counts from the logs equal HAProxy's own `show stat` totals."""
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
-from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.runtime import Runtime
 
 pytestmark = pytest.mark.haproxy
 
-# Runs the demo app, failing every request when the version's name starts with "broken".
-VERSIONED_APP = (
-    "import os, runpy, sys\n"
-    "port, version = sys.argv[1], sys.argv[2]\n"
-    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
-    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
-    "sys.argv = ['app', '--port', port, '--version', version]\n"
-    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
-)
-
-
-def runtime_config(tmp_path: Path, free_port, haproxy_binary: str) -> Config:
-    return Config.model_validate(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "haproxy": {"binary": haproxy_binary},
-            "collector": {"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
-            "api": {"listen": f"127.0.0.1:{free_port()}"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{free_port()}",
-                    "stable": "v1",
-                    "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
-                    "rollout": {
-                        "steps": [
-                            {"weight": 20, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},
-                            {"weight": 50, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},
-                        ]
-                    },
-                    "analysis": {"min_requests": 50},
-                }
-            ],
-        }
-    )
-
 
 @pytest.fixture
-async def runtime(tmp_path: Path, free_port, haproxy_binary: str):
-    runtime = Runtime(runtime_config(tmp_path, free_port, haproxy_binary))
-    try:
-        await runtime.start()
-        yield runtime
-    finally:
-        await runtime.stop()
+async def runtime(runtime_config, start_runtime) -> Runtime:
+    return await start_runtime(runtime_config())
 
 
 async def test_canary_answering_500_is_rolled_back(runtime: Runtime) -> None:

@@ -39,6 +39,7 @@ from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
 from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.platform.base import Platform
+from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
 from fridaymorning.store.base import MetricStore
 
@@ -46,9 +47,6 @@ log = logging.getLogger(__name__)
 
 # How long new servers may take to pass HAProxy's health checks once added.
 SERVERS_UP_TIMEOUT_S = 15.0
-
-# Suffix of the extra backend that receives the requests an A/B rollout routes to the canary.
-AB_BACKEND_SUFFIX = "__ab"
 
 
 def plan_of(service: ServiceConfig) -> Plan:
@@ -105,7 +103,7 @@ class JudgedSeries:
 def judged_series(service: ServiceConfig, rollout: RolloutState) -> JudgedSeries:
     """The series the controller judges for `rollout`, as `fm replay` must read them again."""
     strategy = service.rollout.strategy
-    canary_backend = service.name + AB_BACKEND_SUFFIX if strategy == "ab" else service.name
+    canary_backend = ab_backend(service.name) if strategy == "ab" else service.name
     fresh = service.rollout.fresh_baseline
     baseline_version = baseline_label(rollout.baseline) if fresh else rollout.baseline
     # Blue/green: blue serves nothing once green takes over, so there is nothing to compare with.
@@ -171,7 +169,7 @@ class ServiceController:
     @property
     def canary_backend(self) -> str:
         """Where canary servers live: the A/B backend for `ab`, else the service's backend."""
-        return self.backend + AB_BACKEND_SUFFIX if self.ab else self.backend
+        return ab_backend(self.backend) if self.ab else self.backend
 
     # --- lifecycle -------------------------------------------------------------------------------
 

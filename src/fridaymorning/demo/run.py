@@ -84,8 +84,8 @@ def demo_config(state_dir: Path) -> Config:
 class BackgroundTraffic:
     """The traffic generator in a thread of its own, so its load does not slow the controller's loop."""
 
-    def __init__(self, url: str, rate: float) -> None:
-        self.generator = TrafficGenerator(url, rate_per_s=rate, concurrency=32)
+    def __init__(self, url: str, rate: float, headers: dict[str, str] | None = None) -> None:
+        self.generator = TrafficGenerator(url, rate_per_s=rate, concurrency=32, headers=headers)
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)

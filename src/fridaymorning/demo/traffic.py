@@ -61,6 +61,7 @@ class TrafficGenerator:
         concurrency: int = 16,
         max_requests: int | None = None,
         *,
+        headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if rate_per_s <= 0 or concurrency < 1:
@@ -70,6 +71,7 @@ class TrafficGenerator:
         self.concurrency = concurrency
         self.max_requests = max_requests
         self._transport = transport
+        self.headers = dict(headers or {})  # sent with every request, e.g. an A/B routing header
         self._tally: dict[str, dict[str, int]] = {}
         # snapshot() may be called from another thread than the one running the loop (the demo does).
         self._tally_lock = threading.Lock()
@@ -147,7 +149,7 @@ class TrafficGenerator:
 
     async def _one_request(self, client: httpx.AsyncClient) -> None:
         try:
-            response = await client.get(self.url)
+            response = await client.get(self.url, headers=self.headers)
         except httpx.HTTPError:
             self._count(NO_VERSION, transport_error=True)
             return
