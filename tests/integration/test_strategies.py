@@ -1,0 +1,150 @@
+"""Each rollout strategy against a real HAProxy, real instances and the real collector."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from fridaymorning.controller.phases import RolloutPhase
+from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.runtime import Runtime
+
+pytestmark = pytest.mark.haproxy
+
+
+def frontend_url(runtime: Runtime, service: str = "web") -> str:
+    return f"http://{runtime.config.service(service).frontend}/"
+
+
+async def deploy(runtime: Runtime, version: str, service: str = "web", timeout: float = 60) -> Any:
+    controller = runtime.controllers[service]
+    controller.deploy(version)
+    return await asyncio.wait_for(controller.wait(), timeout)
+
+
+async def test_blue_green_promotes_a_good_green(runtime_config, service_settings, start_runtime) -> None:
+    """Blue/green: green takes all traffic at once, passes its window, and blue is stopped."""
+    settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": 4})
+    runtime = await start_runtime(runtime_config(settings))
+    traffic = BackgroundTraffic(frontend_url(runtime), rate=120)
+    traffic.start()
+    try:
+        final = await deploy(runtime, "v2")
+    finally:
+        tally = traffic.stop()
+    assert final.phase is RolloutPhase.PROMOTED, final.reason
+    assert runtime.router is not None
+    assert set(await runtime.router.get_weights("web")) == {"v2-1"}
+    assert tally["v1"]["errors"] == tally["v2"]["errors"] == 0
+
+
+async def test_blue_green_rolls_back_a_bad_green_at_once(
+    runtime_config, service_settings, start_runtime
+) -> None:
+    """A failing green gives all traffic back to blue; blue keeps serving without errors."""
+    settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": 30})
+    runtime = await start_runtime(runtime_config(settings))
+    traffic = BackgroundTraffic(frontend_url(runtime), rate=120)
+    traffic.start()
+    try:
+        final = await deploy(runtime, "broken2")
+    finally:
+        tally = traffic.stop()
+    assert final.phase is RolloutPhase.ROLLED_BACK
+    assert final.finished_at - final.started_at < 15
+    assert runtime.router is not None
+    assert set(await runtime.router.get_weights("web")) == {"v1-1"}
+    assert tally["v1"]["errors"] == 0
+
+
+async def test_ab_sends_only_matched_requests_to_the_canary(
+    runtime_config, service_settings, start_runtime
+) -> None:
+    """A/B: requests with the header reach the canary, all others stay on stable, until promotion."""
+    settings = service_settings(strategy="ab", ab={"header": "X-Canary", "value": "1"})
+    runtime = await start_runtime(runtime_config(settings))
+    plain = BackgroundTraffic(frontend_url(runtime), rate=100)
+    matched = BackgroundTraffic(frontend_url(runtime), rate=60, headers={"X-Canary": "1"})
+    plain.start()
+    matched.start()
+    controller = runtime.controllers["web"]
+    try:
+        controller.deploy("v2")
+        await asyncio.sleep(4)
+        during = (dict(plain.generator.snapshot()), dict(matched.generator.snapshot()))
+        final = await asyncio.wait_for(controller.wait(), 60)
+    finally:
+        plain.stop()
+        matched.stop()
+    assert final.phase is RolloutPhase.PROMOTED, final.reason
+    plain_during, matched_during = during
+    assert "v2" not in plain_during
+    assert matched_during.get("v2", {}).get("requests", 0) > 0
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(frontend_url(runtime))).headers["X-Version"] == "v2"
+
+
+async def test_fresh_baseline_runs_beside_the_canary(runtime_config, service_settings, start_runtime) -> None:
+    """With fresh_baseline, new v1 instances serve at the canary's weight, and are gone after promotion."""
+    runtime = await start_runtime(runtime_config(service_settings(fresh_baseline=True)))
+    traffic = BackgroundTraffic(frontend_url(runtime), rate=150)
+    traffic.start()
+    controller = runtime.controllers["web"]
+    assert runtime.router is not None
+    try:
+        controller.deploy("v2")
+        await asyncio.sleep(3)
+        weights = await runtime.router.get_weights("web")
+        final = await asyncio.wait_for(controller.wait(), 60)
+    finally:
+        tally = traffic.stop()
+    assert weights["v1__baseline-1"] == weights["v2-1"] > 0
+    assert weights["v1-1"] > weights["v2-1"]
+    assert final.phase is RolloutPhase.PROMOTED, final.reason
+    assert set(await runtime.router.get_weights("web")) == {"v2-1"}
+    assert tally["v1"]["errors"] == 0
+
+
+async def test_affinity_keeps_a_user_on_one_version(runtime_config, service_settings, start_runtime) -> None:
+    """With affinity, a client holding the cookie sees one version for every request at 50/50."""
+    steps = [{"weight": 50, "min_duration_s": 60, "max_duration_s": 120, "min_requests": 10_000}]
+    settings = service_settings(steps=steps, affinity={"cookie": "FMSERVER"})
+    runtime = await start_runtime(runtime_config(settings))
+    controller = runtime.controllers["web"]
+    rollout = controller.deploy("v2")
+    for _ in range(100):
+        current = runtime.states.rollout(rollout.id)
+        if current is not None and current.phase is RolloutPhase.PROGRESSING:
+            break
+        await asyncio.sleep(0.1)
+    async with httpx.AsyncClient() as sticky, httpx.AsyncClient() as fresh:
+        seen_sticky = {(await sticky.get(frontend_url(runtime))).headers["X-Version"] for _ in range(20)}
+        seen_fresh = set()
+        for _ in range(20):
+            fresh.cookies.clear()
+            seen_fresh.add((await fresh.get(frontend_url(runtime))).headers["X-Version"])
+    assert len(seen_sticky) == 1
+    assert seen_fresh == {"v1", "v2"}
+    controller.command(rollout.id, "abort")
+    final = await asyncio.wait_for(controller.wait(), 30)
+    assert final.phase is RolloutPhase.ABORTED
+
+
+async def test_two_services_roll_out_independently(runtime_config, service_settings, start_runtime) -> None:
+    """Two services in one config: a bad rollout of one does not touch the other, which is promoted."""
+    runtime = await start_runtime(runtime_config(service_settings("web"), service_settings("api")))
+    web = BackgroundTraffic(frontend_url(runtime, "web"), rate=100)
+    api = BackgroundTraffic(frontend_url(runtime, "api"), rate=100)
+    web.start()
+    api.start()
+    try:
+        results = await asyncio.gather(deploy(runtime, "broken3", "web"), deploy(runtime, "v2", "api"))
+    finally:
+        web_tally, api_tally = web.stop(), api.stop()
+    assert [result.phase for result in results] == [RolloutPhase.ROLLED_BACK, RolloutPhase.PROMOTED]
+    assert runtime.controllers["web"].stable_version == "v1"
+    assert runtime.controllers["api"].stable_version == "v2"
+    assert web_tally["v1"]["errors"] == 0 and "broken3" not in api_tally
