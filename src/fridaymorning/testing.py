@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -304,3 +308,69 @@ class WebhookReceiver:
                 pass  # keep test output quiet
 
         return Handler
+
+
+# `fm` as a user runs it, with the interpreter of this environment.
+FM = [sys.executable, "-m", "fridaymorning"]
+
+
+def run_fm(*args: str, config: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run one `fm` command with `--config`, capturing its output."""
+    return subprocess.run(
+        [*FM, *args, "--config", str(config)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+class FmUpProcess:
+    """`fm up` in a subprocess, waited for until its API answers. Its output goes to `<config>.up.log`."""
+
+    def __init__(self, config: str | Path, timeout_s: float = 30) -> None:
+        import httpx
+        import yaml
+
+        self.config = Path(config)
+        settings = yaml.safe_load(self.config.read_text())
+        self.api = f"http://{settings['api']['listen']}/api/v1"
+        self.frontend = f"http://{settings['services'][0]['frontend']}/"
+        self.log_path = self.config.with_suffix(".up.log")
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([*FM, "up", "--config", str(self.config)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"fm up exited: {self.log_path.read_text()}")
+            try:
+                httpx.get(self.api + "/status", timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise AssertionError(f"fm up did not answer within {timeout_s} s: {self.log_path.read_text()}")
+
+    def stop(self) -> int:
+        """SIGTERM, as a user's Ctrl-C or a service manager would; the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        """kill -9: no cleanup at all, as in a crash."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of every live process whose parent chain reaches `pid`."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == current]
+        found += children
+        frontier += children
+    return found

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +13,9 @@ import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.testing import FM, FmUpProcess, descendants, run_fm
 
 pytestmark = pytest.mark.haproxy
-
-FM = [sys.executable, "-m", "fridaymorning"]
 
 
 @pytest.fixture
@@ -34,58 +31,6 @@ def write_config(tmp_path: Path, runtime_config, service_settings):
     return write
 
 
-def fm(*args: str, config: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*FM, *args, "--config", str(config)], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-class RunningUp:
-    """`fm up` in a subprocess, waited for until its API answers."""
-
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        settings = yaml.safe_load(config.read_text())
-        self.api = f"http://{settings['api']['listen']}/api/v1"
-        self.frontend = f"http://{settings['services'][0]['frontend']}/"
-        self.process = subprocess.Popen(
-            [*FM, "up", "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"fm up exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                httpx.get(self.api + "/status", timeout=1)
-                return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError("fm up did not answer within 30 s")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
-
-
-def descendants(pid: int) -> list[int]:
-    """Pids of every live process whose parent chain reaches `pid`."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        children = [child for child, parent in parents.items() if parent == current]
-        found += children
-        frontier += children
-    return found
-
-
 def send_requests(url: str, count: int) -> None:
     with httpx.Client(timeout=2) as client:
         for _ in range(count):
@@ -98,19 +43,19 @@ def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
     """`fm deploy v2 --wait` exits 0 once promoted; `fm status --json` shows v2 stable; SIGTERM on
     `fm up` stops HAProxy and every instance."""
     config = write_config([{"weight": 50, "min_duration_s": 2, "min_requests": 30}])
-    up = RunningUp(config)
+    up = FmUpProcess(config)
     try:
         children = descendants(up.process.pid)
         assert len(children) >= 2  # haproxy master + worker, and the v1 instance
         traffic = BackgroundTraffic(up.frontend, rate=150)
         traffic.start()
         try:
-            deployed = fm("deploy", "v2", "--wait", "--json", config=config, timeout=90)
+            deployed = run_fm("deploy", "v2", "--wait", "--json", config=config, timeout=90)
         finally:
             traffic.stop()
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         assert json.loads(deployed.stdout.strip().splitlines()[-1])["phase"] == "promoted"
-        status = fm("status", "--json", config=config)
+        status = run_fm("status", "--json", config=config)
         assert json.loads(status.stdout)["services"][0]["stable"] == "v2"
     finally:
         assert up.stop() == 0
@@ -120,7 +65,7 @@ def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
 def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, haproxy_binary) -> None:
     """A second deploy is refused with the reason; `fm abort` ends the first, and its `--wait` exits 4."""
     config = write_config([{"weight": 10, "min_duration_s": 60, "min_requests": 10_000}])
-    up = RunningUp(config)
+    up = FmUpProcess(config)
     try:
         waiting = subprocess.Popen(
             [*FM, "deploy", "v2", "--wait", "--json", "--config", str(config)],
@@ -134,13 +79,13 @@ def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, hapro
             if rollouts and rollouts[0]["phase"] == "progressing":
                 break
             time.sleep(0.2)
-        second = fm("deploy", "v3", config=config)
+        second = run_fm("deploy", "v3", config=config)
         assert second.returncode == 1
         assert "refused" in second.stderr and "still progressing" in second.stderr
-        aborted = fm("abort", config=config)
+        aborted = run_fm("abort", config=config)
         assert aborted.returncode == 0, aborted.stderr
         assert waiting.wait(timeout=30) == 4
-        promote_after = fm("promote", config=config)
+        promote_after = run_fm("promote", config=config)
         assert promote_after.returncode == 1 and "no rollout" in promote_after.stderr
     finally:
         up.stop()
@@ -149,7 +94,7 @@ def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, hapro
 def test_state_changes_need_the_token(tmp_path: Path, write_config, haproxy_binary) -> None:
     """Without the bearer token a deploy is refused with 401; with a bad version it is a 4xx with a reason."""
     config = write_config([{"weight": 10}])
-    up = RunningUp(config)
+    up = FmUpProcess(config)
     try:
         anonymous = httpx.post(up.api + "/services/web/deploy", json={"version": "v2"})
         assert anonymous.status_code == 401

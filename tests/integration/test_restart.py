@@ -1,0 +1,76 @@
+"""kill -9 of `fm up` mid-rollout: HAProxy and the instances keep serving, and a restarted `fm up`
+adopts them and resumes the rollout where it was."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.testing import FmUpProcess, descendants, run_fm
+
+pytestmark = pytest.mark.haproxy
+
+
+def wait_for_phase(api: str, rollout_id: int, phases: set[str], timeout_s: float = 30) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rollout = httpx.get(f"{api}/rollouts/{rollout_id}", timeout=2).json()
+        if rollout["phase"] in phases:
+            return rollout
+        time.sleep(0.2)
+    raise AssertionError(f"rollout {rollout_id} never reached {phases}")
+
+
+def test_kill_9_keeps_serving_and_the_rollout_resumes(
+    tmp_path: Path, runtime_config, service_settings, haproxy_binary
+) -> None:
+    """After kill -9 of fm up at step 1, no request fails; the restarted fm up adopts HAProxy and the
+    instances, resumes the rollout at the same weight, and an orderly stop leaves no process."""
+    steps = [
+        {"weight": 30, "min_duration_s": 600, "max_duration_s": 900, "min_requests": 50},
+        {"weight": 60, "min_duration_s": 2, "min_requests": 50},
+    ]
+    config = tmp_path / "fridaymorning.yaml"
+    config.write_text(yaml.safe_dump(runtime_config(service_settings(steps=steps)).model_dump(mode="json")))
+    first = FmUpProcess(config)
+    data_plane = descendants(first.process.pid)
+    traffic = BackgroundTraffic(first.frontend, rate=100)
+    traffic.start()
+    second = None
+    try:
+        assert run_fm("deploy", "v2", config=config).returncode == 0
+        rollout = httpx.get(f"{first.api}/rollouts", timeout=2).json()[0]
+        wait_for_phase(first.api, rollout["id"], {"progressing"})
+        data_plane = descendants(first.process.pid)
+        first.kill()
+        time.sleep(3)  # HAProxy and the instances serve alone
+        assert all(Path(f"/proc/{pid}").exists() for pid in data_plane)
+        second = FmUpProcess(config)
+        resumed = wait_for_phase(second.api, rollout["id"], {"progressing"})
+        assert resumed["canary_weight"] == 30
+        assert "resumed" in [event["kind"] for event in resumed["events"]]
+        assert run_fm("promote", "--full", config=config).returncode == 0
+        final = wait_for_phase(second.api, rollout["id"], {"promoted", "rolled_back", "aborted"})
+        assert final["phase"] == "promoted", final["reason"]
+    finally:
+        tally = traffic.stop()
+        if second is not None:
+            second.stop()
+    assert sum(counts["errors"] + counts["transport_errors"] for counts in tally.values()) == 0, tally
+    assert tally["v1"]["requests"] > 0 and tally["v2"]["requests"] > 0
+    time.sleep(0.5)
+    assert [pid for pid in data_plane if is_running(pid)] == []
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (this sandbox's init may not reap orphans)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
