@@ -274,8 +274,14 @@ class ServiceConfig(StrictModel):
 
 
 class CollectorConfig(StrictModel):
-    """Where the collector receives HAProxy's syslog datagrams."""
+    """Where the collector receives HAProxy's request logs.
 
+    `udp`: one datagram per request; HAProxy never blocks and drops when the socket is full (counted).
+    `tcp`: HAProxy buffers lines in a `ring` and forwards them over TCP: lossless unless the ring
+    itself overflows, which HAProxy reports and the collector counts.
+    """
+
+    protocol: Literal["udp", "tcp"] = "udp"
     listen: str = "127.0.0.1:5140"
     lateness_s: float = Field(default=1.0, ge=0, le=30, description="how long a second stays open")
     reconcile_interval_s: float = Field(

@@ -26,7 +26,7 @@ from fridaymorning.config import Config, parse_address
 from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import PortInUseError
-from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.ingest.syslog import TcpCollector, UdpCollector
 from fridaymorning.models import Window
 from fridaymorning.platform.local import LocalPlatform
 from fridaymorning.registry import resolve
@@ -74,7 +74,7 @@ class Runtime:
         self.controllers: dict[str, ServiceController] = {}
         self.metrics: MetricStore | None = None
         self.states: StateStore
-        self.collector: UdpCollector | None = None
+        self.collector: UdpCollector | TcpCollector | None = None
         self.haproxy: HAProxyProcess | None = None
         self.router: HAProxyRouter | None = None
         self.platforms: list[LocalPlatform] = []
@@ -95,7 +95,8 @@ class Runtime:
 
     def check_ports(self) -> None:
         """The ports `fm up` itself binds (HAProxy's frontends are checked when HAProxy is started)."""
-        ensure_port_free(self.config.collector.listen, "the collector", socket.SOCK_DGRAM)
+        kind = socket.SOCK_STREAM if self.config.collector.protocol == "tcp" else socket.SOCK_DGRAM
+        ensure_port_free(self.config.collector.listen, "the collector", kind)
         ensure_port_free(self.config.api.listen, "the API")
 
     def check_frontend_ports(self) -> None:
@@ -104,11 +105,11 @@ class Runtime:
 
     async def start_collector(self) -> None:
         host, port = parse_address(self.config.collector.listen)
-        self.collector = UdpCollector(
-            host, port, self.write_windows, lateness_s=self.config.collector.lateness_s
-        )
+        protocol = self.config.collector.protocol
+        receiver = TcpCollector if protocol == "tcp" else UdpCollector
+        self.collector = receiver(host, port, self.write_windows, lateness_s=self.config.collector.lateness_s)
         await self.collector.start()
-        self.announce(f"collector listening on udp://{host}:{port}")
+        self.announce(f"collector listening on {protocol}://{host}:{port}")
 
     async def write_windows(self, windows: list[Window]) -> None:
         """The collector's sink: windows go to the store off the event loop."""

@@ -38,8 +38,13 @@ async def test_canary_answering_500_is_rolled_back(runtime: Runtime) -> None:
     assert tally["v1"]["errors"] == 0
 
 
-async def test_logged_requests_equal_haproxy_counters(runtime: Runtime) -> None:
-    """The requests the collector counted per server, from HAProxy's logs, equal `show stat`'s totals."""
+@pytest.mark.parametrize("protocol", ["udp", "tcp"])
+async def test_logged_requests_equal_haproxy_counters(runtime_config, start_runtime, protocol: str) -> None:
+    """The requests the collector counted per server from HAProxy's logs, by UDP or through a ring
+    over TCP, equal `show stat`'s totals."""
+    config = runtime_config()
+    config.collector.protocol = protocol  # type: ignore[assignment]
+    runtime = await start_runtime(config)
     traffic = BackgroundTraffic(f"http://{runtime.config.services[0].frontend}/", rate=200)
     traffic.generator.max_requests = 600
     traffic.start()

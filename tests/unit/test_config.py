@@ -20,28 +20,35 @@ def test_example_config_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "line", "field"),
+    ("old", "new", "anchor", "field"),
     [
-        ("weight: 25", "weight: 250", 41, "services[0].rollout.steps[1].weight"),
-        ("frontend: 127.0.0.1:8080", "frontend: nope", 26, "services[0].frontend"),
-        ("  binary: haproxy", "  binry: haproxy", 8, "haproxy.binry"),
-        ("stable: v1 ", "stable: 'v 1' ", 27, "services[0].stable"),
-        ('"{port}"', '"8080"', 31, "services[0].platform.command"),
-        ("url: sqlite:///metrics.db", "url: mysql://db/metrics", 19, "store.url"),
-        ("weight: 50, min_duration_s: 60", "weight: 20, min_duration_s: 60", 39, "services[0].rollout.steps"),
+        ("weight: 25", "weight: 250", "weight: 250", "services[0].rollout.steps[1].weight"),
+        ("frontend: 127.0.0.1:8080", "frontend: nope", "frontend: nope", "services[0].frontend"),
+        ("  binary: haproxy", "  binry: haproxy", "binry", "haproxy.binry"),
+        ("stable: v1 ", "stable: 'v 1' ", "stable: 'v 1'", "services[0].stable"),
+        ('"{port}"', '"8080"', '"8080"', "services[0].platform.command"),
+        ("url: sqlite:///metrics.db", "url: mysql://db/metrics", "mysql://", "store.url"),
+        (
+            "weight: 50, min_duration_s: 60",
+            "weight: 20, min_duration_s: 60",
+            "steps:",
+            "services[0].rollout.steps",
+        ),
         (
             "max_duration_s: 600, min_requests: 200",
             "max_duration_s: 6, min_requests: 200",
-            40,
+            "max_duration_s: 6,",
             "services[0].rollout.steps[0]",
         ),
     ],
 )
-def test_errors_name_file_line_and_field(old: str, new: str, line: int, field: str) -> None:
-    """Each invalid setting is reported with the file name, its line, and its dotted field path."""
+def test_errors_name_file_line_and_field(old: str, new: str, anchor: str, field: str) -> None:
+    """Each invalid setting is reported with the file name, the line it is on, and its dotted field path."""
     assert old in EXAMPLE
+    text = EXAMPLE.replace(old, new, 1)
+    line = next(number for number, content in enumerate(text.splitlines(), 1) if anchor in content)
     with pytest.raises(ConfigError) as raised:
-        parse_config(EXAMPLE.replace(old, new, 1), "fridaymorning.yaml")
+        parse_config(text, "fridaymorning.yaml")
     message = str(raised.value)
     assert message.startswith(f"fridaymorning.yaml:{line}: {field}"), message
 
@@ -86,3 +93,61 @@ def second_service() -> str:
         "    platform: {command: [app, '{port}']}\n"
         "    rollout: {steps: [{weight: 50}]}\n"
     )
+
+
+def rollout_error(rollout_yaml: str) -> str:
+    """The error message of the example config with its rollout section replaced."""
+    text = EXAMPLE
+    start = text.index("    rollout:")
+    end = text.index("    analysis:")
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text[:start] + rollout_yaml + text[end:], "f.yaml")
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "message"),
+    [
+        ("    rollout: {strategy: ab, steps: [{weight: 10}]}\n", "strategy 'ab' needs an 'ab' section"),
+        ("    rollout: {steps: [{weight: 10}, {weight: 60}], fresh_baseline: true}\n", "at most 50"),
+        ("    rollout: {steps: [{weight: 10}], step_weight: 10, max_weight: 50}\n", "not both"),
+        ("    rollout: {}\n", "give 'steps'"),
+        ("    rollout: {steps: [{weight: 10}], ab: {header: X, cookie: y, value: '1'}}\n", "exactly one"),
+        ("    rollout: {steps: [{weight: 10}], affinity: {cookie: 'bad cookie'}}\n", "affinity.cookie"),
+    ],
+)
+def test_strategy_errors(rollout: str, message: str) -> None:
+    """Inconsistent strategy settings are refused with a reason."""
+    assert message in rollout_error(rollout)
+
+
+def test_step_weight_and_max_weight_generate_steps() -> None:
+    """step_weight/max_weight (Flagger's spelling) expand into steps, the last one at max_weight."""
+    text = EXAMPLE[: EXAMPLE.index("    rollout:")] + (
+        "    rollout: {step_weight: 15, max_weight: 50, step_min_duration_s: 10, step_min_requests: 300}\n"
+    )
+    steps = parse_config(text, "f.yaml").services[0].rollout.steps
+    assert [(s.weight, s.min_duration_s, s.min_requests) for s in steps] == [
+        (15, 10, 300),
+        (30, 10, 300),
+        (45, 10, 300),
+        (50, 10, 300),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("hook", "message"),
+    [
+        ("{name: h, kind: rollout}", "exactly one of 'url', 'command' or 'load_test'"),
+        ("{name: h, kind: rollout, url: 'http://x', command: [a]}", "exactly one"),
+        ("{name: h, kind: pre_rollout, load_test: {rate_per_s: 5}}", "must be of kind 'rollout'"),
+        ("{name: h, kind: sometimes, command: [a]}", "hooks[0].kind"),
+        ("{name: h, kind: rollout, url: 'ftp://x'}", "hooks[0].url"),
+    ],
+)
+def test_hook_errors(hook: str, message: str) -> None:
+    """A hook has exactly one form, a known kind, and an http(s) URL."""
+    text = EXAMPLE + f"    hooks: [{hook}]\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text, "f.yaml")
+    assert message in str(raised.value)

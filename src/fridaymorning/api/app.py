@@ -1,6 +1,7 @@
 """The HTTP API: reads go to the controllers and stores, changes go through the controllers only.
 
-Every state-changing call needs the bearer token. OpenAPI is served at /openapi.json.
+Every state-changing call needs the bearer token. OpenAPI is served at /openapi.json, and documents
+every answer a call can get: a refused call gets a 4xx whose `detail` says why.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from fridaymorning import __version__
@@ -26,6 +29,8 @@ from fridaymorning.store.base import MetricStore
 KEEPALIVE_S = 15.0
 # The most seconds one metrics query may span.
 MAX_QUERY_SPAN_S = 24 * 3600
+# Rollout ids and seconds are SQLite INTEGERs: larger numbers cannot even be looked up.
+SQLITE_MAX_INTEGER = 2**63 - 1
 
 Action = Literal["promote", "abort", "approve", "pause", "resume"]
 
@@ -42,6 +47,31 @@ class RuntimeView(Protocol):
 
 class DeployRequest(BaseModel):
     version: str = Field(min_length=1, max_length=64)
+
+
+class Refusal(BaseModel):
+    """Why a call was refused."""
+
+    detail: str
+
+
+def refusal(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a refusal."""
+    return {"model": Refusal, "description": description}
+
+
+UNAUTHORIZED = {401: refusal("No valid bearer token")}
+NO_SERVICE = {404: refusal("No service of that name")}
+NO_ROLLOUT = {404: refusal("No rollout with that id, or its service is no longer configured")}
+REFUSED = {409: refusal("Refused in the rollout's current phase, or the version breaks the version rule")}
+BAD_BODY = {400: refusal("The body could not be read")}
+UNAVAILABLE = {503: refusal("The metric store is not open, or failed")}
+
+# Declares the token in the OpenAPI document; `require_token` does the checking.
+BEARER = HTTPBearer(auto_error=False, description="the API token `fm up` wrote to its state directory")
+
+RolloutId = Annotated[int, Path(ge=1, le=SQLITE_MAX_INTEGER, description="a rollout's id")]
+Second = Annotated[int, Query(ge=0, le=SQLITE_MAX_INTEGER, description="a Unix time, in seconds")]
 
 
 class EventHub:
@@ -76,10 +106,15 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     """The API of one running `fm up`."""
     app = FastAPI(title="fridaymorning", version=__version__)
     hub = EventHub(runtime.states)
-
-    def require_token(request: Request) -> None:
-        if not token_matches(request.headers.get("authorization"), token):
-            raise HTTPException(401, "a valid bearer token is required for this call")
+    def require_token(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+    ) -> None:
+        header = request.headers.get("authorization")
+        # Headers arrive decoded as latin-1; the token is ASCII, and compare_digest refuses non-ASCII text.
+        if header is None or not header.isascii() or not token_matches(header, token):
+            raise HTTPException(
+                401, "a valid bearer token is required for this call", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     def controller_of(service: str) -> ServiceController:
         controller = runtime.controllers.get(service)
@@ -97,6 +132,10 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     @app.exception_handler(RolloutError)
     async def refused(_: Request, error: RolloutError) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(FridayMorningError)
+    async def failed(_: Request, error: FridayMorningError) -> JSONResponse:
+        return JSONResponse({"detail": f"the controller could not do this: {error}"}, status_code=503)
 
     # Handlers are coroutines on purpose: they run on the controllers' event loop, where a deploy
     # starts its rollout task. Their store reads are short SQLite queries.
@@ -118,16 +157,17 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
             for name, controller in runtime.controllers.items()
         ]
 
-    @app.get("/api/v1/services/{service}/metrics")
+    @app.get("/api/v1/services/{service}/metrics", responses={**NO_SERVICE, **UNAVAILABLE})
     async def metrics(
-        service: str,
-        version: str = Query(min_length=1, max_length=64),
-        start: int = Query(ge=0),
-        end: int = Query(ge=0),
+        service: str, start: Second, end: Second, version: str = Query(min_length=1, max_length=64)
     ) -> dict[str, Any]:
         controller_of(service)
         if not 0 < end - start <= MAX_QUERY_SPAN_S:
-            raise HTTPException(422, f"end must be after start, by at most {MAX_QUERY_SPAN_S} s")
+            # Shaped like every other 422, so clients read one error format.
+            reason = f"end must be after start, by at most {MAX_QUERY_SPAN_S} s"
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("query", "end"), "msg": reason, "input": end}]
+            )
         if runtime.metrics is None:
             raise HTTPException(503, "the metric store is not open")
         try:
@@ -152,8 +192,8 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     ) -> list[dict[str, object]]:
         return [rollout_dict(state) for state in runtime.states.rollouts(service, limit)]
 
-    @app.get("/api/v1/rollouts/{rollout_id}")
-    async def rollout(rollout_id: int) -> dict[str, object]:
+    @app.get("/api/v1/rollouts/{rollout_id}", responses=NO_ROLLOUT)
+    async def rollout(rollout_id: RolloutId) -> dict[str, object]:
         state = rollout_or_404(rollout_id)
         return {**rollout_dict(state), "events": runtime.states.events(rollout_id)}
 
@@ -162,19 +202,32 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
         """Server-sent events: every committed rollout event, as it happens."""
         return StreamingResponse(hub.stream(service), media_type="text/event-stream")
 
-    @app.post("/api/v1/services/{service}/deploy", status_code=202, dependencies=[Depends(require_token)])
+    @app.post(
+        "/api/v1/services/{service}/deploy",
+        status_code=202,
+        dependencies=[Depends(require_token)],
+        responses={**BAD_BODY, **UNAUTHORIZED, **NO_SERVICE, **REFUSED},
+    )
     async def deploy(service: str, body: DeployRequest) -> dict[str, object]:
         return rollout_dict(controller_of(service).deploy(body.version))
 
-    @app.post("/api/v1/rollouts/{rollout_id}/retry", status_code=202, dependencies=[Depends(require_token)])
-    async def retry(rollout_id: int) -> dict[str, object]:
+    @app.post(
+        "/api/v1/rollouts/{rollout_id}/retry",
+        status_code=202,
+        dependencies=[Depends(require_token)],
+        responses={**UNAUTHORIZED, **NO_ROLLOUT, **REFUSED},
+    )
+    async def retry(rollout_id: RolloutId) -> dict[str, object]:
         state = rollout_or_404(rollout_id)
         return rollout_dict(controller_of(state.service).retry(rollout_id))
 
     @app.post(
-        "/api/v1/rollouts/{rollout_id}/{action}", status_code=202, dependencies=[Depends(require_token)]
+        "/api/v1/rollouts/{rollout_id}/{action}",
+        status_code=202,
+        dependencies=[Depends(require_token)],
+        responses={**UNAUTHORIZED, **NO_ROLLOUT, **REFUSED},
     )
-    async def act(rollout_id: int, action: Action, full: bool = False) -> dict[str, object]:
+    async def act(rollout_id: RolloutId, action: Action, full: bool = False) -> dict[str, object]:
         state = rollout_or_404(rollout_id)
         command = "promote_full" if action == "promote" and full else action
         return rollout_dict(controller_of(state.service).command(rollout_id, command))

@@ -198,8 +198,9 @@ def _read_lines(
     good &= (_window(data, counts_start, counts_length, _SLASHED_WIDTH) == _SLASH).sum(axis=1) == 4
 
     # Distinct dates and headers are checked once each, like parse_line would read them.
-    date_window = _window(data, date_start + 2, np.full(len(lines), _DATE_CHARS), _DATE_WIDTH)
-    good &= _check_distinct(date_window, np.zeros(len(lines), dtype=np.int64), good, dates.check)
+    date_length = np.full(len(lines), _DATE_CHARS)
+    date_window = _window(data, date_start + 2, date_length, _DATE_WIDTH)
+    good &= _check_distinct(date_window, date_length, good, dates.check)
     header_window = _window(data, starts, header_length, _HEADER_WIDTH)
     good &= ~headed | _check_distinct(header_window, header_length, good & headed, headers.check)
 

@@ -10,30 +10,32 @@ rule DDSketch uses, so the two agree within the sketch's 1%. Timers of -1 (never
 out of that timer's quantiles; a quantile with no sample is None (null in JSON).
 
 Speed (it should stay within 10x of halog): given a file object, the bytes under its text layer are
-read in chunks of a few MB and counted by `fastpath` (httplog and compact lines alike) by raw field
-values, so only distinct values are converted; quantiles are then computed with numpy from the
-value counts. Any line the fast path cannot prove it reads like `parse_line` takes the slow path,
-so the result is the same either way (a test compares them).
+read in chunks of 16 MB. `bulk.scan_httplog` reads the httplog lines of a chunk all at once with
+numpy; the lines it leaves go through `fastpath` (compact lines, counted by raw field values), and
+what remains through `parse_line`. Counts are summed per server with numpy, timers as a dense
+histogram of small values plus sparse (value, count) pairs, and quantiles are computed from those.
+Every line the fast paths cannot prove they read like `parse_line` takes the exact path, so the
+result is the same either way (tests compare them).
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fridaymorning.ingest.aggregate import status_class_index
+from fridaymorning.ingest.bulk import HttplogColumns, scan_httplog
 from fridaymorning.ingest.fastpath import (
     BatchTally,
     DateCache,
     HeaderCache,
     RawCounts,
-    httplog_key_fields,
-    splittable,
     tally_compact_lines,
-    tally_httplog_lines,
 )
 from fridaymorning.ingest.haproxy_log import is_failure, parse_event, parse_line
 from fridaymorning.models import STATUS_CLASSES
@@ -44,32 +46,80 @@ if TYPE_CHECKING:
 QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
 
+_DENSE = 2048  # timer values below this many ms are counted in a dense histogram per server
+_DENSE_SERVERS = 256  # above this many servers in one chunk, every value is counted sparsely
+_STATUS_COUNT = len(STATUS_CLASSES)
+
+
+class _TimerCounts:
+    """Counts of one timer's values (ms, -1 excluded): a dict from the exact path, a dense histogram
+    of values below _DENSE and sparse (values, counts) arrays from the bulk path."""
+
+    __slots__ = ("counts", "dense", "sparse")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.dense: npt.NDArray[np.int64] | None = None
+        self.sparse: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = []
+
+    def add_dense(self, histogram: npt.NDArray[np.int64]) -> None:
+        if self.dense is None:
+            self.dense = histogram.copy()
+        else:
+            self.dense += histogram
+
+    def add_values(self, values: npt.NDArray[np.int64]) -> None:
+        distinct, counts = np.unique(values, return_counts=True)
+        self.sparse.append((distinct, counts.astype(np.int64)))
+
+    def quantiles(self) -> dict[str, int | None]:
+        values = [np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts))]
+        weights = [np.fromiter(self.counts.values(), dtype=np.int64, count=len(self.counts))]
+        if self.dense is not None:
+            present = np.flatnonzero(self.dense)
+            values.append(present.astype(np.int64))
+            weights.append(self.dense[present])
+        for distinct, counts in self.sparse:
+            values.append(distinct)
+            weights.append(counts)
+        return _weighted_quantiles(np.concatenate(values), np.concatenate(weights))
+
+
 class _ServerTally:
     """Running counts of one (backend, server)."""
 
-    __slots__ = ("failed", "requests", "status", "ta_counts", "tr_counts")
+    __slots__ = ("failed", "requests", "status", "ta", "tr")
 
     def __init__(self) -> None:
         self.requests = 0
-        self.status = [0] * len(STATUS_CLASSES)
+        self.status = [0] * _STATUS_COUNT
         self.failed = 0
-        self.tr_counts: dict[int, int] = {}
-        self.ta_counts: dict[int, int] = {}
+        self.tr = _TimerCounts()
+        self.ta = _TimerCounts()
+
+    @property
+    def tr_counts(self) -> dict[int, int]:
+        return self.tr.counts
+
+    @property
+    def ta_counts(self) -> dict[int, int]:
+        return self.ta.counts
 
 
-_CHUNK_BYTES = 4 * 1024 * 1024
+_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 class _Summary:
     """Running totals of a summary."""
 
-    def __init__(self) -> None:
+    def __init__(self, errors: str = "replace") -> None:
         self.tallies: dict[tuple[str, str], _ServerTally] = {}
         self.lines = 0
         self.requests = 0
         self.rejected = 0
         self.headers = HeaderCache()
         self.dates = DateCache()
+        self.errors = errors  # how the text layer decodes bytes that are not UTF-8
 
     def tally_of(self, backend: str, server: str) -> _ServerTally:
         tally = self.tallies.get((backend, server))
@@ -78,7 +128,7 @@ class _Summary:
         return tally
 
     def add_line(self, raw_line: str) -> None:
-        """The slow path: one line of any kind."""
+        """The exact path: one line of any kind."""
         line = raw_line.rstrip("\r\n")
         if not line.strip():
             return
@@ -93,29 +143,70 @@ class _Summary:
         _count_request(self.tally_of(backend, server), status, tr_ms, ta_ms, termination, 1)
 
     def add_chunk(self, chunk: bytes) -> None:
-        """Lines of a chunk of bytes ending at a line end: fast path if it can, else line by line."""
-        if not (splittable(chunk) and self._add_fast(chunk)):
-            for line in io.StringIO(chunk.decode("utf-8", "replace"), newline=None):
-                self.add_line(line)
+        """The lines of a chunk of bytes ending at a line end (or at the end of the input)."""
+        columns = scan_httplog(chunk, self.headers, self.dates)
+        self.add_columns(columns)
+        self.add_lines(columns.rest)
+        for line in columns.dirty:
+            # Decoded like the text layer would, with its universal newlines ('\r' ends a line too).
+            for text_line in io.StringIO(line.decode("utf-8", self.errors), newline=None):
+                self.add_line(text_line)
 
-    def _add_fast(self, chunk: bytes) -> bool:
-        """Count a `splittable` chunk by raw fields; False (nothing counted) if a field would not convert."""
-        httplog = tally_httplog_lines(chunk.split(b"\n"), self.headers, self.dates)
-        compact = tally_compact_lines(httplog.slow_lines, self.headers)
-        converted = [(httplog_key_fields(key), count) for key, count in httplog.requests.items()]
-        if any(fields is None for fields, _ in converted) or not _compact_convertible(compact):
-            return False
-        for fields, count in converted:
-            assert fields is not None
-            backend, server, status, tr_ms, ta_ms, termination = fields
-            _count_request(self.tally_of(backend, server), status, tr_ms, ta_ms, termination, count)
+    def add_columns(self, columns: HttplogColumns) -> None:
+        """Add the requests read by `bulk.scan_httplog`."""
+        taken = len(columns.target)
+        if not taken:
+            return
+        self.lines += taken
+        self.requests += taken
+        groups = len(columns.targets)
+        tallies = [self.tally_of(*target.decode("ascii").split("/", 1)) for target in columns.targets]
+        target, status = columns.target, columns.status
+        in_range = (status >= 100) & (status < 600)
+        classes = np.where(in_range, status // 100 - 1, _STATUS_COUNT - 1)
+        status_counts = np.bincount(target * _STATUS_COUNT + classes, minlength=groups * _STATUS_COUNT)
+        failed = (in_range & (status >= 500)) | columns.blamed
+        failed_counts = np.bincount(target[failed], minlength=groups).tolist()
+        for group, (tally, counts) in enumerate(
+            zip(tallies, status_counts.reshape(groups, _STATUS_COUNT).tolist(), strict=True)
+        ):
+            tally.requests += sum(counts)
+            tally.status = [mine + theirs for mine, theirs in zip(tally.status, counts, strict=True)]
+            tally.failed += failed_counts[group]
+        for values, timer_of in ((columns.tr, _tr_of), (columns.ta, _ta_of)):
+            measured = values >= 0
+            dense = measured & (values < _DENSE) if groups <= _DENSE_SERVERS else np.zeros_like(measured)
+            if dense.any():
+                histograms = np.bincount(target[dense] * _DENSE + values[dense], minlength=groups * _DENSE)
+                histograms = histograms.reshape(groups, _DENSE)
+                for group in np.flatnonzero(histograms.any(axis=1)).tolist():
+                    timer_of(tallies[group]).add_dense(histograms[group])
+            sparse = measured & ~dense
+            if sparse.any():
+                groups_of, values_of = target[sparse], values[sparse]
+                order = np.argsort(groups_of, kind="stable")
+                groups_of, values_of = groups_of[order], values_of[order]
+                bounds = np.flatnonzero(np.diff(groups_of)) + 1
+                for part_groups, part_values in zip(
+                    np.split(groups_of, bounds), np.split(values_of, bounds), strict=True
+                ):
+                    timer_of(tallies[int(part_groups[0])]).add_values(part_values)
+
+    def add_lines(self, lines: list[bytes]) -> None:
+        """Non-empty ASCII lines without '\r': compact lines by the fast path if it can, others exactly."""
+        if not lines:
+            return
+        compact = tally_compact_lines(lines, self.headers)
+        if not _compact_convertible(compact):
+            for line in lines:
+                self.add_line(line.decode("ascii"))
+            return
         self._add_compact(compact)
-        taken = sum(httplog.requests.values()) + sum(compact.requests.values())
+        taken = sum(compact.requests.values())
         self.lines += taken
         self.requests += taken
         for line in compact.slow_lines:
             self.add_line(line.decode("ascii"))
-        return True
 
     def _add_compact(self, compact: BatchTally) -> None:
         for (_second, backend, server, status, termination), count in compact.requests.items():
@@ -137,6 +228,14 @@ class _Summary:
         }
 
 
+def _tr_of(tally: _ServerTally) -> _TimerCounts:
+    return tally.tr
+
+
+def _ta_of(tally: _ServerTally) -> _TimerCounts:
+    return tally.ta
+
+
 def _compact_convertible(compact: BatchTally) -> bool:
     """Whether every field of the compact lines converts (RawCounts checks exactly that)."""
     return RawCounts().absorb(compact)
@@ -156,8 +255,8 @@ def summarize(lines: Iterable[str]) -> dict[str, Any]:
     buffer, much faster. Servers are sorted by backend, then server. Never raises on malformed
     lines: they are `rejected`.
     """
-    summary = _Summary()
     binary = _binary_of(lines)
+    summary = _Summary(getattr(lines, "errors", None) or "strict")
     if binary is not None:
         for chunk in _chunks(binary):
             summary.add_chunk(chunk)
@@ -172,6 +271,8 @@ def _binary_of(lines: Iterable[str]) -> IO[bytes] | None:
     buffer = getattr(lines, "buffer", None)
     if not isinstance(lines, io.TextIOWrapper) or buffer is None or lines.newlines is not None:
         return None
+    if codecs.lookup(lines.encoding).name != "utf-8":
+        return None  # the fast paths read bytes as UTF-8 would decode them
     try:
         if lines.tell() != 0:
             return None
@@ -215,9 +316,9 @@ def _count_request(
     if not timers:
         return
     if tr_ms >= 0:
-        tally.tr_counts[tr_ms] = tally.tr_counts.get(tr_ms, 0) + count
+        tally.tr.counts[tr_ms] = tally.tr.counts.get(tr_ms, 0) + count
     if ta_ms >= 0:
-        tally.ta_counts[ta_ms] = tally.ta_counts.get(ta_ms, 0) + count
+        tally.ta.counts[ta_ms] = tally.ta.counts.get(ta_ms, 0) + count
 
 
 def _server_summary(key: tuple[str, str], tally: _ServerTally) -> dict[str, Any]:
@@ -229,17 +330,22 @@ def _server_summary(key: tuple[str, str], tally: _ServerTally) -> dict[str, Any]
         "requests": tally.requests,
         "status": dict(zip(STATUS_CLASSES, tally.status, strict=True)),
         "failed": tally.failed,
-        "tr_ms": quantiles_of_counts(tally.tr_counts),
-        "ta_ms": quantiles_of_counts(tally.ta_counts),
+        "tr_ms": tally.tr.quantiles(),
+        "ta_ms": tally.ta.quantiles(),
     }
 
 
 def quantiles_of_counts(counts: dict[int, int]) -> dict[str, int | None]:
     """p50/p90/p99 of samples given as value → count: the value at rank floor(q * (n - 1))."""
-    if not counts:
-        return {name: None for name, _ in QUANTILES}
     values = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
     weights = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+    return _weighted_quantiles(values, weights)
+
+
+def _weighted_quantiles(values: npt.NDArray[np.int64], weights: npt.NDArray[np.int64]) -> dict[str, int | None]:
+    """`quantiles_of_counts` of values (repeats allowed) with their counts."""
+    if not len(values):
+        return {name: None for name, _ in QUANTILES}
     order = np.argsort(values, kind="stable")
     values, cumulative = values[order], np.cumsum(weights[order])
     total = int(cumulative[-1])

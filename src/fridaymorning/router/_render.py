@@ -53,14 +53,17 @@ def render_haproxy_config(
 ) -> str:
     """The haproxy.cfg for `config`: per service, one frontend and its dynamic backend(s).
 
-    Logs go by UDP syslog to `collector_address`. `servers` (backend → servers, as read from the
-    running HAProxy) become static `server` lines: HAProxy forgets dynamic servers on a reload, so the
-    file on disk must always list the current ones. Their runtime weights and admin states come back
-    from the server-state file. A service with strategy 'ab' gets a second backend '<service>__ab'.
+    Logs go to `collector_address` by UDP syslog, or through a ring over TCP. `servers` (backend →
+    servers, as read from the running HAProxy) become static `server` lines: HAProxy forgets dynamic
+    servers on a reload, so the file on disk must always list the current ones. Their runtime weights
+    and admin states come back from the server-state file. A service with strategy 'ab' gets a second
+    backend '<service>__ab'.
     """
     servers_by_backend = checked_servers(config, servers or {})
     interval_ms = config.haproxy.health_check_interval_ms
     sections = [render_global(config, collector_address), render_defaults()]
+    if config.collector.protocol == "tcp":
+        sections.append(render_ring(collector_address))
     for service in config.services:
         sections.append(render_frontend(service, config.haproxy.log_format))
         for backend in backends_of(service):
@@ -133,11 +136,38 @@ def render_global(config: Config, collector_address: tuple[str, int]) -> str:
         f"stats socket {admin_socket} mode 600 level admin expose-fd listeners",
         f"server-state-file {state_file}",
         f"pidfile {pidfile}",
-        f"log {format_address(collector_host, collector_port, 'collector')} local0",
+        log_target(config, collector_host, collector_port),
         f"maxconn {GLOBAL_MAXCONN}",
         f"hard-stop-after {HARD_STOP_AFTER_S}s",
         # Without this, a second HAProxy could bind the same port through SO_REUSEPORT and share traffic.
         "noreuseport",
+    )
+
+
+# The ring that buffers request logs for the TCP collector.
+LOG_RING = "fmlogs"
+LOG_RING_SIZE = 32 * 1024 * 1024  # bytes of lines kept while the collector catches up
+
+
+def log_target(config: Config, collector_host: str, collector_port: int) -> str:
+    """The global `log` line: straight to the collector by UDP, or into the ring forwarded by TCP."""
+    if config.collector.protocol == "tcp":
+        return f"log ring@{LOG_RING} local0"
+    return f"log {format_address(collector_host, collector_port, 'collector')} local0"
+
+
+def render_ring(collector_address: tuple[str, int]) -> str:
+    """The ring forwarding request logs over TCP with octet-counted framing (RFC 6587)."""
+    host, port = collector_address
+    return lines(
+        f"ring {LOG_RING}",
+        'description "fridaymorning request logs"',
+        "format rfc3164",
+        "maxlen 2048",
+        f"size {LOG_RING_SIZE}",
+        "timeout connect 2s",
+        "timeout server 10s",
+        f"server collector {format_address(host, port, 'collector')} log-proto octet-count",
     )
 
 
