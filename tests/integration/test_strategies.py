@@ -148,3 +148,30 @@ async def test_two_services_roll_out_independently(runtime_config, service_setti
     assert runtime.controllers["web"].stable_version == "v1"
     assert runtime.controllers["api"].stable_version == "v2"
     assert web_tally["v1"]["errors"] == 0 and "broken3" not in api_tally
+
+
+async def test_load_test_hook_brings_the_evidence(runtime_config, service_settings, start_runtime) -> None:
+    """A service with no traffic of its own is promoted on the traffic its load-test hook generates;
+    without the hook, the same rollout holds."""
+    hook = {"name": "traffic", "kind": "rollout", "load_test": {"rate_per_s": 150}}
+    with_hook = service_settings("web")
+    with_hook["hooks"] = [hook]
+    quiet = service_settings(
+        "api", steps=[{"weight": 50, "min_duration_s": 2, "max_duration_s": 8, "min_requests": 50}]
+    )
+    runtime = await start_runtime(runtime_config(with_hook, quiet))
+    results = await asyncio.gather(deploy(runtime, "v2", "web"), held(runtime, "api"))
+    assert results[0].phase is RolloutPhase.PROMOTED, results[0].reason
+    assert results[1].phase is RolloutPhase.HELD
+    assert "Add a load-test hook" in results[1].reason
+
+
+async def held(runtime: Runtime, service: str) -> Any:
+    """Deploy v2 to a service without traffic and wait until the rollout is held."""
+    rollout = runtime.controllers[service].deploy("v2")
+    for _ in range(200):
+        current = runtime.states.rollout(rollout.id)
+        if current is not None and current.phase is RolloutPhase.HELD:
+            return current
+        await asyncio.sleep(0.1)
+    raise AssertionError("the rollout without traffic was never held")

@@ -20,9 +20,9 @@ from fridaymorning.analysis.stats import (
     FloatArray,
     index_shift,
     key_index,
-    log_evalue,
-    new_count_eprocess,
-    update_count_eprocess,
+    log_evalues,
+    new_count_eprocesses,
+    update_count_eprocesses,
 )
 from fridaymorning.models import Window
 
@@ -34,6 +34,14 @@ class ArmSecond:
     requests: int
     failed: int
     histogram: FloatArray | None = None
+    # np.cumsum(histogram), when the producer has it already (the simulator sums a chunk of seconds at once)
+    cumulative: FloatArray | None = None
+
+    def cumulative_histogram(self) -> FloatArray | None:
+        """The histogram as cumulative counts (entry i: requests in bins 0..i); None without latencies."""
+        if self.cumulative is not None:
+            return self.cumulative
+        return None if self.histogram is None else np.cumsum(self.histogram)
 
 
 EMPTY_SECOND = ArmSecond(0, 0, None)
@@ -70,9 +78,10 @@ class Evidence:
     """Everything the judge knows after some seconds of a rollout, updated one second at a time.
 
     Holds the totals of both versions, their merged latency histograms (as cumulative counts: entry i
-    counts the requests in bins 0..i), the error-rate e-process and one
-    latency e-process per compared quantile (with the running maximum of each, since the controller may
-    skip seconds between looks and a crossing must not be missed).
+    counts the requests in bins 0..i), the count e-processes (row 0 of `log_ratios`: errors; row 1 + k:
+    latency at the k-th compared quantile) and the running maximum of each (`log_e`), since the
+    controller may skip seconds between looks and a crossing must not be missed. All the e-processes of a
+    second are updated in one array operation: a second costs the same however many quantiles are compared.
     """
 
     __slots__ = (
@@ -83,11 +92,9 @@ class Evidence:
         "canary_cumulative",
         "canary_failed",
         "canary_requests",
-        "error_log_e",
-        "error_log_ratios",
-        "latency_log_e",
-        "latency_log_ratios",
         "latency_thresholds",
+        "log_e",
+        "log_ratios",
         "quantiles",
         "seconds",
     )
@@ -100,24 +107,38 @@ class Evidence:
         self.baseline_requests = self.baseline_failed = 0
         self.canary_cumulative = np.zeros(HISTOGRAM_SIZE)
         self.baseline_cumulative = np.zeros(HISTOGRAM_SIZE)
-        self.error_log_ratios = new_count_eprocess()
-        self.error_log_e = 0.0
-        self.latency_log_ratios = [new_count_eprocess() for _ in policy.quantiles]
-        self.latency_log_e = [0.0 for _ in policy.quantiles]
+        self.log_ratios = new_count_eprocesses(1 + len(policy.quantiles))
+        self.log_e = [0.0] * (1 + len(policy.quantiles))
         # Histogram index of the baseline's quantile each latency test last compared against (-1: none yet).
         self.latency_thresholds = [-1 for _ in policy.quantiles]
 
     def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
         """Fold one second of both versions into the evidence."""
         self.seconds += 1
+        rows = len(self.log_e)
+        canary_events, baseline_events, shares = [0.0] * rows, [0.0] * rows, [0.0] * rows
         if canary.requests > 0 and baseline.requests > 0 and canary.failed + baseline.failed > 0:
-            share = canary.requests / (canary.requests + baseline.requests)
-            update_count_eprocess(self.error_log_ratios, canary.failed, baseline.failed, share)
-            self.error_log_e = max(self.error_log_e, log_evalue(self.error_log_ratios))
-        canary_cumulative = None if canary.histogram is None else np.cumsum(canary.histogram)
-        baseline_cumulative = None if baseline.histogram is None else np.cumsum(baseline.histogram)
+            canary_events[0], baseline_events[0] = canary.failed, baseline.failed
+            shares[0] = canary.requests / (canary.requests + baseline.requests)
+        canary_cumulative = canary.cumulative_histogram()
+        baseline_cumulative = baseline.cumulative_histogram()
         if canary_cumulative is not None and baseline_cumulative is not None:
-            self._add_latency(canary_cumulative, baseline_cumulative)
+            self._count_slower(canary_cumulative, baseline_cumulative, canary_events, baseline_events, shares)
+        # update_count_eprocess skips a test without events or with a one-sided split; so does a zero row.
+        updated = [
+            row
+            for row in range(rows)
+            if canary_events[row] + baseline_events[row] > 0 and 0.0 < shares[row] < 1.0
+        ]
+        if updated:
+            if len(updated) < rows:
+                canary_events = [canary_events[row] if row in updated else 0.0 for row in range(rows)]
+                baseline_events = [baseline_events[row] if row in updated else 0.0 for row in range(rows)]
+                shares = [shares[row] if row in updated else 0.0 for row in range(rows)]
+            update_count_eprocesses(self.log_ratios, canary_events, baseline_events, shares)
+            log_e = log_evalues(self.log_ratios)
+            for row in updated:
+                self.log_e[row] = max(self.log_e[row], log_e[row])
         self.canary_requests += canary.requests
         self.canary_failed += canary.failed
         self.baseline_requests += baseline.requests
@@ -137,8 +158,15 @@ class Evidence:
         """How many baseline requests have a latency."""
         return float(self.baseline_cumulative[-1])
 
-    def _add_latency(self, canary: FloatArray, baseline: FloatArray) -> None:
-        """Count this second's requests slower than the baseline's quantiles so far, and test the counts.
+    def _count_slower(
+        self,
+        canary: FloatArray,
+        baseline: FloatArray,
+        canary_events: list[float],
+        baseline_events: list[float],
+        shares: list[float],
+    ) -> None:
+        """This second's requests slower than the baseline's quantiles so far, as events of rows 1, 2, ...
 
         `canary` and `baseline` are the second's cumulative histograms. The thresholds come from earlier
         seconds only, so they are predictable and each second's factor keeps the e-process a
@@ -154,22 +182,18 @@ class Evidence:
         for position, threshold in enumerate(thresholds.tolist()):
             self.latency_thresholds[position] = threshold
             # Requests in the bins above the threshold's bin: all of them minus those up to it.
-            slower_baseline = baseline_count - float(baseline[min(threshold, last)])
-            slower_canary = canary_count - float(canary[min(threshold + self._canary_shift, last)])
-            if slower_baseline + slower_canary <= 0:
-                continue
-            log_ratios = self.latency_log_ratios[position]
-            update_count_eprocess(log_ratios, slower_canary, slower_baseline, share)
-            self.latency_log_e[position] = max(self.latency_log_e[position], log_evalue(log_ratios))
+            canary_events[1 + position] = canary_count - float(canary[min(threshold + self._canary_shift, last)])
+            baseline_events[1 + position] = baseline_count - float(baseline[min(threshold, last)])
+            shares[1 + position] = share
 
     @property
     def error_evalue(self) -> float:
         """The running maximum of the error-rate e-process."""
-        return math.exp(min(self.error_log_e, 700.0))
+        return math.exp(min(self.log_e[0], 700.0))
 
     def latency_evalue(self, position: int) -> float:
         """The running maximum of the latency e-process of the quantile at `position`."""
-        return math.exp(min(self.latency_log_e[position], 700.0))
+        return math.exp(min(self.log_e[1 + position], 700.0))
 
 
 def evidence_of(canary: Sequence[Window], baseline: Sequence[Window], policy: Policy) -> Evidence:

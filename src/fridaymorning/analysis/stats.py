@@ -20,6 +20,7 @@ derives each piece; the references are
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
@@ -72,6 +73,38 @@ def log_evalue(log_ratios: FloatArray) -> float:
     """log of the mixture e-value: the mean of the likelihood ratios over THETA_GRID."""
     top = float(log_ratios.max())
     return top + math.log(float(np.exp(log_ratios - top).sum())) - _LOG_GRID_SIZE
+
+
+def new_count_eprocesses(count: int) -> FloatArray:
+    """`count` fresh count e-processes, one row each (all zero)."""
+    return np.zeros((count, len(THETA_GRID)))
+
+
+def update_count_eprocesses(
+    log_ratios: FloatArray,
+    canary_events: Sequence[float],
+    baseline_events: Sequence[float],
+    canary_shares: Sequence[float],
+) -> None:
+    """update_count_eprocess for every row of `log_ratios` at once, with the same arithmetic.
+
+    Row r gets canary_events[r], baseline_events[r] and canary_shares[r]. A row whose events and share
+    are all 0 is left unchanged (its factor is 1), so the caller zeroes the rows update_count_eprocess
+    would skip (no events, or a share outside (0, 1)).
+    """
+    canary = np.asarray(canary_events, dtype=np.float64)[:, None]
+    total = canary + np.asarray(baseline_events, dtype=np.float64)[:, None]
+    shares = np.asarray(canary_shares, dtype=np.float64)[:, None]
+    log_ratios += canary * _LOG_THETA - total * np.log1p(shares * _THETA_MINUS_ONE)
+
+
+def log_evalues(log_ratios: FloatArray) -> list[float]:
+    """log_evalue of every row of `log_ratios`, with the same arithmetic."""
+    tops = log_ratios.max(axis=1)
+    sums = np.exp(log_ratios - tops[:, None]).sum(axis=1)
+    return [
+        top + math.log(total) - _LOG_GRID_SIZE for top, total in zip(tops.tolist(), sums.tolist(), strict=True)
+    ]
 
 
 # --- time-uniform boundaries (Howard et al. 2021, eq. 10: polynomial stitching) --------------------------

@@ -59,7 +59,12 @@ _ZERO = ord("0")
 _BLAMED = np.zeros(256, dtype=np.bool_)
 _BLAMED[list(b"SsPRID")] = True  # haproxy_log._BLAMED_TERMINATION
 _POWERS = 10.0 ** np.arange(_INT_WIDTH - 1, -1, -1)
-_COLUMNS: dict[int, npt.NDArray[np.intp]] = {width: np.arange(width) for width in (16, 24, 32, 48, 64)}
+_ONES = np.uint64(0x0101010101010101)
+# Row n of _LEFT_MASKS[width] keeps the first n bytes of a window; row n of _RIGHT_MASKS the last n.
+_LEFT_MASKS = {
+    width: np.tril(np.full((width + 1, width), 0xFF, dtype=np.uint8), -1) for width in (16, 24, 32, 48, 64)
+}
+_RIGHT_MASKS = _LEFT_MASKS[_INT_WIDTH][:, ::-1].copy()
 
 
 class HttplogColumns:
@@ -172,17 +177,15 @@ def _read_lines(
     target_length = ends_of[3] - target_start
     good &= (target_length <= _TARGET_WIDTH) & (target_length > 0)
     target_window = _window(data, target_start, target_length, _TARGET_WIDTH)
-    good &= (target_window == _SLASH).any(axis=1)
+    good &= _any_true(target_window == _SLASH)
 
     # Timers: exactly four '/'; Tr between the 3rd and 4th, Ta after the 4th.
     timers_start = ends_of[3] + 1
     timers_length = ends_of[4] - timers_start
     good &= timers_length <= _SLASHED_WIDTH
     slashes = _window(data, timers_start, timers_length, _SLASHED_WIDTH) == _SLASH
-    seen = np.cumsum(slashes, axis=1, dtype=np.int8)
-    good &= seen[:, -1] == 4
-    third = timers_start + np.argmax(seen >= 3, axis=1)
-    fourth = timers_start + np.argmax(seen >= 4, axis=1)
+    good &= _count_true(slashes) == 4
+    third, fourth = (timers_start + column for column in _nth_positions(slashes, (3, 4)))
     tr, valid = _read_ints(data, third + 1, fourth)
     good &= valid
     ta, valid = _read_ints(data, fourth + 1, ends_of[4])
@@ -195,7 +198,7 @@ def _read_lines(
     counts_start = ends_of[9] + 1
     counts_length = ends_of[10] - counts_start
     good &= counts_length <= _SLASHED_WIDTH
-    good &= (_window(data, counts_start, counts_length, _SLASHED_WIDTH) == _SLASH).sum(axis=1) == 4
+    good &= _count_true(_window(data, counts_start, counts_length, _SLASHED_WIDTH) == _SLASH) == 4
 
     # Distinct dates and headers are checked once each, like parse_line would read them.
     date_length = np.full(len(lines), _DATE_CHARS)
@@ -223,8 +226,42 @@ def _read_lines(
 def _window(data: Bytes2D, starts: Ints, lengths: Ints, width: int) -> Bytes2D:
     """The `width` bytes from each start, with the bytes past each length (clipped to width) zeroed."""
     rows: Bytes2D = sliding_window_view(data, width)[starts]
-    inside = _COLUMNS[width] < lengths[:, None]
-    return np.where(inside, rows, np.uint8(0))
+    rows &= _LEFT_MASKS[width][np.clip(lengths, 0, width)]
+    return rows
+
+
+def _row_words(rows: Bytes2D) -> npt.NDArray[np.uint64]:
+    """The rows of a byte matrix (width a multiple of 8) as 64-bit words."""
+    return np.ascontiguousarray(rows).view(np.uint8).view(np.uint64)
+
+
+def _count_true(flags: Mask) -> Ints:
+    """How many flags are set in each row (width a multiple of 8, fewer than 256 set)."""
+    words = (_row_words(flags) * _ONES) >> np.uint64(56)
+    total = words[:, 0].astype(np.int64)
+    for column in range(1, words.shape[1]):
+        total += words[:, column].astype(np.int64)
+    return total
+
+
+def _any_true(flags: Mask) -> Mask:
+    words = _row_words(flags)
+    seen = words[:, 0].copy()
+    for column in range(1, words.shape[1]):
+        seen |= words[:, column]
+    return seen != 0
+
+
+def _nth_positions(flags: Mask, ranks: tuple[int, ...]) -> list[Ints]:
+    """Column of the rank-th set flag (1-based) of each row, for each rank (the width if absent)."""
+    words = _row_words(flags) * _ONES  # each byte: how many flags up to it within its word
+    carry = np.zeros(len(words), dtype=np.uint64)
+    for column in range(words.shape[1]):
+        total = words[:, column] >> np.uint64(56)
+        words[:, column] += carry * _ONES
+        carry += total
+    prefix = words.view(np.uint8)
+    return [_count_true(prefix < rank) for rank in ranks]
 
 
 def _read_ints(data: Bytes2D, starts: Ints, ends: Ints) -> tuple[Ints, Mask]:
@@ -235,10 +272,9 @@ def _read_ints(data: Bytes2D, starts: Ints, ends: Ints) -> tuple[Ints, Mask]:
     length = ends - digits_start
     valid = (length >= 1) & (length <= _MAX_DIGITS)
     rows = sliding_window_view(data, _INT_WIDTH)[np.maximum(ends - _INT_WIDTH, 0)]
-    inside = _COLUMNS[_INT_WIDTH] >= (_INT_WIDTH - length)[:, None]
-    digits = rows - np.uint8(_ZERO)
-    valid &= ((digits < 10) | ~inside).all(axis=1)
-    magnitude = (np.where(inside & (digits < 10), digits, np.uint8(0)) @ _POWERS).astype(np.int64)
+    digits = (rows - np.uint8(_ZERO)) & _RIGHT_MASKS[np.clip(length, 0, _INT_WIDTH)]
+    valid &= ~_any_true(digits > 9)
+    magnitude = (digits @ _POWERS).astype(np.int64)
     return np.where(negative, -magnitude, magnitude), valid
 
 
@@ -246,7 +282,9 @@ def _check_distinct(windows: Bytes2D, lengths: Ints, among: Mask, check: Any) ->
     """Whether `check(bytes)` holds for each row's value (rows outside `among` are False)."""
     answer = np.zeros(len(windows), dtype=np.bool_)
     chosen = np.flatnonzero(among)
-    ids, distinct, exact = _intern(windows[chosen], lengths[chosen])
+    if len(chosen) < len(windows):
+        windows, lengths = windows[chosen], lengths[chosen]
+    ids, distinct, exact = _intern(windows, lengths)
     passed = np.array([bool(check(value)) for value in distinct] + [False], dtype=np.bool_)
     answer[chosen] = passed[np.where(exact, ids, len(distinct))]
     return answer
@@ -258,31 +296,35 @@ def _intern(windows: Bytes2D, lengths: Ints) -> tuple[Ints, list[bytes], Mask]:
     The few common values are found by elimination; the rest, if any, by hashing, checked against
     a representative (a row whose hash collides with another value's is not `exact`).
     """
-    count, width = windows.shape
+    count = len(windows)
     ids = np.zeros(count, dtype=np.int64)
     exact = np.ones(count, dtype=np.bool_)
     distinct: list[bytes] = []
     if count == 0:
         return ids, distinct, exact
-    words = np.ascontiguousarray(windows).view(np.uint64)
+    words = _row_words(windows)
+    columns = words.shape[1]
     remaining = np.arange(count)
+    left_words, left_lengths = words, lengths
     while len(remaining) and len(distinct) < _PEELS:
         row = remaining[0]
-        same = (words[remaining] == words[row]).all(axis=1) & (lengths[remaining] == lengths[row])
-        ids[remaining[same]] = len(distinct)
+        differ = left_lengths != lengths[row]
+        for column in range(columns):
+            differ |= left_words[:, column] != words[row, column]
+        ids[remaining[~differ]] = len(distinct)
         distinct.append(windows[row, : lengths[row]].tobytes())
-        remaining = remaining[~same]
+        remaining = remaining[differ]
+        left_words, left_lengths = left_words[differ], left_lengths[differ]
     if len(remaining):
-        rest_words, rest_lengths = words[remaining], lengths[remaining]
-        hashes = rest_lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-        for column in range(words.shape[1]):
-            hashes = (hashes ^ rest_words[:, column]) * np.uint64(0xBF58476D1CE4E5B9)
+        hashes = left_lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        for column in range(columns):
+            hashes = (hashes ^ left_words[:, column]) * np.uint64(0xBF58476D1CE4E5B9)
             hashes ^= hashes >> np.uint64(31)
         _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
         representative = first[inverse]
-        exact[remaining] = (rest_words == rest_words[representative]).all(axis=1) & (
-            rest_lengths == rest_lengths[representative]
+        exact[remaining] = (left_words == left_words[representative]).all(axis=1) & (
+            left_lengths == left_lengths[representative]
         )
         ids[remaining] = len(distinct) + inverse
-        distinct.extend(windows[remaining[row], : rest_lengths[row]].tobytes() for row in first.tolist())
+        distinct.extend(windows[remaining[row], : lengths[remaining[row]]].tobytes() for row in first.tolist())
     return ids, distinct, exact

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from fridaymorning.config import ServiceConfig
+from fridaymorning.config import NotificationConfig, ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError
-from fridaymorning.testing import ControllerHarness
+from fridaymorning.testing import ControllerHarness, WebhookReceiver
 
 STEPS = [
     {"weight": 10, "min_duration_s": 5, "max_duration_s": 30, "min_requests": 20},
@@ -196,3 +196,23 @@ async def test_failing_hooks(tmp_path: Path, kind: str, expected: RolloutPhase, 
     if kind == "pre_rollout":
         assert all(shares(weights).get("v2-1", 0) == 0 for weights in h.router.weight_history)
     await h.controller.stop()
+
+
+async def test_notifications_follow_the_rollout(tmp_path: Path) -> None:
+    """A webhook receives started, each step, and promoted, in order, with the rollout's explanation."""
+    receiver = WebhookReceiver()
+    try:
+        config = service()
+        config = config.model_copy(
+            update={"notifications": [NotificationConfig(url=receiver.url, format="generic")]}
+        )
+        h = harness(tmp_path, config)
+        await h.controller.start()
+        h.controller.deploy("v2")
+        assert (await finish(h)).phase is RolloutPhase.PROMOTED
+        await h.controller.stop()  # waits for notifications still in flight
+    finally:
+        receiver.close()
+    kinds = [post["event"] for post in receiver.posts]
+    assert kinds == ["started", "step", "step", "promoted"]
+    assert receiver.posts[-1]["version"] == "v2" and receiver.posts[-1]["reason"] == "all 2 steps passed"
