@@ -87,10 +87,19 @@ def init(
 
 
 @app.command()
-def validate(path: Path = typer.Argument(..., help="the config file to check")) -> None:
+def validate(
+    path: Path = typer.Argument(..., help="the config file to check"), as_json: bool = JsonOption
+) -> None:
     """Check a config file; exit 2 with the file, line and field of the first error."""
     config = config_or_exit(path)
-    names = ", ".join(f"{s.name} ({s.stable}, {len(s.rollout.steps)} steps)" for s in config.services)
+    services = [
+        {"name": s.name, "stable": s.stable, "strategy": s.rollout.strategy, "steps": len(s.rollout.steps)}
+        for s in config.services
+    ]
+    if as_json:
+        print_json({"path": str(path), "valid": True, "services": services})
+        return
+    names = ", ".join(f"{s['name']} ({s['stable']}, {s['strategy']}, {s['steps']} steps)" for s in services)
     console.print(f"{path}: valid; services: {names}")
 
 

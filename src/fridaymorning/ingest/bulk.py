@@ -20,8 +20,8 @@ line back, as bytes, for the exact parser:
   `DateCache`), so the syslog fallback is never needed;
 * backend/server holds a '/', the timers exactly four, the connection counts exactly four; the
   termination state has four characters;
-* status, Tr, Ta and bytes are an optional sign and 1 to 15 ASCII digits, which `int` reads
-  exactly as parsed here. Anything else (`1_0`, 16 digits...) takes the exact path.
+* status, Tr, Ta and bytes are an optional sign and 1 to 16 ASCII digits, which `int` reads
+  exactly as parsed here. Anything else (`1_0`, 17 digits...) takes the exact path.
 
 Fields longer than the windows read here (very long names, headers or timers) also take it.
 `tests/unit/ingest/test_summarize_bulk.py` compares the two paths on a corpus of edge cases and on
@@ -48,8 +48,8 @@ _TARGET_WIDTH = 48  # longest backend/server
 _DATE_WIDTH = 24  # the 20 characters of the date read by parse_line, in a window of 3 words
 _DATE_CHARS = 20
 _SLASHED_WIDTH = 32  # longest timers (TR/Tw/Tc/Tr/Ta) and connection counts (ac/fc/bc/sc/rc)
-_INT_WIDTH = 16  # numbers are read right-aligned in 16 bytes, at most 15 digits after a sign
-_MAX_DIGITS = 15  # < 2**53: a float64 dot product of the digits is exact
+_INT_WIDTH = 16  # numbers are read right-aligned in 16 bytes, so at most 16 digits after a sign
+_MAX_DIGITS = 16
 _PEELS = 16  # distinct values found by elimination before hashing the rest
 
 _SPACE, _NEWLINE, _SLASH, _COLON = ord(" "), ord("\n"), ord("/"), ord(":")
@@ -58,7 +58,6 @@ _ZERO = ord("0")
 
 _BLAMED = np.zeros(256, dtype=np.bool_)
 _BLAMED[list(b"SsPRID")] = True  # haproxy_log._BLAMED_TERMINATION
-_POWERS = 10.0 ** np.arange(_INT_WIDTH - 1, -1, -1)
 _ONES = np.uint64(0x0101010101010101)
 # Row n of _LEFT_MASKS[width] keeps the first n bytes of a window; row n of _RIGHT_MASKS the last n.
 _LEFT_MASKS = {
@@ -274,7 +273,13 @@ def _read_ints(data: Bytes2D, starts: Ints, ends: Ints) -> tuple[Ints, Mask]:
     rows = sliding_window_view(data, _INT_WIDTH)[np.maximum(ends - _INT_WIDTH, 0)]
     digits = (rows - np.uint8(_ZERO)) & _RIGHT_MASKS[np.clip(length, 0, _INT_WIDTH)]
     valid &= ~_any_true(digits > 9)
-    magnitude = (digits @ _POWERS).astype(np.int64)
+    # Each word holds 8 digits, the most significant first (lowest address, lowest byte): combine
+    # them pairwise (SWAR), then the two words.
+    words = digits.view(np.uint64)
+    words = (words * np.uint64(10) + (words >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+    words = (words * np.uint64(100) + (words >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+    words = (words * np.uint64(10000) + (words >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    magnitude = (words[:, 0] * np.uint64(100_000_000) + words[:, 1]).astype(np.int64)
     return np.where(negative, -magnitude, magnitude), valid
 
 
@@ -313,8 +318,11 @@ def _intern(windows: Bytes2D, lengths: Ints) -> tuple[Ints, list[bytes], Mask]:
             differ |= left_words[:, column] != words[row, column]
         ids[remaining[~differ]] = len(distinct)
         distinct.append(windows[row, : lengths[row]].tobytes())
+        peeled = len(remaining)
         remaining = remaining[differ]
         left_words, left_lengths = left_words[differ], left_lengths[differ]
+        if (peeled - len(remaining)) * 64 < peeled:
+            break  # values this rare are many: hash them
     if len(remaining):
         hashes = left_lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         for column in range(columns):
