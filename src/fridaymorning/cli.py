@@ -214,6 +214,15 @@ def retry(
 
 
 @app.command()
+def reload(config_path: Path = ConfigOption) -> None:
+    """Reload HAProxy seamlessly: haproxy.cfg is re-rendered with the live servers, weights are kept."""
+    config = config_or_exit(config_path)
+    client = client_of(config)
+    answer = call_or_exit(lambda: client.post("/haproxy/reload"))
+    console.print(answer["detail"])
+
+
+@app.command()
 def history(
     service: str | None = ServiceOption,
     limit: int = typer.Option(20, help="how many rollouts to list"),
@@ -253,10 +262,7 @@ def explain(
 ) -> None:
     """Every step, hold, promotion and rollback of a rollout, with its data window and checks."""
     config = config_or_exit(config_path)
-    states = state_store_or_exit(config)
-    rollout = states.rollout(rollout_id)
-    if rollout is None:
-        fail(f"no rollout {rollout_id}", EXIT_USAGE)
+    states, rollout = stored_rollout_or_exit(config, rollout_id)
     events = states.events(rollout_id)
     if as_json:
         print_json({**rollout_dict(rollout), "events": events})
@@ -283,10 +289,7 @@ def replay(
     from fridaymorning.registry import resolve
 
     config = config_or_exit(config_path)
-    states = state_store_or_exit(config)
-    rollout = states.rollout(rollout_id)
-    if rollout is None:
-        fail(f"no rollout {rollout_id}", EXIT_USAGE)
+    states, rollout = stored_rollout_or_exit(config, rollout_id)
     metrics = resolve("store", config.store_url())(config.store_url())
     service = config.service(rollout.service)
     decisions = replay_rollout(rollout, states.events(rollout_id), metrics.query, service)
@@ -410,6 +413,15 @@ def state_store_or_exit(config: Config) -> Any:
     if not path.exists():
         fail(f"no rollouts recorded yet: {path} does not exist (run `fm up` with this config first)")
     return StateStore(path)
+
+
+def stored_rollout_or_exit(config: Config, rollout_id: int) -> tuple[Any, Any]:
+    """The state store and one of its rollouts, or exit 2 naming the missing rollout."""
+    states = state_store_or_exit(config)
+    rollout = states.rollout(rollout_id)
+    if rollout is None:
+        fail(f"no rollout {rollout_id}", EXIT_USAGE)
+    return states, rollout
 
 
 def vars_of(decision: Any) -> dict[str, Any]:

@@ -58,6 +58,9 @@ class ApiClient:
 def detail_of(response: httpx.Response) -> str:
     """The reason the API gave for a refusal."""
     try:
-        return str(response.json().get("detail", response.text))
+        detail = response.json().get("detail", response.text)
     except ValueError:
         return response.text
+    if isinstance(detail, list):  # FastAPI's validation errors: one message per field
+        return "; ".join(f"{'.'.join(map(str, item.get('loc', [])))}: {item.get('msg')}" for item in detail)
+    return str(detail)

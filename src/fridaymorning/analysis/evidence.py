@@ -20,6 +20,7 @@ from fridaymorning.analysis.stats import (
     FloatArray,
     index_shift,
     key_index,
+    log_evalue_bounds,
     log_evalues,
     new_count_eprocesses,
     update_count_eprocesses,
@@ -136,9 +137,11 @@ class Evidence:
                 baseline_events = [baseline_events[row] if row in updated else 0.0 for row in range(rows)]
                 shares = [shares[row] if row in updated else 0.0 for row in range(rows)]
             update_count_eprocesses(self.log_ratios, canary_events, baseline_events, shares)
-            log_e = log_evalues(self.log_ratios)
-            for row in updated:
-                self.log_e[row] = max(self.log_e[row], log_e[row])
+            bounds = log_evalue_bounds(self.log_ratios)
+            if any(bounds[row] > self.log_e[row] for row in updated):
+                log_e = log_evalues(self.log_ratios)
+                for row in updated:
+                    self.log_e[row] = max(self.log_e[row], log_e[row])
         self.canary_requests += canary.requests
         self.canary_failed += canary.failed
         self.baseline_requests += baseline.requests
@@ -182,7 +185,9 @@ class Evidence:
         for position, threshold in enumerate(thresholds.tolist()):
             self.latency_thresholds[position] = threshold
             # Requests in the bins above the threshold's bin: all of them minus those up to it.
-            canary_events[1 + position] = canary_count - float(canary[min(threshold + self._canary_shift, last)])
+            canary_events[1 + position] = canary_count - float(
+                canary[min(threshold + self._canary_shift, last)]
+            )
             baseline_events[1 + position] = baseline_count - float(baseline[min(threshold, last)])
             shares[1 + position] = share
 

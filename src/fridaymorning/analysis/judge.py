@@ -78,6 +78,39 @@ def verdict_of(evidence: Evidence, policy: Policy, *, compare: bool = True) -> V
     return combine((*slo_checks, *comparisons))
 
 
+def fails(evidence: Evidence, policy: Policy, *, compare: bool = True) -> bool:
+    """Whether verdict_of(evidence, policy, compare=compare) fails, from the failing side of each check.
+
+    The same predicates decide each check's FAIL below; the pass bounds and the details are not computed,
+    so this costs a fraction of the verdict. `fm simulate` asks it every simulated second to know whether
+    it must build the verdict at all (analysis.simulate.run_fm).
+    """
+    if _error_slo_lower(evidence, policy) > policy.max_error_rate:
+        return True
+    if evidence.canary_latency_count > 0 and _p99_slo_lower(evidence, policy) > policy.max_p99_ms:
+        return True
+    if not compare:
+        return False
+    needed = 1.0 / fail_alpha(policy)
+    if evidence.error_evalue >= needed:
+        return True
+    if evidence.canary_latency_count <= 0 or evidence.baseline_latency_count <= 0:
+        return False
+    return any(evidence.latency_evalue(position) >= needed for position in range(len(policy.quantiles)))
+
+
+def _error_slo_lower(evidence: Evidence, policy: Policy) -> float:
+    """The lower bound of the canary's error rate that fails error_rate_slo when above the SLO."""
+    return rate_lower_bound(evidence.canary_failed, evidence.canary_requests, fail_alpha(policy))
+
+
+def _p99_slo_lower(evidence: Evidence, policy: Policy) -> float:
+    """The lower bound of the canary's p99 that fails p99_slo when above the SLO (canary latencies > 0)."""
+    count = evidence.canary_latency_count
+    rank = quantile_lower_rank(count, 0.99, fail_alpha(policy))
+    return _order_statistic(evidence.canary_cumulative, rank, LOWER_EDGES)
+
+
 def evidence_check(evidence: Evidence, policy: Policy) -> Check:
     """Hold until the canary has served at least `min_requests` since the rollout began."""
     served = evidence.canary_requests
@@ -96,7 +129,7 @@ def error_slo_check(evidence: Evidence, policy: Policy) -> Check:
     """Fail when the canary's error rate is surely above the SLO; pass when surely below it."""
     failed, served = evidence.canary_failed, evidence.canary_requests
     rate = failed / served if served else 0.0
-    lower = rate_lower_bound(failed, served, fail_alpha(policy))
+    lower = _error_slo_lower(evidence, policy)
     limit = policy.max_error_rate
     if lower > limit:
         phase, bound = FAIL, lower
@@ -159,9 +192,7 @@ def p99_slo_check(evidence: Evidence, policy: Policy, canary_cumulative: FloatAr
             "p99_slo", HOLD, math.nan, math.nan, limit, 0, f"no canary latencies yet; SLO {limit:.0f} ms"
         )
     p99 = _quantile(canary_cumulative, count, 0.99)
-    lower = _order_statistic(
-        canary_cumulative, quantile_lower_rank(count, 0.99, fail_alpha(policy)), LOWER_EDGES
-    )
+    lower = _p99_slo_lower(evidence, policy)
     if lower > limit:
         phase, bound = FAIL, lower
         detail = f"canary p99 {p99:.1f} ms, surely above the SLO {limit:.0f} ms (lower bound {lower:.1f} ms)"

@@ -30,7 +30,7 @@ import numpy as np
 from rich.table import Table
 
 from fridaymorning.analysis.evidence import Evidence
-from fridaymorning.analysis.judge import verdict_of
+from fridaymorning.analysis.judge import fails, verdict_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.reference import (
     FlaggerAnalysis,
@@ -42,6 +42,7 @@ from fridaymorning.analysis.reference import (
 from fridaymorning.analysis.scenario import Scenario
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, FloatArray
 from fridaymorning.analysis.traffic import TrafficStream
+from fridaymorning.analysis.verdict import Verdict, VerdictPhase
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.strategy import ActionKind, Plan, Step, next_action
 
@@ -113,6 +114,10 @@ def run_many(
     if workers <= 1 or runs < 40:
         return _run_seeds(scenario, plan, policy, judge, judge_interval_s, seeds)
     batches = [seeds[start::workers] for start in range(workers)]
+    # Import scipy and fit the scenario's lognormals once, before the workers fork, not once in each.
+    warm = TrafficStream(scenario, np.random.default_rng(0))
+    warm.set_weight(50, 0)
+    warm.draw_until(scenario.duration_s)
     with ProcessPoolExecutor(workers) as pool:
         futures = [
             pool.submit(_run_seeds, scenario, plan, policy, judge, judge_interval_s, batch)
@@ -137,9 +142,25 @@ def _run_seeds(
 
 
 def run_fm(
-    scenario: Scenario, plan: Plan, policy: Policy, rng: np.random.Generator, judge_interval_s: float
+    scenario: Scenario,
+    plan: Plan,
+    policy: Policy,
+    rng: np.random.Generator,
+    judge_interval_s: float,
+    *,
+    every_tick: bool = False,
 ) -> RunResult:
-    """One rollout decided by fridaymorning's judge and controller.strategy.next_action."""
+    """One rollout decided by fridaymorning's judge and controller.strategy.next_action.
+
+    Every second enters the evidence (Evidence.add, as judge() folds it). At a tick the verdict is only
+    built when it can matter: when judge.fails says it fails, or when next_action, asked with a passing
+    and with a holding verdict, would do anything but STAY with either (a step that has baked, a step out
+    of time). Otherwise every verdict the judge could give leaves the rollout where it is, and the tick
+    stays without building it. This relies on next_action choosing its kind from the verdict's phase
+    alone (its reason only goes into the action's text). The first tick of a state (at the start, after
+    an advance) is always judged in full. `every_tick=True` builds the verdict at every tick instead;
+    a unit test checks both give the same results.
+    """
     traffic = TrafficStream(scenario, rng)
     start = scenario.startup_s
     state = RolloutState(
@@ -151,6 +172,7 @@ def run_fm(
     fed = first_second
     step_requests = 0
     now = start
+    stayed = False  # whether the previous tick's action was STAY (so the state did not change)
     while True:
         now += judge_interval_s
         if now > scenario.duration_s:
@@ -163,8 +185,19 @@ def run_fm(
             if fed >= step_start:
                 step_requests += canary.requests
             fed += 1
+        if (
+            stayed
+            and not every_tick
+            and not fails(evidence, policy)
+            and all(
+                next_action(state, probe, now, plan, step_requests).kind is ActionKind.STAY
+                for probe in _PROBES
+            )
+        ):
+            continue
         verdict = verdict_of(evidence, policy)
         action = next_action(state, verdict, now, plan, step_requests)
+        stayed = action.kind is ActionKind.STAY
         match action.kind:
             case ActionKind.ADVANCE:
                 assert action.step_index is not None and action.canary_weight is not None
@@ -184,6 +217,13 @@ def run_fm(
                 return _result(traffic, scenario, start, None, "undecided", action.reason, end=now)
             case ActionKind.STAY:
                 pass
+
+
+# The verdicts a tick that does not fail could have, as next_action reads them (phase only).
+_PROBES: Final[tuple[Verdict, ...]] = (
+    Verdict(VerdictPhase.PASS, (), "probe: any passing verdict"),
+    Verdict(VerdictPhase.HOLD, (), "probe: any holding verdict"),
+)
 
 
 def run_flagger(

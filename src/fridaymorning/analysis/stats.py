@@ -103,8 +103,18 @@ def log_evalues(log_ratios: FloatArray) -> list[float]:
     tops = log_ratios.max(axis=1)
     sums = np.exp(log_ratios - tops[:, None]).sum(axis=1)
     return [
-        top + math.log(total) - _LOG_GRID_SIZE for top, total in zip(tops.tolist(), sums.tolist(), strict=True)
+        top + math.log(total) - _LOG_GRID_SIZE
+        for top, total in zip(tops.tolist(), sums.tolist(), strict=True)
     ]
+
+
+def log_evalue_bounds(log_ratios: FloatArray) -> list[float]:
+    """Upper bounds of log_evalues(log_ratios), row by row: the largest log-likelihood ratio (and a margin).
+
+    The mixture's mean of the likelihood ratios is at most their maximum; the margin covers the rounding of
+    log_evalues' arithmetic. A running maximum at or above the bound cannot grow.
+    """
+    return [top + 1e-9 * (1.0 + abs(top)) for top in log_ratios.max(axis=1).tolist()]
 
 
 # --- time-uniform boundaries (Howard et al. 2021, eq. 10: polynomial stitching) --------------------------
@@ -225,14 +235,23 @@ def index_shift(ratio: float) -> int:
     return math.ceil(math.log(ratio) / LOG_GAMMA - 1e-9) if ratio > 1.0 else 0
 
 
-def lognormal_bin_probabilities(p50_ms: float, p99_ms: float) -> FloatArray:
-    """Probabilities of each histogram bin for the lognormal with these median and 99th percentile."""
+@lru_cache(maxsize=64)
+def lognormal_parameters(p50_ms: float, p99_ms: float) -> tuple[float, float]:
+    """mu and sigma of the lognormal (of latencies in ms) with this median and 99th percentile."""
     from scipy.stats import norm
 
     mu = math.log(p50_ms)
     sigma = (math.log(p99_ms) - mu) / float(norm.ppf(0.99))
     if sigma <= 0:
         raise ValueError(f"p99 ({p99_ms} ms) must be above p50 ({p50_ms} ms)")
+    return mu, sigma
+
+
+def lognormal_bin_probabilities(p50_ms: float, p99_ms: float) -> FloatArray:
+    """Probabilities of each histogram bin for the lognormal with these median and 99th percentile."""
+    from scipy.stats import norm
+
+    mu, sigma = lognormal_parameters(p50_ms, p99_ms)
     logs = np.log(UPPER_EDGES[1:])
     cdf = np.concatenate(([0.0], norm.cdf((logs - mu) / sigma)))
     cdf[-1] = 1.0

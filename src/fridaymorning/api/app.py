@@ -44,9 +44,11 @@ class RuntimeView(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    async def reload_haproxy(self) -> None: ...
+
 
 class DeployRequest(BaseModel):
-    version: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=51)  # the length the version rule allows
 
 
 class Refusal(BaseModel):
@@ -60,12 +62,15 @@ def refusal(description: str) -> dict[str, Any]:
     return {"model": Refusal, "description": description}
 
 
-UNAUTHORIZED = {401: refusal("No valid bearer token")}
-NO_SERVICE = {404: refusal("No service of that name")}
-NO_ROLLOUT = {404: refusal("No rollout with that id, or its service is no longer configured")}
-REFUSED = {409: refusal("Refused in the rollout's current phase, or the version breaks the version rule")}
-BAD_BODY = {400: refusal("The body could not be read")}
-UNAVAILABLE = {503: refusal("The metric store is not open, or failed")}
+# The refusals each operation documents, beside FastAPI's own 422 for invalid parameters.
+Responses = dict[int | str, dict[str, Any]]
+UNAUTHORIZED: Responses = {401: refusal("No valid bearer token")}
+NO_SERVICE: Responses = {404: refusal("No service of that name")}
+NO_ROLLOUT: Responses = {404: refusal("No rollout with that id, or its service is no longer configured")}
+REFUSED: Responses = {409: refusal("Refused in the rollout's phase, or the version breaks the version rule")}
+BAD_BODY: Responses = {400: refusal("The body is not text")}
+UNAVAILABLE: Responses = {503: refusal("The metric store is not open, or failed")}
+FAILED: Responses = {503: refusal("The controller or its state store failed")}
 
 # Declares the token in the OpenAPI document; `require_token` does the checking.
 BEARER = HTTPBearer(auto_error=False, description="the API token `fm up` wrote to its state directory")
@@ -106,6 +111,7 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     """The API of one running `fm up`."""
     app = FastAPI(title="fridaymorning", version=__version__)
     hub = EventHub(runtime.states)
+
     def require_token(
         request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
     ) -> None:
@@ -206,16 +212,27 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
         "/api/v1/services/{service}/deploy",
         status_code=202,
         dependencies=[Depends(require_token)],
-        responses={**BAD_BODY, **UNAUTHORIZED, **NO_SERVICE, **REFUSED},
+        responses={**BAD_BODY, **UNAUTHORIZED, **NO_SERVICE, **REFUSED, **FAILED},
     )
     async def deploy(service: str, body: DeployRequest) -> dict[str, object]:
         return rollout_dict(controller_of(service).deploy(body.version))
 
     @app.post(
+        "/api/v1/haproxy/reload",
+        status_code=202,
+        dependencies=[Depends(require_token)],
+        responses={**UNAUTHORIZED, **FAILED},
+    )
+    async def reload_haproxy() -> dict[str, str]:
+        """Re-render haproxy.cfg with the live servers and reload HAProxy seamlessly."""
+        await runtime.reload_haproxy()
+        return {"detail": "HAProxy reloaded; servers and weights kept"}
+
+    @app.post(
         "/api/v1/rollouts/{rollout_id}/retry",
         status_code=202,
         dependencies=[Depends(require_token)],
-        responses={**UNAUTHORIZED, **NO_ROLLOUT, **REFUSED},
+        responses={**UNAUTHORIZED, **NO_ROLLOUT, **REFUSED, **FAILED},
     )
     async def retry(rollout_id: RolloutId) -> dict[str, object]:
         state = rollout_or_404(rollout_id)
@@ -225,7 +242,7 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
         "/api/v1/rollouts/{rollout_id}/{action}",
         status_code=202,
         dependencies=[Depends(require_token)],
-        responses={**UNAUTHORIZED, **NO_ROLLOUT, **REFUSED},
+        responses={**UNAUTHORIZED, **NO_ROLLOUT, **REFUSED, **FAILED},
     )
     async def act(rollout_id: RolloutId, action: Action, full: bool = False) -> dict[str, object]:
         state = rollout_or_404(rollout_id)

@@ -24,6 +24,8 @@ def load_or_create_token(path: Path) -> str:
 
 def token_matches(header: str | None, token: str) -> bool:
     """True when an Authorization header carries the bearer token (constant-time compare)."""
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").partition(" ")
+    if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
         return False
-    return secrets.compare_digest(header.removeprefix("Bearer ").strip(), token)
+    # Bytes, so that a non-ASCII header is a wrong token rather than an error.
+    return secrets.compare_digest(credentials.strip().encode(), token.encode())

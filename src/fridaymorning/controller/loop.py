@@ -21,7 +21,14 @@ from typing import Any
 from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
-from fridaymorning.controller.hooks import HookContext, HookResult, LoadTest, all_ok, run_hooks
+from fridaymorning.controller.hooks import (
+    HookContext,
+    HookResult,
+    LoadTest,
+    all_ok,
+    describe_failures,
+    run_hooks,
+)
 from fridaymorning.controller.notify import Notifiers, build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.state import StateStore
@@ -367,8 +374,7 @@ class ServiceController:
         results = await self._run_hooks("rollout", state)
         failed = [result for result in results if not result.ok]
         if failed:
-            reason = "; ".join(f"{r.name}: {r.detail}" for r in failed)
-            verdict = failed_check_verdict("rollout_hook", reason, len(failed))
+            verdict = failed_check_verdict("rollout_hook", describe_failures(results), len(failed))
             return await self._finish_canary(state, RolloutPhase.ROLLED_BACK, verdict.reason)
         return state
 
@@ -496,8 +502,7 @@ class ServiceController:
         """Pass the confirm-promotion gate, then give the canary all traffic."""
         results = await self._run_hooks("confirm_promotion", state)
         if not all_ok(results):
-            failed = "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
-            held = f"promotion not confirmed: {failed}"
+            held = f"promotion not confirmed: {describe_failures(results)}"
             state = self.states.transition(
                 state, self.clock(), "held", held, evidence, phase=RolloutPhase.HELD
             )
@@ -633,17 +638,7 @@ class ServiceController:
         return await run_hooks(self.service.hooks, kind, self._hook_context(state), cwd=self.hooks_cwd)
 
     def _hook_context(self, state: RolloutState) -> HookContext:
-        return HookContext(
-            service=state.service,
-            rollout_id=state.id,
-            version=state.version,
-            baseline=state.baseline,
-            phase=state.phase.value,
-            step=state.step_index + 1,
-            canary_weight=state.canary_weight,
-            frontend=self.service.frontend,
-            reason=state.reason,
-        )
+        return HookContext.for_rollout(state, self.service.frontend)
 
     def _start_load_tests(self) -> None:
         if self._load_tests:

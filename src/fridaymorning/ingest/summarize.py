@@ -10,7 +10,7 @@ rule DDSketch uses, so the two agree within the sketch's 1%. Timers of -1 (never
 out of that timer's quantiles; a quantile with no sample is None (null in JSON).
 
 Speed (it should stay within 10x of halog): given a file object, the bytes under its text layer are
-read in chunks of 16 MB. `bulk.scan_httplog` reads the httplog lines of a chunk all at once with
+read in chunks of 4 MB. `bulk.scan_httplog` reads the httplog lines of a chunk all at once with
 numpy; the lines it leaves go through `fastpath` (compact lines, counted by raw field values), and
 what remains through `parse_line`. Counts are summed per server with numpy, timers as a dense
 histogram of small values plus sparse (value, count) pairs, and quantiles are computed from those.
@@ -23,13 +23,13 @@ from __future__ import annotations
 import codecs
 import io
 from collections.abc import Iterable, Iterator
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fridaymorning.ingest.aggregate import status_class_index
-from fridaymorning.ingest.bulk import HttplogColumns, scan_httplog
+from fridaymorning.ingest.bulk import HEAD, PAD, TAIL, BulkReader, HttplogColumns
 from fridaymorning.ingest.fastpath import (
     BatchTally,
     DateCache,
@@ -106,7 +106,7 @@ class _ServerTally:
         return self.ta.counts
 
 
-_CHUNK_BYTES = 16 * 1024 * 1024
+_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 class _Summary:
@@ -120,6 +120,7 @@ class _Summary:
         self.headers = HeaderCache()
         self.dates = DateCache()
         self.errors = errors  # how the text layer decodes bytes that are not UTF-8
+        self.reader = BulkReader(self.headers, self.dates)
 
     def tally_of(self, backend: str, server: str) -> _ServerTally:
         tally = self.tallies.get((backend, server))
@@ -142,9 +143,9 @@ class _Summary:
         _, backend, server, status, tr_ms, ta_ms, _, termination = request
         _count_request(self.tally_of(backend, server), status, tr_ms, ta_ms, termination, 1)
 
-    def add_chunk(self, chunk: bytes) -> None:
-        """The lines of a chunk of bytes ending at a line end (or at the end of the input)."""
-        columns = scan_httplog(chunk, self.headers, self.dates)
+    def add_padded(self, padded: bytes | bytearray) -> None:
+        """The lines of a chunk, each ending in '\\n', between bulk.HEAD and bulk.TAIL."""
+        columns = self.reader.scan(padded)
         self.add_columns(columns)
         self.add_lines(columns.rest)
         for line in columns.dirty:
@@ -258,21 +259,21 @@ def summarize(lines: Iterable[str]) -> dict[str, Any]:
     binary = _binary_of(lines)
     summary = _Summary(getattr(lines, "errors", None) or "strict")
     if binary is not None:
-        for chunk in _chunks(binary):
-            summary.add_chunk(chunk)
+        for padded in _padded_chunks(binary):
+            summary.add_padded(padded)
     else:
         for line in lines:
             summary.add_line(line)
     return summary.result()
 
 
-def _binary_of(lines: Iterable[str]) -> IO[bytes] | None:
+def _binary_of(lines: Iterable[str]) -> io.BufferedIOBase | None:
     """The binary stream under a text file nothing was read from yet, or None."""
     buffer = getattr(lines, "buffer", None)
     if not isinstance(lines, io.TextIOWrapper) or buffer is None or lines.newlines is not None:
         return None
-    if codecs.lookup(lines.encoding).name != "utf-8":
-        return None  # the fast paths read bytes as UTF-8 would decode them
+    if codecs.lookup(lines.encoding).name != "utf-8" or not hasattr(buffer, "readinto"):
+        return None  # the fast paths read bytes as UTF-8 would decode them, in place
     try:
         if lines.tell() != 0:
             return None
@@ -281,22 +282,37 @@ def _binary_of(lines: Iterable[str]) -> IO[bytes] | None:
     return buffer  # type: ignore[no-any-return]
 
 
-def _chunks(binary: IO[bytes]) -> Iterator[bytes]:
-    """The stream in chunks of about _CHUNK_BYTES, each ending at a line end (or at the end)."""
+def _padded_chunks(binary: io.BufferedIOBase) -> Iterator[bytearray]:
+    """The stream in chunks of whole lines (about _CHUNK_BYTES), each line ending in '\\n' (one is added
+    to a last line without it), between bulk.HEAD and bulk.TAIL.
+
+    Read in place into one buffer, reused (fresh memory costs page faults): only the unfinished line
+    at the end of a read is copied. Each chunk is valid until the next one is asked for.
+    """
+    buffer = bytearray(HEAD)
     pending = b""
     while True:
-        block = binary.read(_CHUNK_BYTES)
-        if not block:
+        start = PAD + len(pending)
+        size = start + _CHUNK_BYTES + PAD
+        if len(buffer) < size:
+            buffer.extend(bytes(size - len(buffer)))
+        buffer[PAD:start] = pending
+        read = binary.readinto(memoryview(buffer)[start : start + _CHUNK_BYTES])
+        if not read:
             if pending:
-                yield pending
+                buffer[start : start + 1 + PAD] = b"\n" + TAIL
+                del buffer[start + 1 + PAD :]
+                yield buffer
             return
-        data = pending + block
-        end = data.rfind(b"\n")
+        filled = start + read
+        end = buffer.rfind(b"\n", start, filled)
         if end < 0:
-            pending = data
+            pending = bytes(buffer[PAD:filled])
             continue
-        pending = data[end + 1 :]
-        yield data[: end + 1]
+        pending = bytes(buffer[end + 1 : filled])
+        buffer[end + 1 : end + 1 + PAD] = TAIL
+        del buffer[end + 1 + PAD :]
+        yield buffer
 
 
 def _count_request(
@@ -342,7 +358,9 @@ def quantiles_of_counts(counts: dict[int, int]) -> dict[str, int | None]:
     return _weighted_quantiles(values, weights)
 
 
-def _weighted_quantiles(values: npt.NDArray[np.int64], weights: npt.NDArray[np.int64]) -> dict[str, int | None]:
+def _weighted_quantiles(
+    values: npt.NDArray[np.int64], weights: npt.NDArray[np.int64]
+) -> dict[str, int | None]:
     """`quantiles_of_counts` of values (repeats allowed) with their counts."""
     if not len(values):
         return {name: None for name, _ in QUANTILES}

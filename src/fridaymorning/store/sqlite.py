@@ -84,7 +84,7 @@ class SqliteMetricStore:
                     "WHERE backend = ? AND version = ? AND second >= ? AND second < ? ORDER BY second",
                     (backend, version, start, end),
                 ).fetchall()
-            except sqlite3.Error as error:
+            except (sqlite3.Error, OverflowError) as error:
                 raise StoreError(f"cannot query windows: {error}") from error
         merged: dict[int, Window] = {}
         for second, requests, status, failed, size, tr, ta in rows:

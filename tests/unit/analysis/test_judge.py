@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fridaymorning.analysis.evidence import ArmSecond, Evidence, histogram_of
-from fridaymorning.analysis.judge import Policy, fail_alpha, judge, verdict_of
+from fridaymorning.analysis.judge import Policy, fail_alpha, fails, judge, verdict_of
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, VALUES, index_of_value
 from fridaymorning.analysis.verdict import Check, VerdictPhase
 from fridaymorning.models import Window, new_sketch
@@ -116,6 +116,30 @@ def test_judge_equals_folding_seconds_into_evidence() -> None:
             arms.append(ArmSecond(window.requests, window.failed, histogram_of(window.tr)))
         evidence.add(arms[0], arms[1])
         assert verdict_of(evidence, POLICY) == judge(canary, baseline, POLICY)
+
+
+@pytest.mark.parametrize("compare", [True, False])
+def test_fails_is_the_verdicts_failing(compare: bool) -> None:
+    """judge.fails(evidence) is exactly whether verdict_of(evidence) fails, second by second."""
+    rng = np.random.default_rng(11)
+    seen = set()
+    for run in range(12):
+        policy = Policy(
+            min_requests=100, max_error_rate=0.02, max_p99_ms=float(rng.choice([60.0, 120.0, 1000.0]))
+        )
+        canary_rate, slow = float(rng.choice([0.0, 0.01, 0.04])), float(rng.choice([1.0, 1.3]))
+        evidence = Evidence(policy)
+        for _ in range(40):
+            canary = spread_second(int(rng.integers(0, 40)), 0, rng.lognormal(math.log(30 * slow), 0.5, 50))
+            canary = ArmSecond(
+                canary.requests, int(rng.binomial(canary.requests, canary_rate)), canary.histogram
+            )
+            baseline = spread_second(int(rng.integers(1, 200)), 0, rng.lognormal(math.log(30), 0.5, 50))
+            evidence.add(canary, baseline if run % 5 else ArmSecond(0, 0, None))
+            failing = verdict_of(evidence, policy, compare=compare).phase is FAIL
+            assert fails(evidence, policy, compare=compare) == failing
+            seen.add(failing)
+    assert seen == {True, False}
 
 
 def test_histogram_matches_ddsketch() -> None:

@@ -11,6 +11,7 @@ from fridaymorning.analysis import simulate as simulate_module
 from fridaymorning.analysis.judge import Policy
 from fridaymorning.analysis.scenario import Scenario, load_scenario, parse_scenario
 from fridaymorning.analysis.simulate import DEFAULT_PLAN, JUDGES, run_fm, simulate
+from fridaymorning.analysis.traffic import TrafficStream
 from fridaymorning.controller import loop, strategy
 from fridaymorning.errors import ConfigError
 
@@ -66,6 +67,55 @@ def test_state_moves_as_the_loop_moves_it(monkeypatch: pytest.MonkeyPatch) -> No
     for index, _, started, now, step_requests in seen:
         if index > 0 and now == started + 1:
             assert step_requests == 0  # the second the weight moved is not complete yet
+
+
+SHORT_PLAN = strategy.Plan(
+    (
+        strategy.Step(weight=20, min_duration_s=10, max_duration_s=40, min_requests=300),
+        strategy.Step(weight=60, min_duration_s=5, max_duration_s=40, min_requests=100),
+    ),
+    "rollback",
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "plan"),
+    [
+        ({}, DEFAULT_PLAN),
+        ({"canary": {"error_rate": 0.05, "latency_ms": {"p50": 40, "p99": 180}}}, DEFAULT_PLAN),
+        ({"canary": {"error_rate": 0.001, "latency_ms": {"p50": 40, "p99": 225}}}, DEFAULT_PLAN),
+        ({"rps": 3}, DEFAULT_PLAN),
+        ({"rps": 50, "lateness_s": 2}, SHORT_PLAN),
+        ({"rps": [[0, 200], [30, 0], [60, 400]]}, SHORT_PLAN),
+        ({"changes": [{"at_s": 60, "version": "canary", "error_rate": 0.03}]}, SHORT_PLAN),
+        (
+            {"changes": [{"at_s": 20, "version": "canary", "latency_ms": {"p50": 45, "p99": 400}}]},
+            DEFAULT_PLAN,
+        ),
+    ],
+)
+def test_skipping_verdicts_decides_as_judging_every_tick(
+    changes: dict[str, object], plan: strategy.Plan
+) -> None:
+    """run_fm builds the verdict only when it can matter; it ends every run exactly as judging every tick."""
+    for seed in range(4):
+        skipping = run_fm(scenario(**changes), plan, Policy(), np.random.default_rng(seed), 1.0)
+        every = run_fm(scenario(**changes), plan, Policy(), np.random.default_rng(seed), 1.0, every_tick=True)
+        assert skipping == every
+
+
+def test_traffic_cumulative_histograms_are_the_histograms_summed() -> None:
+    """The cumulative histograms the stream hands Evidence.add are np.cumsum of its histograms."""
+    traffic = TrafficStream(
+        scenario(changes=[{"at_s": 30, "version": "canary", "error_rate": 0.2}]), np.random.default_rng(5)
+    )
+    traffic.set_weight(10, 1)
+    traffic.set_weight(50, 40)
+    for second in range(1, 120):
+        for arm in traffic.second(second):
+            assert arm.histogram is not None and arm.cumulative is not None
+            assert np.array_equal(arm.cumulative, np.cumsum(arm.histogram))
+            assert arm.cumulative[-1] == arm.requests
 
 
 @pytest.mark.parametrize(

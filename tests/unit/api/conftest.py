@@ -59,13 +59,15 @@ class FakeRuntime:
 
     def __init__(self, state_path: Path) -> None:
         self.states = StateStore(state_path)
+        self.reloads = 0
         self.memory = MemoryMetricStore()
         self.metrics: MetricStore | None = self.memory
         self.platforms = {"web": FakePlatform(), "shop": FakePlatform()}
+        self.routers = {"web": FakeRouter(), "shop": FakeRouter()}
         self.controllers = {
             name: ServiceController(
                 service_config(name, approval=name == "shop"),
-                FakeRouter(),
+                self.routers[name],
                 self.platforms[name],
                 self.memory,
                 self.states,
@@ -82,7 +84,13 @@ class FakeRuntime:
             await controller.stop()
 
     def status(self) -> dict[str, Any]:
-        return {"services": [controller.snapshot() for controller in self.controllers.values()], "collector": {}}
+        return {
+            "services": [controller.snapshot() for controller in self.controllers.values()],
+            "collector": {},
+        }
+
+    async def reload_haproxy(self) -> None:
+        self.reloads += 1
 
 
 async def unfinished_rollout_tasks() -> list[str]:
