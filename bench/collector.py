@@ -395,6 +395,18 @@ def bench_offline(quick: bool) -> dict[str, Any]:
     }
 
 
+def offline_summary(offline: dict[str, Any]) -> str:
+    return (
+        f"Offline ({offline['lines']} httplog lines): fm {offline['fm_s']} s (cpu {offline['fm_cpu_s']} s), "
+        f"halog -srv {offline['halog_s']} s (×{offline['ratio']}), halog -pct {offline['halog_pct_s']} s "
+        f"(×{offline['ratio_vs_pct']})"
+    )
+
+
+def offline_keys(offline: dict[str, Any]) -> dict[str, Any]:
+    return {key: offline[key] for key in ("fm_s", "halog_s", "ratio")}
+
+
 # --- Sketch -------------------------------------------------------------------------------------------
 
 
@@ -433,6 +445,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller and shorter (under a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument(
+        "--offline-only",
+        action="store_true",
+        help="run only the offline comparison with halog (its JSON line holds only the offline keys)",
+    )
     parser.add_argument("--serve", choices=("udp", "tcp"), help=argparse.SUPPRESS)
     parser.add_argument("--send-udp", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
@@ -446,6 +463,11 @@ def main() -> None:
         send_udp(int(port), int(rate), float(seconds), options.cpu)
         return
     say = (lambda *_: None) if options.json else print
+    if options.offline_only:
+        offline = bench_offline(options.quick)
+        say(offline_summary(offline))
+        print(json.dumps({"offline": offline_keys(offline), "details": {"offline": offline}}))
+        return
     udp_best, udp_steps = bench_udp(options.quick)
     columns = ("rate", "achieved_rate", "sent", "counted", "lost", "socket_drops", "collector_cpu_s")
     say(" ".join(f"{name:>15}" for name in (*columns, "cpu_us_per_line")))
@@ -459,11 +481,7 @@ def main() -> None:
         f"lost {live['lost']}, collector CPU {live['collector_cpu_pct']}%"
     )
     offline = bench_offline(options.quick)
-    say(
-        f"Offline ({offline['lines']} httplog lines): fm {offline['fm_s']} s (cpu {offline['fm_cpu_s']} s), "
-        f"halog -srv {offline['halog_s']} s (×{offline['ratio']}), halog -pct {offline['halog_pct_s']} s "
-        f"(×{offline['ratio_vs_pct']})"
-    )
+    say(offline_summary(offline))
     sketch = bench_sketch()
     say(
         f"Sketch: max rel err {sketch['max_rel_err']} {sketch['rel_err']}, "
@@ -473,7 +491,7 @@ def main() -> None:
         "udp_lossless_lines_per_s": udp_best,
         "tcp_lines_per_s": tcp["lines_per_s"],
         "live": {key: live[key] for key in ("requests", "logged", "lost", "collector_cpu_pct")},
-        "offline": {key: offline[key] for key in ("fm_s", "halog_s", "ratio")},
+        "offline": offline_keys(offline),
         "sketch": {key: sketch[key] for key in ("max_rel_err", "merge_3600_ms")},
         "details": {"udp_steps": udp_steps, "tcp": tcp, "live": live, "offline": offline, "sketch": sketch},
     }

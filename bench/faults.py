@@ -46,6 +46,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,19 @@ VERSIONED_APP = (
 
 LONG_STEP = {"weight": 30, "min_duration_s": 600, "max_duration_s": 900, "min_requests": 50}
 SLEEPING_HOOK_S = 6
+HOOK_SCRIPT = f"import time; time.sleep({SLEEPING_HOOK_S})  # fm-faults pre_rollout hook"
+
+
+def hook_processes(prefix: str) -> list[int]:
+    """Our pre_rollout hooks running now."""
+    return [pid for pid in marked_processes(prefix) if "fm-faults pre_rollout hook" in describe(pid, 400)]
+
+
+OUT = sys.stdout  # the table and progress; stderr with --json, so stdout holds the JSON line alone
 
 
 def say(*parts: object) -> None:
     print(*parts, file=OUT, flush=True)
-
-
-OUT = sys.stdout
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,9 +163,10 @@ def marked_processes(prefix: str) -> list[int]:
     return found
 
 
-def describe(pid: int) -> str:
+def describe(pid: int, limit: int = 80) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        return command.decode(errors="replace")[:limit]
     except OSError:
         return "?"
 
@@ -353,7 +361,10 @@ class Deployment:
         return self.get(f"/rollouts/{rollout_id}")  # type: ignore[no-any-return]
 
     def wait_phase(self, rollout_id: int, phases: set[str], timeout_s: float) -> dict[str, Any] | None:
-        return wait_for(lambda: (r := self.rollout(rollout_id))["phase"] in phases and r, timeout_s, 0.1)
+        found: dict[str, Any] | None = wait_for(
+            lambda: (r := self.rollout(rollout_id))["phase"] in phases and r, timeout_s, 0.1
+        )
+        return found
 
     def persisted_phase(self, rollout_id: int) -> str | None:
         """The phase in the state DB right now (read-only, without going through fm up)."""
@@ -477,9 +488,8 @@ def kill_config(directory: Path, phase: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [dict(LONG_STEP)]
     hooks: list[dict[str, Any]] = []
     if phase == "starting":
-        sleep = f"import time; time.sleep({SLEEPING_HOOK_S})"
-        hooks = [{"name": "slow-smoke", "kind": "pre_rollout", "command": [sys.executable, "-c", sleep]}]
-        hooks[0]["timeout_s"] = 30
+        command = [sys.executable, "-c", HOOK_SCRIPT]
+        hooks = [{"name": "slow-smoke", "kind": "pre_rollout", "command": command, "timeout_s": 30}]
     elif phase == "awaiting_approval":
         steps = [
             {"weight": 30, "min_duration_s": 2, "max_duration_s": 60, "min_requests": 30, "approval": True}
@@ -520,6 +530,8 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         result["persisted_at_kill"] = persisted
         # HAProxy, the instances (and a hook still running): orphans now, and they must keep serving.
         data_plane = marked_processes(f"{run_id}/{name}")
+        if phase == "starting":
+            result["hooks_running_at_kill"] = len(hook_processes(f"{run_id}/{name}"))
         before_outage = d.tally()
         time.sleep(OUTAGE_S)
         outage = tally_diff(d.tally(), before_outage)
@@ -545,8 +557,17 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         actions, expected = FINISH[phase]
         for kind, what in actions:
             if kind == "wait":
-                if d.wait_phase(rollout_id, {what}, 30) is None:
+                most_hooks = 0
+
+                def reached(what: str = what) -> bool:
+                    nonlocal most_hooks
+                    most_hooks = max(most_hooks, len(hook_processes(f"{run_id}/{name}")))
+                    return bool(d.rollout(rollout_id)["phase"] == what)
+
+                if not wait_for(reached, 30):
                     raise RuntimeError(f"after the restart, never {what}: {d.rollout(rollout_id)['phase']}")
+                if phase == "starting":
+                    result["hooks_at_once_after_restart"] = most_hooks
                 mark(what)
             else:
                 result.setdefault("phase_after_restart", d.rollout(rollout_id)["phase"])
@@ -832,11 +853,18 @@ def measured(trial: dict[str, Any]) -> str:
         if "weights_kept" in trial:
             kept = "kept" if trial["weights_kept"] else "CHANGED"
             parts.append(f"weights {kept} {trial['weights_after_restart']}")
+        if "hooks_running_at_kill" in trial:
+            parts.append(
+                f"hooks running at kill {trial['hooks_running_at_kill']}, "
+                f"at once after restart {trial.get('hooks_at_once_after_restart')}"
+            )
         if trial.get("missed"):
             parts.append("MISSED (already terminal)")
     elif kind == "canary_crash":
         parts.append(f"DOWN after {trial.get('seconds_to_down')} s")
-        parts.append(f"stot after DOWN +{trial.get('after_down')}")
+        parts.append(
+            f"stot kill..DOWN +{trial.get('stot_kill_to_down')}, after DOWN +{trial.get('after_down')}"
+        )
         parts.append(f"statuses {trial.get('statuses')}")
         parts.append(f"rolled back after {trial.get('seconds_to_rolled_back')} s")
     elif kind == "haproxy_reload":
@@ -927,6 +955,7 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
             "seconds_to_down": downs,
             "down_within_2s": sum(1 for s in downs if s is not None and s <= 2.0),
             "seconds_to_rolled_back": [t.get("seconds_to_rolled_back") for t in crashes],
+            "requests_to_dead_server_before_down": [t.get("stot_kill_to_down") for t in crashes],
             "failed_requests": sum(t.get("failed", {}).get("total", 0) for t in crashes),
         },
         "haproxy_reload": {
@@ -968,24 +997,22 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:10]
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="fm-faults-"))
-    plan: list[Callable[[], dict[str, Any]]] = []
     phases = ("progressing", "promoting") if options.quick else KILL_PHASES
-    plan += [lambda phase=phase: kill9_trial(root, run_id, phase) for phase in phases]
     repeats = 1 if options.quick else 3
-    plan += [lambda i=i: canary_crash_trial(root, run_id, i) for i in range(1, repeats + 1)]
-    plan += [lambda i=i: reload_trial(root, run_id, i) for i in range(1, repeats + 1)]
-    plan += [
-        lambda step=step: no_data_trial(root, run_id, step) for step in ((1,) if options.quick else (1, 2))
-    ]
+    plan: list[Callable[[], dict[str, Any]]] = [partial(kill9_trial, root, run_id, phase) for phase in phases]
+    plan += [partial(canary_crash_trial, root, run_id, i) for i in range(1, repeats + 1)]
+    plan += [partial(reload_trial, root, run_id, i) for i in range(1, repeats + 1)]
+    plan += [partial(no_data_trial, root, run_id, step) for step in ((1,) if options.quick else (1, 2))]
     if options.only:
         kind, _, argument = options.only.partition(":")
-        runs: dict[str, Callable[[], dict[str, Any]]] = {
-            "kill9": lambda: kill9_trial(root, run_id, argument),
-            "canary_crash": lambda: canary_crash_trial(root, run_id, 1),
-            "haproxy_reload": lambda: reload_trial(root, run_id, 1),
-            "no_data": lambda: no_data_trial(root, run_id, int(argument or 1)),
-        }
-        plan = [runs[kind]]
+        if kind == "kill9":
+            plan = [partial(kill9_trial, root, run_id, argument)]
+        elif kind == "canary_crash":
+            plan = [partial(canary_crash_trial, root, run_id, 1)]
+        elif kind == "haproxy_reload":
+            plan = [partial(reload_trial, root, run_id, 1)]
+        else:
+            plan = [partial(no_data_trial, root, run_id, int(argument or 1))]
     trials: list[dict[str, Any]] = []
     leftovers: list[str] = []
     try:

@@ -2,7 +2,9 @@
 
 `Evidence.add` is the only place a second of traffic enters the statistics. The judge folds the stored
 windows through it from the first second on every call; the simulator folds its generated seconds
-through it as they happen. Both then ask `judge.verdict_of` for the verdict, so both decide identically.
+through it as they happen. Both then ask `judge.verdict_of` for the verdict (the simulator asks
+`judge.fails` first, the failing side of the same checks, and builds the verdict only when it can change
+the decision), so both decide identically.
 """
 
 from __future__ import annotations

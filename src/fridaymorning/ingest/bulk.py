@@ -1,10 +1,11 @@
 """Vectorised reading of `option httplog` lines, a whole chunk of a log file at a time, for `summarize`.
 
 `haproxy_log.parse_line` costs microseconds a line; an offline summary of a million lines must stay
-within 10x of halog. So `scan_httplog` finds the field boundaries of every line of a chunk at once
-with numpy (positions of newlines and spaces, then fixed-width windows over the fields it needs) and
-returns, for each line it takes, the interned backend/server, status, Tr, Ta and whether the
-termination state blames the server or the proxy.
+within 10x of halog. So `BulkReader.scan` finds the field boundaries of every line of a chunk at
+once with numpy (positions of newlines, spaces and ' [', then fixed-width windows over the fields
+it needs, read with SWAR arithmetic on 64-bit words) and returns, for each line it takes, the
+interned backend/server, status, Tr, Ta and whether the termination state blames the server or the
+proxy. No Python code runs per line, only per distinct header, date or backend/server.
 
 It takes a line only when it can prove `parse_line` reads it the same way, and hands every other
 line back, as bytes, for the exact parser:
@@ -23,7 +24,8 @@ line back, as bytes, for the exact parser:
 * status, Tr, Ta and bytes are an optional sign and 1 to 16 ASCII digits, which `int` reads
   exactly as parsed here. Anything else (`1_0`, 17 digits...) takes the exact path.
 
-Fields longer than the windows read here (very long names, headers or timers) also take it.
+Fields longer than the windows read here (very long names, headers or timers) also take it, and
+so does a line whose value hashes like another value's while interning (checked, not assumed).
 `tests/unit/ingest/test_summarize_bulk.py` compares the two paths on a corpus of edge cases and on
 random and mutated lines.
 """
@@ -44,7 +46,7 @@ Words = npt.NDArray[Any]
 Mask = npt.NDArray[Any]
 Bytes = npt.NDArray[Any]
 
-PAD = 64  # zero bytes around a padded chunk, so that every window read stays inside the buffer
+PAD = 64  # bytes before and after the lines of a padded chunk (HEAD and TAIL below)
 _HEADER_WIDTHS = (40, 64)  # syslog headers ('<134>Nov 26 12:38:53 host haproxy[6027]'), longest 64
 _TARGET_WIDTHS = (16, 32, 48)  # backend/server, longest 48
 _SLASHED_WIDTHS = (16, 32)  # timers (TR/Tw/Tc/Tr/Ta) and connection counts (ac/fc/bc/sc/rc)
@@ -89,7 +91,7 @@ _HASH_MULTIPLIERS = [
 
 
 class HttplogColumns:
-    """The requests `scan_httplog` took from a chunk, one entry per line, and the lines it did not take.
+    """The requests read from a chunk, one entry per line, and the lines not read.
 
     `targets` are the distinct raw 'backend/server' fields; `target` indexes them. `rest` holds the
     other non-empty lines (ASCII, no '\\r'); `dirty` the lines to decode before parsing them.

@@ -10,7 +10,7 @@ rule DDSketch uses, so the two agree within the sketch's 1%. Timers of -1 (never
 out of that timer's quantiles; a quantile with no sample is None (null in JSON).
 
 Speed (it should stay within 10x of halog): given a file object, the bytes under its text layer are
-read in chunks of 4 MB. `bulk.scan_httplog` reads the httplog lines of a chunk all at once with
+read in chunks of 4 MB. `bulk.BulkReader` reads the httplog lines of a chunk all at once with
 numpy; the lines it leaves go through `fastpath` (compact lines, counted by raw field values), and
 what remains through `parse_line`. Counts are summed per server with numpy, timers as a dense
 histogram of small values plus sparse (value, count) pairs, and quantiles are computed from those.
@@ -73,16 +73,31 @@ class _TimerCounts:
         self.sparse.append((distinct, counts.astype(np.int64)))
 
     def quantiles(self) -> dict[str, int | None]:
-        values = [np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts))]
-        weights = [np.fromiter(self.counts.values(), dtype=np.int64, count=len(self.counts))]
+        if not _fits_int64(self.counts):
+            counts = dict(self.counts)
+            for values, weights in self._arrays():
+                for value, weight in zip(values.tolist(), weights.tolist(), strict=True):
+                    counts[value] = counts.get(value, 0) + weight
+            return _python_quantiles(counts)
+        arrays = self._arrays()
+        values = np.concatenate([values for values, _ in arrays])
+        return _weighted_quantiles(values, np.concatenate([weights for _, weights in arrays]))
+
+    def _arrays(self) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+        """(values, counts) pairs of everything counted, the exact path's dict first if it fits int64."""
+        arrays = []
+        if _fits_int64(self.counts):
+            arrays.append(
+                (
+                    np.fromiter(self.counts.keys(), dtype=np.int64, count=len(self.counts)),
+                    np.fromiter(self.counts.values(), dtype=np.int64, count=len(self.counts)),
+                )
+            )
         if self.dense is not None:
             present = np.flatnonzero(self.dense)
-            values.append(present.astype(np.int64))
-            weights.append(self.dense[present])
-        for distinct, counts in self.sparse:
-            values.append(distinct)
-            weights.append(counts)
-        return _weighted_quantiles(np.concatenate(values), np.concatenate(weights))
+            arrays.append((present.astype(np.int64), self.dense[present]))
+        arrays.extend(self.sparse)
+        return arrays
 
 
 class _ServerTally:
@@ -112,14 +127,13 @@ _CHUNK_BYTES = 4 * 1024 * 1024
 class _Summary:
     """Running totals of a summary."""
 
-    def __init__(self, errors: str = "replace") -> None:
+    def __init__(self) -> None:
         self.tallies: dict[tuple[str, str], _ServerTally] = {}
         self.lines = 0
         self.requests = 0
         self.rejected = 0
         self.headers = HeaderCache()
         self.dates = DateCache()
-        self.errors = errors  # how the text layer decodes bytes that are not UTF-8
         self.reader = BulkReader(self.headers, self.dates)
 
     def tally_of(self, backend: str, server: str) -> _ServerTally:
@@ -149,20 +163,25 @@ class _Summary:
         self.add_columns(columns)
         self.add_lines(columns.rest)
         for line in columns.dirty:
-            # Decoded like the text layer would, with its universal newlines ('\r' ends a line too).
-            for text_line in io.StringIO(line.decode("utf-8", self.errors), newline=None):
+            # Decoded like the text layer of `fm logs summarize` (UTF-8, invalid bytes replaced), with
+            # its universal newlines: '\r' ends a line too.
+            for text_line in io.StringIO(line.decode("utf-8", "replace"), newline=None):
                 self.add_line(text_line)
 
     def add_columns(self, columns: HttplogColumns) -> None:
-        """Add the requests read by `bulk.scan_httplog`."""
+        """Add the requests read by `bulk.BulkReader.scan`."""
         taken = len(columns.target)
         if not taken:
             return
         self.lines += taken
         self.requests += taken
         groups = len(columns.targets)
-        tallies = [self.tally_of(*target.decode("ascii").split("/", 1)) for target in columns.targets]
         target, status = columns.target, columns.status
+        requests = np.bincount(target, minlength=groups).tolist()
+        tallies = [
+            self.tally_of(*name.decode("ascii").split("/", 1)) if count else _ServerTally()
+            for name, count in zip(columns.targets, requests, strict=True)
+        ]
         in_range = (status >= 100) & (status < 600)
         classes = np.where(in_range, status // 100 - 1, _STATUS_COUNT - 1)
         status_counts = np.bincount(target * _STATUS_COUNT + classes, minlength=groups * _STATUS_COUNT)
@@ -171,7 +190,7 @@ class _Summary:
         for group, (tally, counts) in enumerate(
             zip(tallies, status_counts.reshape(groups, _STATUS_COUNT).tolist(), strict=True)
         ):
-            tally.requests += sum(counts)
+            tally.requests += requests[group]
             tally.status = [mine + theirs for mine, theirs in zip(tally.status, counts, strict=True)]
             tally.failed += failed_counts[group]
         for values, timer_of in ((columns.tr, _tr_of), (columns.ta, _ta_of)):
@@ -194,7 +213,7 @@ class _Summary:
                     timer_of(tallies[int(part_groups[0])]).add_values(part_values)
 
     def add_lines(self, lines: list[bytes]) -> None:
-        """Non-empty ASCII lines without '\r': compact lines by the fast path if it can, others exactly."""
+        """Non-empty ASCII lines without '\\r': compact lines by the fast path if it can, others exactly."""
         if not lines:
             return
         compact = tally_compact_lines(lines, self.headers)
@@ -257,7 +276,7 @@ def summarize(lines: Iterable[str]) -> dict[str, Any]:
     lines: they are `rejected`.
     """
     binary = _binary_of(lines)
-    summary = _Summary(getattr(lines, "errors", None) or "strict")
+    summary = _Summary()
     if binary is not None:
         for padded in _padded_chunks(binary):
             summary.add_padded(padded)
@@ -353,9 +372,35 @@ def _server_summary(key: tuple[str, str], tally: _ServerTally) -> dict[str, Any]
 
 def quantiles_of_counts(counts: dict[int, int]) -> dict[str, int | None]:
     """p50/p90/p99 of samples given as value → count: the value at rank floor(q * (n - 1))."""
+    if not _fits_int64(counts):
+        return _python_quantiles(counts)
     values = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
     weights = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
     return _weighted_quantiles(values, weights)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _fits_int64(counts: dict[int, int]) -> bool:
+    """Whether numpy can hold the values (a timer of 20 digits parses, but not as an int64)."""
+    return not counts or (min(counts) >= _INT64_MIN and max(counts) <= _INT64_MAX)
+
+
+def _python_quantiles(counts: dict[int, int]) -> dict[str, int | None]:
+    """`quantiles_of_counts` in plain Python, for values beyond int64."""
+    total = sum(counts.values())
+    if not total:
+        return {name: None for name, _ in QUANTILES}
+    result: dict[str, int | None] = {}
+    for name, quantile in QUANTILES:
+        rank, seen = int(quantile * (total - 1)), 0
+        for value in sorted(counts):
+            seen += counts[value]
+            if seen > rank:
+                result[name] = value
+                break
+    return result
 
 
 def _weighted_quantiles(

@@ -105,6 +105,7 @@ EDGE_MESSAGES = [
     httplog(size="1234567890123456"),
     httplog(timers="0/0/1/1234567890123456/12345678"),
     httplog(timers="0/0/1/12345678901234567/1"),
+    httplog(timers="0/0/1/99999999999999999999/123456789012345678901234567890"),
     httplog(timers="0/0/1/-/1"),
     httplog(timers="1000000/2000000/3000000/4000000/5000000000"),
     httplog(timers="0/0/1/4/9/"),
@@ -184,7 +185,17 @@ def generated_lines(count: int, seed: int) -> list[str]:
     lines = []
     for index in range(count):
         tr_ms = int(rng.lognormvariate(3, 1.2)) if index % 17 else -1
-        status, termination = rng.choice(((200, "----"), (503, "SC--"), (404, "----"), (200, "CD--")))
+        status, termination = rng.choice(
+            (
+                (200, "----"),
+                (503, "SC--"),
+                (404, "----"),
+                (200, "CD--"),
+                (500, "----"),
+                (599, "--NI"),
+                (101, "----"),
+            )
+        )
         header = rng.choice(HEADERS[:5]) if index % 5 else HEADERS[0]
         lines.append(
             header
@@ -311,6 +322,24 @@ def test_invalid_utf8_and_control_bytes(tmp_path: Path, chunk_bytes: int) -> Non
     path = tmp_path / "bytes.log"
     path.write_bytes(b"\n".join(good + odd + good) + b"\n")
     assert summarize_file(path) == reference(text_lines(path))
+
+
+def test_many_servers_and_timers_beyond_the_dense_range(tmp_path: Path, chunk_bytes: int) -> None:
+    """Hundreds of servers in one chunk and timers of minutes are counted sparsely, still exactly."""
+    rng = random.Random(7)
+    lines = [
+        HEADERS[0]
+        + httplog(
+            target=f"be/s{index % 300}",
+            timers=f"0/0/0/{rng.choice((0, 5, 2047, 2048, 70_000, 10**12))}/{rng.randint(0, 10**7)}",
+        )
+        for index in range(3000)
+    ]
+    path = tmp_path / "servers.log"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = summarize_file(path)
+    assert len(summary["servers"]) == 300
+    assert summary == reference(text_lines(path))
 
 
 def test_well_formed_lines_take_the_vectorised_path() -> None:
