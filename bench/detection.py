@@ -1,6 +1,6 @@
 """Detection benchmark: fridaymorning's sequential judge beside Flagger's and Kayenta's, one scenario matrix.
 
-    .venv/bin/python bench/detection.py [--quick] [--json]
+    .venv/bin/python bench/detection.py [--quick] [--json] [--timing]
 
 What it compares: for each scenario in bench/scenarios/ (5% canary errors at 1000 and 100 req/s, identical
 versions, a p99 regression of 25%, no traffic, too little traffic), many virtual rollouts are decided by
@@ -15,12 +15,18 @@ versions, a p99 regression of 25%, no traffic, too little traffic), many virtual
 It prints a table, the targets of issue 4 with whether fm meets them, and, as the last line, one JSON
 object: {"compares": ..., "results": {scenario: {judge: summary}}, "targets": {...}}.
 --quick runs fewer rollouts (under a minute); the full run takes a few minutes.
+--timing instead times the simulator itself: 1,000 fm runs of bench/scenarios/full-length.yaml under
+bench/scenarios/configs/full-length.yaml, where no rollout ends early, so every run judges all 900
+seconds at 1000 req/s (issue 4's "1,000 runs of a 15-minute scenario in under a minute"). It prints
+one JSON object with the elapsed seconds, the CPU seconds of this process and its workers, and the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -29,7 +35,7 @@ from typing import Any
 from rich.console import Console
 
 from fridaymorning.analysis.scenario import load_scenario
-from fridaymorning.analysis.simulate import JUDGES, simulate, summary_table
+from fridaymorning.analysis.simulate import JUDGES, plan_and_policy, simulate, summary_table
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 MATRIX = (
@@ -83,11 +89,39 @@ def targets(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str
     }
 
 
+def timing(runs: int = 1000) -> dict[str, Any]:
+    """Time `runs` full-length fm runs, as `fm simulate` runs them (all cores)."""
+    scenario = load_scenario(SCENARIOS / "full-length.yaml")
+    plan, policy, interval = plan_and_policy(SCENARIOS / "configs" / "full-length.yaml")
+    load_before = os.getloadavg()[0]
+    started, cpu_started = time.monotonic(), _cpu_seconds()
+    summary = simulate(scenario, plan, policy, runs=runs, judge_interval_s=interval)
+    return {
+        "scenario": scenario.name,
+        "runs": runs,
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "cpu_s": round(_cpu_seconds() - cpu_started, 1),
+        "cores": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "outcomes": summary["outcomes"],
+    }
+
+
+def _cpu_seconds() -> float:
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rollouts per scenario (under a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--timing", action="store_true", help="time 1,000 full-length fm runs instead")
     args = parser.parse_args(argv)
+    if args.timing:
+        print(json.dumps(timing()))
+        return 0
     runs = RUNS["quick" if args.quick else "full"]
     console = Console(stderr=args.json, width=170)
     started = time.monotonic()

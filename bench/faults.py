@@ -976,6 +976,27 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
     }
 
 
+def build_plan(root: Path, run_id: str, quick: bool, only: str | None) -> list[Callable[[], dict[str, Any]]]:
+    """The trials to run, in order."""
+    phases = ("progressing", "promoting") if quick else KILL_PHASES
+    repeats = 1 if quick else 3
+    plan: list[Callable[[], dict[str, Any]]] = [partial(kill9_trial, root, run_id, phase) for phase in phases]
+    plan += [partial(canary_crash_trial, root, run_id, i) for i in range(1, repeats + 1)]
+    plan += [partial(reload_trial, root, run_id, i) for i in range(1, repeats + 1)]
+    plan += [partial(no_data_trial, root, run_id, step) for step in ((1,) if quick else (1, 2))]
+    if only:
+        kind, _, argument = only.partition(":")
+        if kind == "kill9":
+            plan = [partial(kill9_trial, root, run_id, argument)]
+        elif kind == "canary_crash":
+            plan = [partial(canary_crash_trial, root, run_id, 1)]
+        elif kind == "haproxy_reload":
+            plan = [partial(reload_trial, root, run_id, 1)]
+        else:
+            plan = [partial(no_data_trial, root, run_id, int(argument or 1))]
+    return plan
+
+
 def main() -> None:
     global OUT
     parser = argparse.ArgumentParser(
@@ -997,25 +1018,10 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:10]
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="fm-faults-"))
-    phases = ("progressing", "promoting") if options.quick else KILL_PHASES
-    repeats = 1 if options.quick else 3
-    plan: list[Callable[[], dict[str, Any]]] = [partial(kill9_trial, root, run_id, phase) for phase in phases]
-    plan += [partial(canary_crash_trial, root, run_id, i) for i in range(1, repeats + 1)]
-    plan += [partial(reload_trial, root, run_id, i) for i in range(1, repeats + 1)]
-    plan += [partial(no_data_trial, root, run_id, step) for step in ((1,) if options.quick else (1, 2))]
-    if options.only:
-        kind, _, argument = options.only.partition(":")
-        if kind == "kill9":
-            plan = [partial(kill9_trial, root, run_id, argument)]
-        elif kind == "canary_crash":
-            plan = [partial(canary_crash_trial, root, run_id, 1)]
-        elif kind == "haproxy_reload":
-            plan = [partial(reload_trial, root, run_id, 1)]
-        else:
-            plan = [partial(no_data_trial, root, run_id, int(argument or 1))]
     trials: list[dict[str, Any]] = []
     leftovers: list[str] = []
     try:
+        plan = build_plan(root, run_id, options.quick, options.only)
         for run in plan:
             trial = run()
             trials.append(trial)

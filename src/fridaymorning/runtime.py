@@ -130,7 +130,7 @@ class Runtime:
             on_change=self.write_live_config,
         )
         if adopted:
-            await self.reload_haproxy()
+            await self.refresh_adopted_haproxy(config_path)
             self.announce(f"adopted the running HAProxy (pid {self.haproxy.pid}) with {config_path}")
         else:
             self.check_frontend_ports()
@@ -143,6 +143,18 @@ class Runtime:
             reconcile_interval_s=self.config.collector.reconcile_interval_s,
             backends={backend for service in self.config.services for backend in backends_of(service)},
         )
+
+    async def refresh_adopted_haproxy(self, config_path: Path) -> None:
+        """Reload an adopted HAProxy only if its config must change (e.g. a service was added).
+
+        The file on disk already lists the live servers (it is rewritten after every change), so a
+        plain restart of `fm up` does not reload, and no client connection is disturbed.
+        """
+        assert self.router is not None
+        collector_address = parse_address(self.config.collector.listen)
+        wanted = render_haproxy_config(self.config, collector_address, await self.router.current_servers())
+        if config_path.read_text(encoding="utf-8") != wanted:
+            await self.reload_haproxy()
 
     async def write_live_config(self) -> None:
         """After every router change: haproxy.cfg lists the live servers, so any reload keeps them."""

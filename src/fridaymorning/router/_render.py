@@ -184,6 +184,9 @@ def render_defaults() -> str:
         "timeout queue 5s",
         "timeout check 2s",
         "load-server-state-from-file global",
+        # On a reload the old worker closes idle keep-alive connections only after answering, so a
+        # client that sends on one at that moment is not left without an answer.
+        "option idle-close-on-response",
         # A connection refused by a server that is going away is retried on another one.
         "option redispatch",
         "retries 2",
@@ -282,7 +285,19 @@ def render_server(server: ServerSpec, health_check_interval_ms: int) -> str:
         raise ConfigError(f"{field}: a weight must be an integer within 0..{MAX_WEIGHT}, got {weight!r}")
     return (
         f"server {server.name} {format_address(server.address, server.port, field)} weight {weight} "
-        f"check inter {health_check_interval_ms}ms fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE}"
+        f"{health_check_options(health_check_interval_ms)}"
+    )
+
+
+def health_check_options(interval_ms: int) -> str:
+    """The health-check settings of every server, static or added at run time.
+
+    A refused or reset connection marks the server down at once (`observe layer4`), without waiting
+    for `fall` failed checks: a crashed canary stops receiving requests within milliseconds.
+    """
+    return (
+        f"check inter {interval_ms}ms fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE} "
+        "observe layer4 error-limit 1 on-error mark-down"
     )
 
 

@@ -34,12 +34,7 @@ from typing import Any
 from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import MissingBinaryError, PortInUseError, RouterError, WeightMismatchError
 from fridaymorning.models import ServerState, ServerStatus
-from fridaymorning.router._render import (
-    HEALTH_CHECK_FALL,
-    HEALTH_CHECK_RISE,
-    MAX_WEIGHT,
-    render_haproxy_config,
-)
+from fridaymorning.router._render import MAX_WEIGHT, health_check_options, render_haproxy_config
 from fridaymorning.router.base import ServerSpec
 
 log = logging.getLogger(__name__)
@@ -368,7 +363,7 @@ class HAProxyRouter:
         async with self.changing():
             await self.command(
                 f"add server {ref} {target} weight {check_weight(weight)} "
-                f"check inter {self.check_interval_ms}ms fall {HEALTH_CHECK_FALL} rise {HEALTH_CHECK_RISE}",
+                f"{health_check_options(self.check_interval_ms)}",
                 says("New server registered."),
             )
             if backend in self.affinity_backends:

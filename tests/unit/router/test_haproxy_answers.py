@@ -97,7 +97,8 @@ async def test_add_server_sends_the_documented_sequence(fake_admin_socket: FakeA
     fake_admin_socket.answers = {"add server": "New server registered.\n\n", "enable": "\n"}
     await router_for(fake_admin_socket).add_server("web", "v2-1", "127.0.0.1", 9002, weight=5)
     assert fake_admin_socket.commands == [
-        "add server web/v2-1 127.0.0.1:9002 weight 5 check inter 500ms fall 2 rise 1",
+        "add server web/v2-1 127.0.0.1:9002 weight 5 check inter 500ms fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down",
         "enable health web/v2-1",
         "enable server web/v2-1",
     ]

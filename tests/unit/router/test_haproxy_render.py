@@ -138,8 +138,10 @@ def test_servers_are_rendered_as_static_lines(make_config: Callable[..., Config]
     }
     text = render_haproxy_config(config, COLLECTOR, servers)
     assert section(text, "backend web")[-2:] == [
-        "server v1-1 127.0.0.1:9001 weight 180 check inter 250ms fall 2 rise 1",
-        "server v2-1 [::1]:9002 weight 20 check inter 250ms fall 2 rise 1",
+        "server v1-1 127.0.0.1:9001 weight 180 check inter 250ms fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down",
+        "server v2-1 [::1]:9002 weight 20 check inter 250ms fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down",
     ]
     assert not any(line.startswith("server ") for line in section(text, "backend api"))
 
@@ -240,7 +242,8 @@ def test_affinity_inserts_a_dynamic_cookie_in_every_backend_of_the_service(
         assert "dynamic-cookie-key fridaymorning-web" in settings
     assert (
         section(text, "backend web")[-1]
-        == "server v1-1 127.0.0.1:9001 weight 100 check inter 1000ms fall 2 rise 1"
+        == "server v1-1 127.0.0.1:9001 weight 100 check inter 1000ms fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down"
     )
     assert not any(line.startswith("cookie") for line in section(text, "backend api"))
     assert affinity_backends(config) == ["web", "web__ab"]

@@ -152,11 +152,13 @@ async def test_affinity_backends_give_added_servers_their_cookie(answering: Fake
     await router.add_server("web", "v2-1", "127.0.0.1", 9002, weight=5)
     await router.add_server("api", "v2-1", "127.0.0.1", 9003, weight=5)
     assert answering.commands == [
-        "add server web/v2-1 127.0.0.1:9002 weight 5 check inter 500ms fall 2 rise 1",
+        "add server web/v2-1 127.0.0.1:9002 weight 5 check inter 500ms fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down",
         "enable dynamic-cookie backend web",
         "enable health web/v2-1",
         "enable server web/v2-1",
-        "add server api/v2-1 127.0.0.1:9003 weight 5 check inter 500ms fall 2 rise 1",
+        "add server api/v2-1 127.0.0.1:9003 weight 5 check inter 500ms fall 2 rise 1 "
+        "observe layer4 error-limit 1 on-error mark-down",
         "enable health api/v2-1",
         "enable server api/v2-1",
     ]
