@@ -60,7 +60,7 @@ from fridaymorning.demo.traffic import NO_VERSION, VERSION_HEADER, TrafficGenera
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.haproxy import PIDFILE_LINE, read_pid, runs_haproxy_master
 from fridaymorning.runtime import Runtime
-from fridaymorning.testing import FmUpProcess
+from fridaymorning.testing import VERSIONED_APP, FmUpProcess
 
 HAPROXY = (
     shutil.which("haproxy", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
@@ -72,16 +72,6 @@ MARK = "FM_FAULTS_BENCH"  # environment variable every process we start inherits
 TERMINAL = {"promoted", "rolled_back", "aborted"}
 SERVICE = "web"
 
-# The demo app, answering 500 to every request when the version's name starts with "broken", and fast
-# (the same app as tests/integration/conftest.py's VERSIONED_APP).
-VERSIONED_APP = (
-    "import os, runpy, sys\n"
-    "port, version = sys.argv[1], sys.argv[2]\n"
-    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
-    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
-    "sys.argv = ['app', '--port', port, '--version', version]\n"
-    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
-)
 
 LONG_STEP = {"weight": 30, "min_duration_s": 600, "max_duration_s": 900, "min_requests": 50}
 SLEEPING_HOOK_S = 6

@@ -374,3 +374,15 @@ def descendants(pid: int) -> list[int]:
         found += children
         frontier += children
     return found
+
+
+# The demo app as a one-line program for tests and benchmarks: every request fails when the version's
+# name starts with "broken"; otherwise it never fails; latency is a fifth of the demo's.
+VERSIONED_APP = (
+    "import os, runpy, sys\n"
+    "port, version = sys.argv[1], sys.argv[2]\n"
+    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
+    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
+    "sys.argv = ['app', '--port', port, '--version', version]\n"
+    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
+)

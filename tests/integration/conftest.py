@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fridaymorning.router.haproxy import HAProxyProcess
+from fridaymorning.testing import VERSIONED_APP
 
 UPSTREAM_CONFIG = """\
 global
@@ -167,16 +168,6 @@ async def labelled_upstreams(
     for process in started:
         await process.stop()
 
-
-# The demo app, failing every request when the version's name starts with "broken", and fast.
-VERSIONED_APP = (
-    "import os, runpy, sys\n"
-    "port, version = sys.argv[1], sys.argv[2]\n"
-    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
-    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
-    "sys.argv = ['app', '--port', port, '--version', version]\n"
-    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
-)
 
 QUICK_STEPS = [
     {"weight": 20, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},

@@ -32,7 +32,7 @@ def service_config() -> ServiceConfig:
     )
 
 
-def Harness(
+def make_harness(
     tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None
 ) -> ControllerHarness:
     return ControllerHarness(service_config(), tmp_path / "state.db", canary_failure_rate, platform)
@@ -40,7 +40,7 @@ def Harness(
 
 async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> None:
     """A healthy canary goes 0 → 10% → 50% → 100%, then the old stable is removed and stopped."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(60)
@@ -59,7 +59,7 @@ async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> No
 
 async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> None:
     """A canary failing 20% of requests is set to weight 0, removed and stopped; stable keeps serving."""
-    harness = Harness(tmp_path, canary_failure_rate=0.2)
+    harness = make_harness(tmp_path, canary_failure_rate=0.2)
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(30)
@@ -74,7 +74,7 @@ async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> N
 
 async def test_no_traffic_holds_and_never_promotes(tmp_path: Path) -> None:
     """Without any data the rollout holds after the step's maximum duration; it is never promoted."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     await harness.controller.start()
     rollout = harness.controller.deploy("v2")
     await harness.drive(40, traffic=False)
@@ -88,7 +88,7 @@ async def test_no_traffic_holds_and_never_promotes(tmp_path: Path) -> None:
 
 async def test_broken_metric_store_never_promotes(tmp_path: Path) -> None:
     """A store that fails every query gives error verdicts: the rollout holds instead of passing."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     harness.metrics.fail_with = StoreError("disk full")
     await harness.controller.start()
     rollout = harness.controller.deploy("v2")
@@ -101,7 +101,7 @@ async def test_broken_metric_store_never_promotes(tmp_path: Path) -> None:
 
 async def test_canary_that_never_starts_is_rolled_back(tmp_path: Path) -> None:
     """A canary whose instances fail to start ends rolled back with the platform's reason."""
-    harness = Harness(tmp_path, platform=FakePlatform(fail_versions=["v2"]))
+    harness = make_harness(tmp_path, platform=FakePlatform(fail_versions=["v2"]))
     await harness.controller.start()
     harness.controller.deploy("v2")
     final = await asyncio.wait_for(harness.controller.wait(), 5)
@@ -111,7 +111,7 @@ async def test_canary_that_never_starts_is_rolled_back(tmp_path: Path) -> None:
 
 async def test_deploy_refusals(tmp_path: Path) -> None:
     """Deploying the stable version, a malformed version, or during another rollout is refused."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     await harness.controller.start()
     with pytest.raises(RolloutError, match="already the stable"):
         harness.controller.deploy("v1")
@@ -125,7 +125,7 @@ async def test_deploy_refusals(tmp_path: Path) -> None:
 
 async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
     """`fm promote --full` during step 1 promotes at once; promoting a finished rollout is refused."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     await harness.controller.start()
     rollout = harness.controller.deploy("v2")
     await harness.drive(2)
@@ -138,7 +138,7 @@ async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
 
 async def test_manual_promote_moves_one_step(tmp_path: Path) -> None:
     """`fm promote` during step 1 moves the canary to step 2's weight without waiting for evidence."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     await harness.controller.start()
     rollout = harness.controller.deploy("v2")
     await harness.drive(2)
@@ -152,7 +152,7 @@ async def test_manual_promote_moves_one_step(tmp_path: Path) -> None:
 
 async def test_dead_canary_server_is_rolled_back(tmp_path: Path) -> None:
     """A canary server that HAProxy reports DOWN mid-step triggers a rollback."""
-    harness = Harness(tmp_path)
+    harness = make_harness(tmp_path)
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(2)
