@@ -994,7 +994,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="one trial per kind (kill -9 in 2 lasting phases)")
+    parser.add_argument(
+        "--quick", action="store_true", help="one trial per kind, kill -9 in 2 lasting phases"
+    )
     parser.add_argument(
         "--json", action="store_true", help="the table to stderr; only the JSON line on stdout"
     )
