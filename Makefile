@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(VENV)/bin/fm demo $(ARGS)
 
-test: setup
+# Lint and types first: they take seconds, and a failure there is cheaper to read than in a test.
+test: setup lint typecheck
 	$(PYTHON) -m pytest $(ARGS)
 
 lint: setup
