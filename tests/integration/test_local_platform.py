@@ -89,7 +89,7 @@ def is_gone(pid: int) -> bool:
     """True when no process has this pid, or only a zombie does (it no longer runs anything)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except OSError:  # gone, or going while being read (ProcessLookupError)
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
