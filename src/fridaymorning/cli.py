@@ -381,6 +381,8 @@ def demo(
         result = asyncio.run(run_demo(rate=rate, quiet=as_json, console=console))
     except FridayMorningError as error:
         fail(str(error))
+    except asyncio.CancelledError:
+        fail("interrupted; HAProxy and the instances were stopped", EXIT_ERROR)
     if as_json:
         print(json.dumps(result))
     if not result["ok"]:
