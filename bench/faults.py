@@ -656,12 +656,17 @@ def canary_crash_trial(root: Path, run_id: str, index: int) -> dict[str, Any]:
     finally:
         if admin is not None:
             admin.close()
-        tally, result["failures"] = d.close(killed)
-        result["requests"] = sum(c["requests"] for c in tally.values())
-        result["failed"] = failed_requests(tally)
-        result["leftovers"] = reap_marked(f"{run_id}/{name}")
-        result["seconds"] = round(time.monotonic() - started, 1)
+        close_trial(d, result, killed, f"{run_id}/{name}", started)
     return result
+
+
+def close_trial(d: Any, result: dict[str, Any], since: float, prefix: str, started: float) -> None:
+    """Stop a trial's traffic and processes, and add its request counts, failures and leftovers."""
+    tally, result["failures"] = d.close(since)
+    result["requests"] = sum(c["requests"] for c in tally.values())
+    result["failed"] = failed_requests(tally)
+    result["leftovers"] = reap_marked(prefix)
+    result["seconds"] = round(time.monotonic() - started, 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -731,11 +736,7 @@ def reload_trial(root: Path, run_id: str, index: int) -> dict[str, Any]:
     finally:
         if admin is not None:
             admin.close()
-        tally, result["failures"] = d.close(sent)
-        result["requests"] = sum(c["requests"] for c in tally.values())
-        result["failed"] = failed_requests(tally)
-        result["leftovers"] = reap_marked(f"{run_id}/{name}")
-        result["seconds"] = round(time.monotonic() - started, 1)
+        close_trial(d, result, sent, f"{run_id}/{name}", started)
     return result
 
 

@@ -315,6 +315,8 @@ class ServiceController:
         if state.phase is RolloutPhase.PROMOTING:
             return await self._complete_promotion(state, "promotion resumed after a restart", None)
         if state.phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.ABORTING):
+            if self.canary_instances or self.baseline_instances:
+                await self._apply_weight(0)  # the weights the previous run set are not trusted
             return await self._complete_removal(state, state.reason, None)
         if not self.canary_instances:
             reason = "the canary instances did not survive the controller's restart"
@@ -524,8 +526,9 @@ class ServiceController:
     ) -> RolloutState:
         """Canary to 100%, drain and stop the old stable (and the fresh baseline). Safe to repeat."""
         if self.ab:
-            await self._move_canary_to_main_backend()
-        await self._apply_weight(100)
+            await self._move_canary_to_main_backend()  # gives the canary 100% on the way
+        else:
+            await self._apply_weight(100)
         await self._remove(self.stable_instances + self.baseline_instances)
         self.stable_instances, self.canary_instances, self.baseline_instances = self.canary_instances, [], []
         self.stable_version = state.version
@@ -556,7 +559,7 @@ class ServiceController:
         self, state: RolloutState, final: RolloutPhase, reason: str, evidence: dict[str, Any] | None = None
     ) -> RolloutState:
         """Canary to weight 0 at once, then drain, remove and stop it (and the fresh baseline)."""
-        if self.canary_instances:
+        if self.canary_instances or self.baseline_instances:
             await self._apply_weight(0)
         phase = RolloutPhase.ABORTING if final is RolloutPhase.ABORTED else RolloutPhase.ROLLING_BACK
         state = self.states.transition(
@@ -567,9 +570,7 @@ class ServiceController:
     async def _complete_removal(
         self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
     ) -> RolloutState:
-        """Remove and stop the canary and the fresh baseline, then record the end. Safe to repeat."""
-        if self.canary_instances or self.baseline_instances:
-            await self._apply_weight(0)
+        """Remove and stop the canary and the fresh baseline (already at weight 0), then record the end."""
         await self._remove(self.canary_instances + self.baseline_instances)
         self.canary_instances, self.baseline_instances = [], []
         final = RolloutPhase.ABORTED if state.phase is RolloutPhase.ABORTING else RolloutPhase.ROLLED_BACK
