@@ -1,20 +1,35 @@
 """The `fridaymorning.yaml` configuration, validated by pydantic.
 
-Every error names the file, the line and the field. Relative paths in the file are relative to the
-file's own directory, so a config works from wherever `fm` is started.
+Every error names the file, the line and the field, and every error in a file is reported at once.
+A file is validated strictly: a quoted number is text and is refused where a number belongs. Relative
+paths in the file are relative to the file's own directory, so a config works from wherever `fm` is
+started.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
-from collections.abc import Iterable
+import types
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from fridaymorning.analysis.policy import AnalysisConfig
+from fridaymorning.config_addresses import Listener, collisions
+from fridaymorning.config_source import (
+    Location,
+    Problem,
+    decode,
+    dotted,
+    load_document,
+    placeholder_hint,
+    raise_problems,
+)
 from fridaymorning.errors import ConfigError
 from fridaymorning.models import VERSION_PATTERN
 
@@ -27,7 +42,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-__all__ = ["AnalysisConfig", "Config", "ServiceConfig", "load_config", "parse_config"]
+__all__ = [
+    "AnalysisConfig",
+    "Config",
+    "ServiceConfig",
+    "dotted",
+    "key_lines",
+    "line_of",
+    "load_config",
+    "parse_config",
+]
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -69,10 +93,10 @@ class PlatformConfig(StrictModel):
             raise ValueError("the command must contain '{port}' so each instance gets its own port")
         for part in command:
             try:
-                part.format(port=0, version="v", index=0)
+                part.format(port=0, version="v", index=0, python="python")
             except (KeyError, IndexError, ValueError) as error:
                 raise ValueError(
-                    f"bad placeholder in {part!r}: only {{port}}, {{version}} and {{index}} exist"
+                    f"bad placeholder in {part!r}: only {{port}}, {{version}}, {{index}} and {{python}} exist"
                 ) from error
         return command
 
@@ -342,12 +366,10 @@ class Config(StrictModel):
     @field_validator("services")
     @classmethod
     def unique_services(cls, services: list[ServiceConfig]) -> list[ServiceConfig]:
+        # Frontends that share a port are found with the other listen addresses, by address_problems.
         names = [service.name for service in services]
-        frontends = [service.frontend for service in services]
         if len(set(names)) != len(names):
             raise ValueError(f"service names must be unique, got {names}")
-        if len(set(frontends)) != len(frontends):
-            raise ValueError(f"service frontends must be unique, got {frontends}")
         return services
 
     def state_path(self, *parts: str) -> Path:
@@ -395,43 +417,156 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a config file. Raises ConfigError naming the file, line and field."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        raw = file.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read the config: {error.strerror}", path=str(file)) from error
+    text = decode(raw, str(file))
     return parse_config(text, str(file), base_dir=str(file.resolve().parent))
 
 
 def parse_config(text: str, filename: str, base_dir: str = ".") -> Config:
-    """Validate config text. Raises ConfigError naming `filename`, the line and the field."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        line = error.problem_mark.line + 1 if error.problem_mark else None
-        raise ConfigError(f"YAML syntax error: {error.problem}", path=filename, line=line) from error
+    """Validate config text strictly. Raises one ConfigError listing every problem, one per line, each
+    with `filename`, its line and its field."""
+    document = load_document(text, filename)
+    data = document.data
     if not isinstance(data, dict):
         raise ConfigError("the config must be a mapping of settings", path=filename, line=1)
-    lines = key_lines(node)
+    problems = list(document.problems)
+    if "base_dir" in data:  # set from the file's location, never from its content
+        problems.append(Problem(document.lines[("base_dir",)], "base_dir", unknown_key("base_dir", ())))
+    config: Config | None = None
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as error:
-        first = error.errors()[0]
-        location = tuple(first["loc"])
-        raise ConfigError(
-            f"{dotted(location)}: {first['msg']}",
-            path=filename,
-            line=line_of(location, lines),
-        ) from error
+        problems += [
+            validation_problem(details, document.lines)
+            for details in error.errors()
+            if not document.explains(tuple(details["loc"]))
+        ]
+    problems += address_problems(data, document.lines)
+    raise_problems(problems, filename)
+    assert config is not None  # no problem means validation passed
     config.base_dir = base_dir
     return config
 
 
-def dotted(location: Iterable[Any]) -> str:
-    """('services', 0, 'rollout') → 'services[0].rollout'."""
-    text = ""
+def validation_problem(details: ErrorDetails, lines: dict[Location, int]) -> Problem:
+    """One pydantic error as a Problem: its line, its field and a message with a hint where one helps."""
+    location = tuple(details["loc"])
+    return Problem(line_of(location, lines), dotted(location), describe(details))
+
+
+def describe(details: ErrorDetails) -> str:
+    """The message for one pydantic error, in the words of the file rather than of Python."""
+    kind, value = details["type"], details.get("input")
+    if kind == "extra_forbidden":
+        return unknown_key(str(details["loc"][-1]), tuple(details["loc"][:-1]))
+    if kind == "missing":
+        return "required, but missing"
+    message = details["msg"].removeprefix("Value error, ")
+    hint = placeholder_hint(value)
+    if hint is not None:
+        return f"{message}; {hint}"
+    if isinstance(value, str) and kind in ("int_type", "float_type"):
+        return f"{message}, got the text {value!r}; write a number without quotes"
+    if isinstance(value, str) and kind == "bool_type":
+        return f"{message}, got the text {value!r}; write true or false without quotes"
+    if isinstance(value, bool | int | float) and kind == "string_type":
+        read_as = "true or false" if isinstance(value, bool) else "a number"
+        return f"{message}; YAML reads this as {read_as}; put text in quotes"
+    return message
+
+
+def unknown_key(key: str, location: tuple[Any, ...]) -> str:
+    """'unknown key' with the nearest valid spelling, or the valid keys when none is near."""
+    model = model_at(location)
+    if model is None:
+        return "unknown key"
+    valid = sorted(name for name, field in model.model_fields.items() if not field.exclude)
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if near:
+        return f"unknown key; did you mean '{near[0]}'?"
+    return f"unknown key; valid keys here: {', '.join(valid)}"
+
+
+def model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model whose fields are valid at `location` of the file (e.g. ('services', 0) → ServiceConfig)."""
+    annotation: Any = Config
     for part in location:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+        annotation = without_none(annotation)
+        if isinstance(part, int):
+            items = get_args(annotation)
+            annotation = items[0] if items else None
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            annotation = field.annotation if field is not None else None
+        else:
+            return None
+    annotation = without_none(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def without_none(annotation: Any) -> Any:
+    """`X | None` → X; anything else as it is."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [member for member in get_args(annotation) if member is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def address_problems(data: dict[str, Any], lines: dict[Location, int]) -> list[Problem]:
+    """Listen addresses of the file (or their defaults) that would take the same socket.
+
+    Works on the raw data, so it is reported together with every other problem; a value that is not a
+    valid address is left to the field's own validation.
+    """
+    locations = configured_listeners(data)
+
+    def line(listener: Listener) -> int | None:
+        return lines.get(locations[listener])
+
+    problems = []
+    for pair in collisions(list(locations)):
+        # Reported at the later of the two in the file; a default, written nowhere, counts as first.
+        first, second = sorted(pair, key=lambda listener: line(listener) or 0)
+        where = f"line {line(first)}" if line(first) is not None else "its default"
+        message = f"{second.address()} takes the same socket as {first.describe()} ({where})"
+        problems.append(Problem(line(second) or 1, second.field, message + "; give each its own port"))
+    return problems
+
+
+def configured_listeners(data: dict[str, Any]) -> dict[Listener, Location]:
+    """The API's and the collector's listen addresses (or their defaults) and every frontend, each with
+    the place in the file that sets it."""
+    found: dict[Listener, Location] = {}
+
+    def add(location: Location, value: Any, protocol: Any) -> None:
+        if not isinstance(value, str) or protocol not in ("tcp", "udp"):
+            return
+        try:
+            host, port = parse_address(value)
+        except ValueError:
+            return
+        found[Listener(dotted(location), host, port, protocol)] = location
+
+    api, collector = section(data, "api"), section(data, "collector")
+    add(("api", "listen"), api.get("listen", ApiConfig.model_fields["listen"].default), "tcp")
+    add(
+        ("collector", "listen"),
+        collector.get("listen", CollectorConfig.model_fields["listen"].default),
+        collector.get("protocol", CollectorConfig.model_fields["protocol"].default),
+    )
+    services = data.get("services")
+    for index, service in enumerate(services if isinstance(services, list) else []):
+        if isinstance(service, dict):
+            add(("services", index, "frontend"), service.get("frontend"), "tcp")
+    return found
+
+
+def section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
 
 
 def key_lines(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
@@ -451,7 +586,7 @@ def key_lines(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tupl
     return lines
 
 
-def line_of(location: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> int:
+def line_of(location: tuple[Any, ...], lines: dict[Location, int]) -> int:
     """The line of the longest prefix of `location` present in the file (a missing key → its parent)."""
     for end in range(len(location), -1, -1):
         line = lines.get(location[:end])
