@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,9 +55,12 @@ STDERR_TAIL_BYTES = 8192
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]{0,63}$")
 
 
-def build_argv(template: Sequence[str], *, port: int, version: str, index: int) -> list[str]:
-    """Format each element of the command template; one element stays one argument (no shell splitting)."""
-    return [part.format(port=port, version=version, index=index) for part in template]
+def build_argv(
+    template: Sequence[str], *, port: int, version: str, index: int, python: str = sys.executable
+) -> list[str]:
+    """Format each element of the command template; one element stays one argument (no shell splitting).
+    `{python}` is the interpreter running fm, so a Python service can run in fm's own environment."""
+    return [part.format(port=port, version=version, index=index, python=python) for part in template]
 
 
 def build_env(
