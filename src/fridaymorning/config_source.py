@@ -29,8 +29,7 @@ SEQ_TAG = "tag:yaml.org,2002:seq"
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
-# A str.format placeholder such as {port}, and the whole unquoted word of a flow list that holds one.
-PLACEHOLDER = re.compile(r"\{[A-Za-z_]\w*\}")
+# The whole unquoted word of a flow list that holds a str.format placeholder such as {port}.
 WORD_WITH_PLACEHOLDER = re.compile(r"[^\s,\[\]]*\{[A-Za-z_]\w*\}[^\s,\[\]]*")
 
 
