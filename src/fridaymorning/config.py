@@ -436,6 +436,7 @@ def parse_config(text: str, filename: str, base_dir: str = ".") -> Config:
         problems.append(Problem(document.lines[("base_dir",)], "base_dir", unknown_key("base_dir", ())))
     config: Config | None = None
     try:
+        # Strict JSON mode: no conversion between text and numbers, while a YAML list still fills a tuple.
         config = Config.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as error:
         problems += [
