@@ -234,27 +234,32 @@ _PROBES: Final[tuple[Verdict, ...]] = (
 def run_flagger(
     scenario: Scenario, plan: Plan, policy: Policy, rng: np.random.Generator, judge_interval_s: float
 ) -> RunResult:
-    """One rollout decided by Flagger's documented analysis (its own step plan; `plan` is not used)."""
+    """One rollout decided as Flagger's scheduler decides (its own step plan; `plan` is not used).
+
+    A tick first rolls back if the failed checks have reached the threshold, then runs the checks:
+    the check that reaches the threshold is acted upon at the next tick (analysis.reference).
+    """
     analysis = FlaggerAnalysis()
     traffic = TrafficStream(scenario, rng)
     start = scenario.startup_s
     weight = analysis.step_weight
     traffic.set_weight(weight, math.ceil(start))
     failed_checks = 0
+    last_failure = ""
     now = start
     while True:
         now += analysis.interval_s
         if now > scenario.duration_s:
             return _result(traffic, scenario, start, None, "undecided", "the scenario ended mid-rollout")
+        if failed_checks >= analysis.threshold:
+            reason = f"{failed_checks} failed checks reached the threshold; last: {last_failure}"
+            return _result(traffic, scenario, start, now, "rolled_back", reason)
         end = math.floor(now - scenario.data_lag_s)
         requests, failed, histogram = _canary_totals(traffic, max(end - analysis.interval_s, 0), end)
         passed, why = flagger_check(analysis, requests, failed, histogram)
         if not passed:
             failed_checks += 1
-            if failed_checks >= analysis.threshold:
-                return _result(
-                    traffic, scenario, start, now, "rolled_back", f"{failed_checks} failed checks: {why}"
-                )
+            last_failure = why
         elif weight < analysis.max_weight:
             weight = min(weight + analysis.step_weight, analysis.max_weight)
             traffic.set_weight(weight, math.ceil(now))
@@ -265,7 +270,7 @@ def run_flagger(
 def run_kayenta(
     scenario: Scenario, plan: Plan, policy: Policy, rng: np.random.Generator, judge_interval_s: float
 ) -> RunResult:
-    """One rollout decided by Kayenta's Mann-Whitney judge (its own analysis; `plan` is not used)."""
+    """One rollout decided by Kayenta's NetflixACAJudge (its own analysis; `plan` is not used)."""
     analysis = KayentaAnalysis()
     traffic = TrafficStream(scenario, rng)
     start = scenario.startup_s
@@ -279,9 +284,9 @@ def run_kayenta(
         end = math.floor(now - scenario.data_lag_s)
         canary, baseline = _per_second(traffic, max(end - analysis.interval_s, 0), end)
         score, why = kayenta_score(analysis, canary, baseline)
-        if score <= analysis.marginal_threshold:
+        if score < analysis.marginal_threshold:
             return _result(
-                traffic, scenario, start, now, "rolled_back", f"interval {why} ≤ marginal threshold"
+                traffic, scenario, start, now, "rolled_back", f"interval {why} below the marginal threshold"
             )
     if score >= analysis.pass_threshold:
         return _result(traffic, scenario, start, now, "promoted", f"final {why}")
