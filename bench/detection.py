@@ -7,10 +7,13 @@ versions, a p99 regression of 25%, no traffic, too little traffic), many virtual
 
 - fm: fridaymorning's judge (analysis.judge) and controller.strategy.next_action with the default
   policy (alpha 0.01) and analysis.simulate.DEFAULT_PLAN (10/25/50%, 30 s bake per step);
-- flagger: Flagger's documented Istio-tutorial analysis (1 min interval, success ≥ 99%, p99 ≤ 500 ms,
-  threshold 5, stepWeight 10, maxWeight 50);
-- kayenta: Kayenta's Mann-Whitney judge at confidence 0.98, 60 s intervals, marginal 75, pass 95,
-  5 minutes at 10% canary traffic.
+- flagger: Flagger's Istio-tutorial analysis as its scheduler runs it (1 min interval, success ≥ 99%,
+  p99 ≤ 500 ms from Istio's buckets, threshold 5 acted upon at the next tick, stepWeight 10, maxWeight 50);
+- kayenta: Kayenta's NetflixACAJudge (IQR outlier removal, Mann-Whitney with a 98% Hodges-Lehmann
+  interval, tolerance 0.25, effect size), 60 s intervals, marginal 75, pass 95, 5 minutes at 10% canary.
+
+The simulated traffic is production's: HAProxy's whole-millisecond Tr, the collector's lateness and flush
+(analysis.scenario gives the defaults).
 
 Then the reality matrix, fm only: conditions production has and lognormal traffic lacks (a shared
 incident at 1000 and 100 req/s, a canary's cold start, sticky clients of unequal health, a sub-millisecond
@@ -71,7 +74,8 @@ HARMFUL = ("timeouts-canary-hangs",)
 RUNS = {"full": {"identical": 1000, "default": 300}, "quick": {"identical": 200, "default": 40}}
 COMPARES = (
     "fm (sequential e-process judge, alpha 0.01, DEFAULT_PLAN) vs flagger (Istio tutorial analysis) "
-    "vs kayenta (Mann-Whitney 0.98, marginal 75) on the same simulated traffic"
+    "vs kayenta (NetflixACAJudge: 98% Hodges-Lehmann interval, tolerance 0.25, IQR outliers; marginal 75) "
+    "on the same simulated traffic"
 )
 
 
@@ -191,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
             summary = simulate(scenario, runs=count, judge=judge)
             results[name][judge] = summary
             summaries.append(summary)
+            outcomes = summary["outcomes"]
+            print(
+                f"{time.monotonic() - started:6.0f} s  {name} / {judge}: {outcomes['promoted']} promoted, "
+                f"{outcomes['rolled_back']} rolled back, {outcomes['undecided']} undecided of {count}",
+                file=sys.stderr,
+                flush=True,
+            )
     elapsed = time.monotonic() - started
     measured = {} if args.only_reality else targets(results)
     if not args.no_reality:
