@@ -19,12 +19,11 @@ from ddsketch import DDSketch
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     HISTOGRAM_SIZE,
+    THETA_GRID,
     UPPER_EDGES,
     VALUES,
     FloatArray,
     key_index,
-    log_evalue_bounds,
-    log_evalues,
     new_count_eprocesses,
     update_count_eprocesses,
 )
@@ -82,10 +81,12 @@ def arm_second(window: Window) -> ArmSecond:
     return ArmSecond(window.requests, window.failed, histogram_of(window.tr))
 
 
-# Consecutive seconds the canary's median must match the baseline's (within latency_tolerance) to end
-# its warm-up before warmup_s: enough that a cold canary 1.5x slower at 10 canary requests a second
-# ends it early in under 3% of 30-second cold starts (docs/statistics.md, "Warm-up").
-SETTLE_SECONDS = 5
+# To end its warm-up before warmup_s, the canary's median must match the baseline's (within
+# latency_tolerance) in SETTLE_SECONDS consecutive seconds holding SETTLE_LATENCIES canary latencies:
+# 3 s at 100 canary requests a second, 5 s at 10. A cold canary 1.5x slower then ends it early in
+# under 3% of 30-second cold starts (docs/statistics.md, "Warm-up").
+SETTLE_SECONDS = 3
+SETTLE_LATENCIES = 50.0
 
 
 class SloBlock:
@@ -153,9 +154,12 @@ class Evidence:
         "_error_margin",
         "_error_ratio",
         "_floor_ms",
+        "_grid_sizes",
         "_settled",
+        "_settled_latencies",
         "_slo_half",
         "_slo_window",
+        "_snapshots",
         "_tolerance",
         "_warmup_s",
         "baseline_compared",
@@ -184,7 +188,7 @@ class Evidence:
         self._canary_index = slower_index(policy.latency_fail_ratio, policy.latency_fail_floor_ms)
         self._error_ratio, self._error_margin = policy.error_fail_ratio, policy.error_fail_margin
         self._floor_ms, self._tolerance = policy.latency_fail_floor_ms, policy.latency_tolerance
-        self._warmup_s, self._settled = policy.warmup_s, 0
+        self._warmup_s, self._settled, self._settled_latencies = policy.warmup_s, 0, 0.0
         self._slo_window, self._slo_half = policy.slo_window_s, max(1, policy.slo_window_s // 2)
         self.seconds = 0
         # Seconds since the canary's first traffic (0: none yet), and the one from which latencies are
@@ -197,6 +201,11 @@ class Evidence:
         self.baseline_cumulative = np.zeros(HISTOGRAM_SIZE)
         rows = 1 + len(policy.quantiles)
         self.log_ratios = new_count_eprocesses(rows)
+        # Each latency row mixes only the ratios θ ≤ 1/(1 - q) of THETA_GRID: a canary request cannot
+        # exceed the baseline's q-quantile more than 1/(1 - q) times as often as a baseline request.
+        self._grid_sizes = [len(THETA_GRID)] + [
+            max(1, int(np.searchsorted(THETA_GRID, 1.0 / (1.0 - q), side="right"))) for q in policy.quantiles
+        ]
         self.log_e = [0.0] * rows
         # Histogram index of the baseline's quantile each latency test last compared against (-1: none yet).
         self.latency_thresholds = [-1 for _ in policy.quantiles]
@@ -207,6 +216,8 @@ class Evidence:
         self.baseline_exceeding = [0.0 for _ in policy.quantiles]
         self.slo_blocks: list[SloBlock] = []
         self.blocks_started = 0
+        # The totals when each SLO block opened: the pass side also bounds the traffic since then.
+        self._snapshots: list[SloBlock] = []
 
     def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
         """Fold one second of both versions into the evidence."""
@@ -225,6 +236,8 @@ class Evidence:
         if canary_cumulative is not None and baseline_cumulative is not None:
             self._count_slower(canary_cumulative, baseline_cumulative, canary_events, baseline_events, shares)
         self._update(canary_events, baseline_events, shares)
+        if (self.seconds - 1) % self._slo_half == 0:
+            self._snapshots.append(self._totals(self.blocks_started + 1))
         self.canary_requests += canary.requests
         self.canary_failed += canary.failed
         self.baseline_requests += baseline.requests
@@ -251,11 +264,17 @@ class Evidence:
             baseline_events = [baseline_events[row] if row in updated else 0.0 for row in range(rows)]
             shares = [shares[row] if row in updated else 0.0 for row in range(rows)]
         update_count_eprocesses(self.log_ratios, canary_events, baseline_events, shares)
-        bounds = log_evalue_bounds(self.log_ratios)
-        if any(bounds[row] > self.log_e[row] for row in updated):
-            log_e = log_evalues(self.log_ratios)
-            for row in updated:
-                self.log_e[row] = max(self.log_e[row], log_e[row])
+        # The mixture's mean is at most its largest ratio: when that cannot raise the maximum, skip it.
+        tops = self.log_ratios.max(axis=1).tolist()
+        for row in updated:
+            if tops[row] + 1e-9 * (1.0 + abs(tops[row])) > self.log_e[row]:
+                self.log_e[row] = max(self.log_e[row], self._log_evalue(row))
+
+    def _log_evalue(self, row: int) -> float:
+        """log of row's mixture e-value: the mean of its likelihood ratios over its part of THETA_GRID."""
+        ratios = self.log_ratios[row, : self._grid_sizes[row]]
+        top = float(ratios.max())
+        return top + math.log(float(np.exp(ratios - top).sum())) - math.log(len(ratios))
 
     def _count_errors(
         self,
@@ -286,9 +305,10 @@ class Evidence:
         """Whether this second's latencies are judged; moves the warm-up on.
 
         The warm-up lasts the canary's first `warmup_s` seconds of traffic, or ends earlier after
-        SETTLE_SECONDS consecutive seconds in which the canary's median (+ 1 ms) is within
-        `latency_tolerance` of the baseline's (+ 1 ms). The decision uses only seconds already seen, so
-        the judged seconds start at a stopping time and the e-processes stay valid.
+        consecutive seconds (at least SETTLE_SECONDS, with SETTLE_LATENCIES canary latencies) in each of
+        which the canary's median (+ 1 ms) is within `latency_tolerance` of the baseline's (+ 1 ms).
+        The decision uses only seconds already seen, so the judged seconds start at a stopping time and
+        the e-processes stay valid.
         """
         if self.warm_from is not None:
             return True
@@ -298,10 +318,14 @@ class Evidence:
         if canary is not None and baseline is not None and canary[-1] > 0 and baseline[-1] > 0:
             canary_median = VALUES[_median_index(canary)] + TIMER_RESOLUTION_MS
             baseline_median = VALUES[_median_index(baseline)] + TIMER_RESOLUTION_MS
-            self._settled = self._settled + 1 if canary_median <= self._tolerance * baseline_median else 0
+            matches = canary_median <= self._tolerance * baseline_median
         else:
-            self._settled = 0
-        if self._settled >= SETTLE_SECONDS:
+            matches = False
+        self._settled = self._settled + 1 if matches else 0
+        self._settled_latencies = (
+            self._settled_latencies + float(canary[-1]) if matches and canary is not None else 0.0
+        )
+        if self._settled >= SETTLE_SECONDS and self._settled_latencies >= SETTLE_LATENCIES:
             self.warm_from = self.seconds + 1
         return False
 
@@ -320,6 +344,33 @@ class Evidence:
             self.slo_blocks.append(SloBlock(self.blocks_started, second))
         for block in self.slo_blocks:
             block.add(canary, baseline, canary_cumulative, baseline_cumulative)
+
+    def _totals(self, index: int) -> SloBlock:
+        """Everything folded in so far, as a block numbered `index` starting at this second."""
+        totals = SloBlock(index, self.seconds)
+        totals.canary_requests, totals.canary_failed = self.canary_requests, self.canary_failed
+        totals.baseline_requests, totals.baseline_failed = self.baseline_requests, self.baseline_failed
+        totals.canary_cumulative = self.canary_cumulative.copy()
+        totals.baseline_cumulative = self.baseline_cumulative.copy()
+        return totals
+
+    def suffixes(self) -> list[SloBlock]:
+        """For every SLO block opened so far, the traffic from its first second until now.
+
+        The pass side bounds these as well as the whole rollout, so that an incident both versions
+        shared stops weighing on a pass once it lies before some block's start.
+        """
+        suffixes = []
+        for snapshot in self._snapshots:
+            suffix = SloBlock(snapshot.index, snapshot.start)
+            suffix.canary_requests = self.canary_requests - snapshot.canary_requests
+            suffix.canary_failed = self.canary_failed - snapshot.canary_failed
+            suffix.baseline_requests = self.baseline_requests - snapshot.baseline_requests
+            suffix.baseline_failed = self.baseline_failed - snapshot.baseline_failed
+            suffix.canary_cumulative = self.canary_cumulative - snapshot.canary_cumulative
+            suffix.baseline_cumulative = self.baseline_cumulative - snapshot.baseline_cumulative
+            suffixes.append(suffix)
+        return suffixes
 
     @property
     def warming_up(self) -> bool:

@@ -117,11 +117,13 @@ class SloBreach:
 
 
 def slo_alpha(policy: Policy, block: SloBlock) -> float:
-    """The alpha of an SLO's failing side in one window: fail_alpha / (k (k + 1)) for the k-th block.
+    """The alpha of each bound of an SLO's failing side in one window: fail_alpha / (2k (k + 1)) for the
+    k-th block (the canary's lower bound and the baseline's upper bound each).
 
-    Summed over every block a rollout can open, this is fail_alpha (docs/statistics.md, "SLOs").
+    Summed over both bounds and every block a rollout can open, this is fail_alpha (docs/statistics.md,
+    "SLOs that do not blame the canary for shared incidents").
     """
-    return fail_alpha(policy) / (block.index * (block.index + 1))
+    return fail_alpha(policy) / (2 * block.index * (block.index + 1))
 
 
 def error_slo_breach(evidence: Evidence, policy: Policy, *, compare: bool = True) -> SloBreach | None:
@@ -178,8 +180,11 @@ def _seconds_of(evidence: Evidence, block: SloBlock) -> str:
 
 
 def _pass_blocks(evidence: Evidence, policy: Policy) -> list[tuple[SloBlock, float]]:
-    """The SLO windows open now, each with the alpha its pass bound spends: alpha / (k (k + 1))."""
-    return [(block, policy.alpha / (block.index * (block.index + 1))) for block in evidence.slo_blocks]
+    """The traffic since each SLO block's start, with the alpha its pass bound spends: alpha/(k(k + 1)).
+
+    Summed over the blocks this is alpha, besides the bound since the rollout began.
+    """
+    return [(block, policy.alpha / (block.index * (block.index + 1))) for block in evidence.suffixes()]
 
 
 def evidence_check(evidence: Evidence, policy: Policy) -> Check:
@@ -200,7 +205,8 @@ def error_slo_check(evidence: Evidence, policy: Policy, *, compare: bool = True)
     """Fail when, over the SLO window, the canary's error rate is surely above the SLO and the
     baseline's surely is not; hold when both may be (a shared incident); pass when surely below it.
 
-    The pass bound is the tighter of the one since the rollout began and those of the open windows.
+    The pass bound is the tighter of the one since the rollout began and those since each SLO window's
+    start.
     """
     failed, served = evidence.canary_failed, evidence.canary_requests
     rate = failed / served if served else 0.0
@@ -249,7 +255,8 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
     """Fail when the error e-process shows the canary fails more often than error_fail_ratio x the
     baseline's rate + error_fail_margin.
 
-    Pass when the canary's upper bound minus the baseline's lower bound is within the tolerance.
+    Pass when the canary's upper bound minus the baseline's lower bound is within the tolerance, since
+    the rollout began or since an SLO window's start.
     """
     canary_rate = evidence.canary_failed / evidence.canary_requests if evidence.canary_requests else 0.0
     baseline_rate = (
@@ -268,7 +275,13 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
     elif policy.gates(tolerance):
         upper = rate_upper_bound(evidence.canary_failed, evidence.canary_requests, policy.alpha / 2)
         lower = rate_lower_bound(evidence.baseline_failed, evidence.baseline_requests, policy.alpha / 2)
-        bound = upper - lower
+        # ... or since an SLO window's start, so that an incident both versions shared ages out of it
+        windows = [
+            rate_upper_bound(block.canary_failed, block.canary_requests, alpha / 2)
+            - rate_lower_bound(block.baseline_failed, block.baseline_requests, alpha / 2)
+            for block, alpha in _pass_blocks(evidence, policy)
+        ]
+        bound = min([upper - lower, *windows])
         phase = PASS if compared and bound <= tolerance else HOLD
         detail = f"{rates}, excess at most {bound:.2%} (tolerance {tolerance:.2%}; e-value {evalue:.3g})"
     else:
