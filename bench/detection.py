@@ -12,9 +12,16 @@ versions, a p99 regression of 25%, no traffic, too little traffic), many virtual
 - kayenta: Kayenta's Mann-Whitney judge at confidence 0.98, 60 s intervals, marginal 75, pass 95,
   5 minutes at 10% canary traffic.
 
-It prints a table, the targets of issue 4 with whether fm meets them, and, as the last line, one JSON
-object: {"compares": ..., "results": {scenario: {judge: summary}}, "targets": {...}}.
---quick runs fewer rollouts (under a minute); the full run takes a few minutes.
+Then the reality matrix, fm only: conditions production has and lognormal traffic lacks (a shared
+incident at 1000 and 100 req/s, a canary's cold start, sticky clients of unequal health, a sub-millisecond
+service logged in whole milliseconds, requests that hang until HAProxy's server timeout). Each condition
+has an identical canary (target: at most 1% rolled back) and three bad ones that must all be rolled back:
+5% errors, p99 +25%, +40 ms. Two more: a sub-millisecond canary 0.1 ms slower (no one would roll it back:
+at most 1%) and a canary that leaves 5% of requests hanging (all rolled back).
+
+It prints a table, the targets with whether fm meets them, and, as the last line, one JSON object:
+{"compares": ..., "results": {scenario: {judge: summary}}, "targets": {...}}.
+--quick runs fewer rollouts (a few minutes); the full run takes about half an hour on two cores.
 --timing instead times the simulator itself: 1,000 fm runs of bench/scenarios/full-length.yaml under
 bench/scenarios/configs/full-length.yaml, where no rollout ends early, so every run judges all 900
 seconds at 1000 req/s (issue 4's "1,000 runs of a 15-minute scenario in under a minute"). It prints
@@ -35,7 +42,7 @@ from typing import Any
 from rich.console import Console
 
 from fridaymorning.analysis.scenario import load_scenario
-from fridaymorning.analysis.simulate import JUDGES, plan_and_policy, simulate, summary_table
+from fridaymorning.analysis.simulate import JUDGES, JudgeName, plan_and_policy, simulate, summary_table
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 MATRIX = (
@@ -46,6 +53,20 @@ MATRIX = (
     "no-traffic",
     "too-little-traffic",
 )
+# Conditions of production (bench/scenarios/CONDITION.yaml: identical versions; CONDITION-errors-5pct,
+# -p99-plus-25 and -plus-40ms: bad canaries), judged by fm only.
+REALITY = (
+    "shared-incident",
+    "shared-incident-100rps",
+    "cold-start",
+    "sticky-clients",
+    "sub-millisecond",
+    "timeouts",
+)
+BAD_CASES = ("errors-5pct", "p99-plus-25", "plus-40ms")
+# Canaries no one would roll back, beside the identical ones, and bad ones beside the three bad cases.
+HARMLESS = ("sub-millisecond-slower-0.1ms",)
+HARMFUL = ("timeouts-canary-hangs",)
 # Rollouts per scenario: identical versions need many to measure a 1% false-rollback rate.
 RUNS = {"full": {"identical": 1000, "default": 300}, "quick": {"identical": 200, "default": 40}}
 COMPARES = (
@@ -89,6 +110,32 @@ def targets(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str
     }
 
 
+def reality_names() -> list[tuple[str, str]]:
+    """(scenario, kind) of the reality matrix; kind is 'identical' (harmless) or 'bad'."""
+    names = []
+    for condition in REALITY:
+        names.append((condition, "identical"))
+        names.extend((f"{condition}-{case}", "bad") for case in BAD_CASES)
+    names.extend((name, "identical") for name in HARMLESS)
+    names.extend((name, "bad") for name in HARMFUL)
+    return names
+
+
+def reality_targets(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Issue 8's targets: ≤ 1% of harmless canaries rolled back, every bad one rolled back."""
+    measured: dict[str, dict[str, Any]] = {}
+    for name, kind in reality_names():
+        summary = results[name]["fm"]
+        rolled_back, runs = summary["outcomes"]["rolled_back"], summary["runs"]
+        if kind == "identical":
+            share = rolled_back / runs
+            measured[f"{name}: rolled back ≤ 1%"] = {"value": share, "met": share <= 0.01}
+        else:
+            value = f"{rolled_back}/{runs}, decision p95 {summary['decision_s']['p95']} s"
+            measured[f"{name}: all rolled back"] = {"value": value, "met": rolled_back == runs}
+    return measured
+
+
 def timing(runs: int = 1000) -> dict[str, Any]:
     """Time `runs` full-length fm runs, as `fm simulate` runs them (all cores)."""
     scenario = load_scenario(SCENARIOS / "full-length.yaml")
@@ -118,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rollouts per scenario (under a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--timing", action="store_true", help="time 1,000 full-length fm runs instead")
+    parser.add_argument("--no-reality", action="store_true", help="only the original matrix")
+    parser.add_argument("--only-reality", action="store_true", help="only the reality matrix")
     args = parser.parse_args(argv)
     if args.timing:
         print(json.dumps(timing()))
@@ -127,16 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     summaries = []
-    for name in MATRIX:
+    planned: list[tuple[str, tuple[JudgeName, ...], int]] = []
+    if not args.only_reality:
+        planned += [(name, JUDGES, runs.get(name, runs["default"])) for name in MATRIX]
+    if not args.no_reality:
+        planned += [
+            (name, ("fm",), runs[kind if kind == "identical" else "default"])
+            for name, kind in reality_names()
+        ]
+    for name, judges, count in planned:
         scenario = load_scenario(SCENARIOS / f"{name}.yaml")
-        count = runs.get(name, runs["default"])
         results[name] = {}
-        for judge in JUDGES:
+        for judge in judges:
             summary = simulate(scenario, runs=count, judge=judge)
             results[name][judge] = summary
             summaries.append(summary)
     elapsed = time.monotonic() - started
-    measured = targets(results)
+    measured = {} if args.only_reality else targets(results)
+    if not args.no_reality:
+        measured |= reality_targets(results)
     if not args.json:
         console.print(COMPARES)
         console.print(summary_table(summaries, title=f"detection benchmark ({elapsed:.0f} s)"))

@@ -15,19 +15,49 @@ A scenario file::
     changes:                 # optional, in time order
       - {at_s: 300, version: canary, error_rate: 0.02, latency_ms: {p50: 60, p99: 300}}
 
-Optional keys: `description`, `startup_s` (seconds from the rollout's creation to the canary's first
-traffic, default 1), `lateness_s` (how long after its end a second reaches the judge, default 0).
+Optional keys, each defaulting to what production does:
+
+- `description`; `startup_s`: seconds from the rollout's creation to the canary's first traffic (default 1).
+- `lateness_s`: the collector's lateness (default 1.0, `collector.lateness_s`'s default). As in production,
+  a second reaches the judge `lateness_s` + 1 s (the collector's flush) after its end.
+- `latency_resolution_ms`: HAProxy logs Tr in whole milliseconds, so simulated latencies are floored to
+  this resolution before they are binned (default 1; 0 keeps them continuous).
+- `timeout_s`: HAProxy's `timeout server` (default 30, as fridaymorning renders it). A request that takes
+  this long fails with no latency, and is logged (so reaches the judge) `timeout_s` after it began. A
+  version's `timeout_rate` (default 0) is the share of its requests that never answer at all.
+- `incidents`: `[{at_s, duration_s, error_rate, latency_factor}]`, something shared (a database, the
+  network) that fails `error_rate` of the requests of BOTH versions and multiplies their latencies.
+- per version, `cold_start: {duration_s, latency_factor}`: latencies multiplied by `latency_factor` for
+  the first `duration_s` seconds of the version's traffic (the canary's begins at `startup_s`, the
+  baseline's at 0).
+- `clients: {count, sticky, groups: [{share, error_rate, latency_factor}]}`: `count` clients send the
+  traffic evenly; a group of `share` times `count` of them fails `error_rate` more of its requests and is
+  `latency_factor` slower on whichever version serves it (the remaining clients are plain). With
+  `sticky: true` a client stays on the version it was sent to when first seen (chosen by the canary
+  weight of that moment), as with cookie affinity or A/B routing.
+
+Failure chances combine as independent causes: a request fails unless its version, its client group and
+every incident in force all let it through. Latency factors multiply.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fridaymorning.errors import ConfigError
+
+# Production's defaults the simulator reproduces (a unit test keeps them equal to config and router).
+COLLECTOR_LATENESS_S: Final[float] = 1.0  # config.CollectorConfig.lateness_s
+FLUSH_INTERVAL_S: Final[float] = 1.0  # the collector writes closed seconds once a second (runtime.py)
+HAPROXY_TIMEOUT_SERVER_S: Final[float] = 30.0  # `timeout server` of router._render.render_defaults
+HAPROXY_TIMER_RESOLUTION_MS: Final[float] = 1.0  # HAProxy's timers (Tr) are whole milliseconds
+
+Version = Literal["canary", "baseline"]
 
 
 class _Strict(BaseModel):
@@ -47,20 +77,74 @@ class Latency(_Strict):
         return self
 
 
+class ColdStart(_Strict):
+    """A new version's first seconds: its latencies are `latency_factor` times longer for `duration_s`."""
+
+    duration_s: float = Field(gt=0)
+    latency_factor: float = Field(gt=0)
+
+
 class Behaviour(_Strict):
-    """How one version answers: the chance a request fails, and its latency."""
+    """How one version answers: the chance a request fails, its latency, and its warm-up if any."""
 
     error_rate: float = Field(ge=0, le=1)
     latency_ms: Latency
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    cold_start: ColdStart | None = None
 
 
 class Change(_Strict):
     """From `at_s` on, a version behaves differently; omitted fields keep their value."""
 
     at_s: float = Field(ge=0)
-    version: Literal["canary", "baseline"]
+    version: Version
     error_rate: float | None = Field(default=None, ge=0, le=1)
     latency_ms: Latency | None = None
+    timeout_rate: float | None = Field(default=None, ge=0, le=1)
+
+
+class Incident(_Strict):
+    """Something both versions depend on misbehaves from `at_s` for `duration_s` seconds."""
+
+    at_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_factor: float = Field(default=1.0, gt=0)
+
+
+class ClientGroup(_Strict):
+    """A share of the clients whose requests fail more often, or are slower, on either version."""
+
+    share: float = Field(gt=0, le=1)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_factor: float = Field(default=1.0, gt=0)
+
+
+class Clients(_Strict):
+    """Who sends the traffic: `count` clients at equal rates, some of them in groups that differ."""
+
+    count: int = Field(ge=1, le=10_000_000)
+    sticky: bool = False
+    groups: list[ClientGroup] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def groups_fit(self) -> Clients:
+        total = sum(group.share for group in self.groups)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"the groups' shares add up to {total:g}, more than 1")
+        for position, group in enumerate(self.groups):
+            if round(group.share * self.count) < 1:
+                raise ValueError(
+                    f"groups[{position}]: share {group.share:g} of {self.count} clients is no client"
+                )
+        if sum(self.group_sizes()[1:]) > self.count:
+            raise ValueError("the groups' shares round to more clients than count")
+        return self
+
+    def group_sizes(self) -> list[int]:
+        """Clients per group: first the plain clients (not in any group), then each group in order."""
+        sizes = [round(group.share * self.count) for group in self.groups]
+        return [self.count - sum(sizes), *sizes]
 
 
 class Scenario(_Strict):
@@ -75,7 +159,11 @@ class Scenario(_Strict):
     canary: Behaviour
     changes: list[Change] = Field(default_factory=list)
     startup_s: float = Field(default=1.0, ge=0)
-    lateness_s: int = Field(default=0, ge=0, le=60)
+    lateness_s: float = Field(default=COLLECTOR_LATENESS_S, ge=0, le=30)
+    latency_resolution_ms: float = Field(default=HAPROXY_TIMER_RESOLUTION_MS, ge=0, le=1000)
+    timeout_s: float = Field(default=HAPROXY_TIMEOUT_SERVER_S, gt=0, le=3600)
+    incidents: list[Incident] = Field(default_factory=list)
+    clients: Clients | None = None
 
     @field_validator("rps")
     @classmethod
@@ -100,6 +188,16 @@ class Scenario(_Strict):
             raise ValueError(f"changes must be in time order, got at_s {times}")
         return changes
 
+    @property
+    def data_lag_s(self) -> float:
+        """How long after its end a second reaches the judge: the lateness, then the next flush."""
+        return self.lateness_s + FLUSH_INTERVAL_S
+
+    @property
+    def canary_first_second(self) -> int:
+        """The first second in which the canary takes traffic."""
+        return math.ceil(self.startup_s)
+
     def rps_at(self, second: int) -> float:
         """Total requests per second during `second`."""
         if not isinstance(self.rps, list):
@@ -110,23 +208,55 @@ class Scenario(_Strict):
                 current = rate
         return current
 
-    def behaviour_at(self, version: Literal["canary", "baseline"], second: int) -> Behaviour:
-        """How `version` behaves during `second`, after the changes made so far."""
+    def behaviour_at(self, version: Version, second: int) -> Behaviour:
+        """How `version` behaves during `second`, after the changes made so far (cold start aside)."""
         behaviour = self.canary if version == "canary" else self.baseline
         for change in self.changes:
             if change.version == version and change.at_s <= second:
                 behaviour = Behaviour(
                     error_rate=behaviour.error_rate if change.error_rate is None else change.error_rate,
                     latency_ms=change.latency_ms or behaviour.latency_ms,
+                    timeout_rate=behaviour.timeout_rate
+                    if change.timeout_rate is None
+                    else change.timeout_rate,
+                    cold_start=behaviour.cold_start,
                 )
         return behaviour
 
+    def cold_factor(self, version: Version, second: int) -> float:
+        """The latency factor of `version`'s cold start during `second` (1 once it is warm)."""
+        cold = (self.canary if version == "canary" else self.baseline).cold_start
+        if cold is None:
+            return 1.0
+        first = self.canary_first_second if version == "canary" else 0
+        return cold.latency_factor if first <= second < first + math.ceil(cold.duration_s) else 1.0
+
+    def incident_at(self, second: int) -> tuple[float, float]:
+        """(error rate, latency factor) the incidents in force during `second` add to both versions."""
+        passed, factor = 1.0, 1.0
+        for incident in self.incidents:
+            if _ceil(incident.at_s) <= second < _ceil(incident.at_s + incident.duration_s):
+                passed *= 1.0 - incident.error_rate
+                factor *= incident.latency_factor
+        return 1.0 - passed, factor
+
     def change_seconds(self) -> list[int]:
-        """Seconds at which something changes (rates or behaviours), in order."""
-        seconds = {int(-(-change.at_s // 1)) for change in self.changes}
+        """Seconds at which something changes (rates, behaviours, incidents, cold starts), in order."""
+        seconds = {_ceil(change.at_s) for change in self.changes}
         if isinstance(self.rps, list):
-            seconds |= {int(-(-at // 1)) for at, _ in self.rps}
+            seconds |= {_ceil(at) for at, _ in self.rps}
+        for incident in self.incidents:
+            seconds |= {_ceil(incident.at_s), _ceil(incident.at_s + incident.duration_s)}
+        for version, first in (("canary", self.canary_first_second), ("baseline", 0)):
+            cold = (self.canary if version == "canary" else self.baseline).cold_start
+            if cold is not None:
+                seconds |= {first, first + math.ceil(cold.duration_s)}
         return sorted(seconds)
+
+
+def _ceil(value: float) -> int:
+    """The first whole second at or after `value`."""
+    return math.ceil(value)
 
 
 def parse_scenario(text: str, filename: str) -> Scenario:
@@ -144,7 +274,9 @@ def parse_scenario(text: str, filename: str) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
+        # An unknown key (a typo) explains the other errors it causes, such as a required key missing.
+        errors = error.errors()
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         location = tuple(first["loc"])
         raise ConfigError(
             f"{dotted(location)}: {first['msg']}", path=filename, line=line_of(location, key_lines(node))

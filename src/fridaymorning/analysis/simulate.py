@@ -8,7 +8,8 @@ controller/loop.py moves it:
 - the rollout is created at t = 0 (`started_at`), the canary takes traffic at the first step's weight
   from `startup_s` (`step_started_at`);
 - every `judge_interval_s` the judge sees the complete seconds from floor(started_at) + 1 up to the tick
-  (less `lateness_s`), and next_action gets the canary requests of the current step;
+  (less the data lag: the collector's `lateness_s` and its 1 s flush, as controller/loop.py's
+  judged_seconds), and next_action gets the canary requests of the current step;
 - ADVANCE sets the step, the weight and step_started_at = now; PROMOTE and ROLLBACK end the run; HOLD ends
   it undecided (a person would decide), as does reaching the scenario's end.
 
@@ -181,7 +182,7 @@ def run_fm(
         now += judge_interval_s
         if now > scenario.duration_s:
             return _result(traffic, scenario, start, None, "undecided", "the scenario ended mid-rollout")
-        available = math.floor(now - scenario.lateness_s)
+        available = math.floor(now - scenario.data_lag_s)
         step_start = math.floor(state.step_started_at) + 1
         while fed < available:
             canary, baseline = traffic.second(fed)
@@ -212,7 +213,7 @@ def run_fm(
                     step_started_at=now,
                 )
                 traffic.set_weight(action.canary_weight, math.ceil(now))
-                step_requests = _requests_since(traffic, math.floor(now) + 1, fed)
+                step_requests = traffic.visible_canary_requests(math.floor(now) + 1, fed)
             case ActionKind.PROMOTE:
                 return _result(traffic, scenario, start, now, "promoted", action.reason)
             case ActionKind.ROLLBACK | ActionKind.ABORT:
@@ -233,27 +234,32 @@ _PROBES: Final[tuple[Verdict, ...]] = (
 def run_flagger(
     scenario: Scenario, plan: Plan, policy: Policy, rng: np.random.Generator, judge_interval_s: float
 ) -> RunResult:
-    """One rollout decided by Flagger's documented analysis (its own step plan; `plan` is not used)."""
+    """One rollout decided as Flagger's scheduler decides (its own step plan; `plan` is not used).
+
+    A tick first rolls back if the failed checks have reached the threshold, then runs the checks:
+    the check that reaches the threshold is acted upon at the next tick (analysis.reference).
+    """
     analysis = FlaggerAnalysis()
     traffic = TrafficStream(scenario, rng)
     start = scenario.startup_s
     weight = analysis.step_weight
     traffic.set_weight(weight, math.ceil(start))
     failed_checks = 0
+    last_failure = ""
     now = start
     while True:
         now += analysis.interval_s
         if now > scenario.duration_s:
             return _result(traffic, scenario, start, None, "undecided", "the scenario ended mid-rollout")
-        end = math.floor(now - scenario.lateness_s)
+        if failed_checks >= analysis.threshold:
+            reason = f"{failed_checks} failed checks reached the threshold; last: {last_failure}"
+            return _result(traffic, scenario, start, now, "rolled_back", reason)
+        end = math.floor(now - scenario.data_lag_s)
         requests, failed, histogram = _canary_totals(traffic, max(end - analysis.interval_s, 0), end)
         passed, why = flagger_check(analysis, requests, failed, histogram)
         if not passed:
             failed_checks += 1
-            if failed_checks >= analysis.threshold:
-                return _result(
-                    traffic, scenario, start, now, "rolled_back", f"{failed_checks} failed checks: {why}"
-                )
+            last_failure = why
         elif weight < analysis.max_weight:
             weight = min(weight + analysis.step_weight, analysis.max_weight)
             traffic.set_weight(weight, math.ceil(now))
@@ -264,7 +270,7 @@ def run_flagger(
 def run_kayenta(
     scenario: Scenario, plan: Plan, policy: Policy, rng: np.random.Generator, judge_interval_s: float
 ) -> RunResult:
-    """One rollout decided by Kayenta's Mann-Whitney judge (its own analysis; `plan` is not used)."""
+    """One rollout decided by Kayenta's NetflixACAJudge (its own analysis; `plan` is not used)."""
     analysis = KayentaAnalysis()
     traffic = TrafficStream(scenario, rng)
     start = scenario.startup_s
@@ -275,12 +281,12 @@ def run_kayenta(
         now += analysis.interval_s
         if now > scenario.duration_s:
             return _result(traffic, scenario, start, None, "undecided", "the scenario ended mid-analysis")
-        end = math.floor(now - scenario.lateness_s)
+        end = math.floor(now - scenario.data_lag_s)
         canary, baseline = _per_second(traffic, max(end - analysis.interval_s, 0), end)
         score, why = kayenta_score(analysis, canary, baseline)
-        if score <= analysis.marginal_threshold:
+        if score < analysis.marginal_threshold:
             return _result(
-                traffic, scenario, start, now, "rolled_back", f"interval {why} ≤ marginal threshold"
+                traffic, scenario, start, now, "rolled_back", f"interval {why} below the marginal threshold"
             )
     if score >= analysis.pass_threshold:
         return _result(traffic, scenario, start, now, "promoted", f"final {why}")
@@ -289,10 +295,6 @@ def run_kayenta(
 
 Runner = Callable[[Scenario, Plan, Policy, np.random.Generator, float], RunResult]
 RUNNERS: Final[dict[JudgeName, Runner]] = {"fm": run_fm, "flagger": run_flagger, "kayenta": run_kayenta}
-
-
-def _requests_since(traffic: TrafficStream, start: int, end: int) -> int:
-    return int(traffic.canary_requests[start:end].sum()) if end > start else 0
 
 
 def _canary_totals(traffic: TrafficStream, start: int, end: int) -> tuple[int, int, FloatArray]:
@@ -340,7 +342,7 @@ def _result(
     last = min(math.ceil(stop), scenario.duration_s)
     traffic.draw_until(last)
     bad = int(traffic.canary_failed[:last].sum())
-    expected = float((traffic.canary_requests[:last] * traffic.baseline_error_rate[:last]).sum())
+    expected = float(traffic.canary_expected_failed[:last].sum())
     decision = None if decided_at is None else decided_at - first_traffic
     return RunResult(outcome, decision, bad, bad - expected, reason)
 
