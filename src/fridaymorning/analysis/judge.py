@@ -406,11 +406,13 @@ def _exceedance(evidence: Evidence, policy: Policy, position: int) -> str:
     baseline_share = evidence.baseline_exceeding[position] / max(evidence.baseline_compared[position], 1.0)
     threshold = max(evidence.latency_thresholds[position], 0)
     quantile = f"p{_percent(float(evidence.quantiles[position]))}"
-    margin = f"{policy.latency_fail_ratio:g} x + {policy.latency_fail_floor_ms:g} ms"
+    margin = (
+        f"{policy.latency_fail_ratio:g} × the baseline's {quantile} + {policy.latency_fail_floor_ms:g} ms"
+    )
+    canary_limit, baseline_limit = evidence.canary_limit_ms(threshold), float(UPPER_EDGES[threshold])
     return (
-        f"{canary_share:.2%} of canary requests above the baseline's {quantile} with the margin ({margin}: "
-        f"now {evidence.canary_limit_ms(threshold):.1f} ms) vs {baseline_share:.2%} of baseline requests "
-        f"above the {quantile} itself (now {float(UPPER_EDGES[threshold]):.1f} ms)"
+        f"{canary_share:.2%} of canary requests above {margin} (now {canary_limit:.1f} ms) vs "
+        f"{baseline_share:.2%} of baseline requests above its {quantile} (now {baseline_limit:.1f} ms)"
     )
 
 

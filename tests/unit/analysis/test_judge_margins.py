@@ -122,7 +122,7 @@ def test_sure_slowdown_beyond_the_floor_fails_with_exceedance_shares() -> None:
     p50 = check("p50_vs_baseline", verdict.checks)
     assert p50.phase is FAIL
     assert "100.00% of canary requests above" in p50.detail
-    assert "1 x + 1 ms" in p50.detail
+    assert "1 × the baseline's p50 + 1 ms" in p50.detail
     assert "0.0 ms vs baseline 0.0 ms: " not in p50.detail
 
 
