@@ -19,15 +19,19 @@ from ddsketch import DDSketch
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     HISTOGRAM_SIZE,
+    THETA_GRID,
+    UPPER_EDGES,
+    VALUES,
     FloatArray,
-    index_shift,
     key_index,
-    log_evalue_bounds,
-    log_evalues,
     new_count_eprocesses,
     update_count_eprocesses,
 )
 from fridaymorning.models import Window
+
+# HAProxy measures Tr in whole milliseconds: latency ratios compare (a + 1) / (b + 1), so that 0 ms and
+# 1 ms responses do not make a 2x regression.
+TIMER_RESOLUTION_MS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,73 +81,47 @@ def arm_second(window: Window) -> ArmSecond:
     return ArmSecond(window.requests, window.failed, histogram_of(window.tr))
 
 
-class Evidence:
-    """Everything the judge knows after some seconds of a rollout, updated one second at a time.
+# To end its warm-up before warmup_s, the canary's median must match the baseline's (within
+# latency_tolerance) in SETTLE_SECONDS consecutive seconds holding SETTLE_LATENCIES canary latencies:
+# 3 s at 100 canary requests a second, 5 s at 10. A cold canary 1.5x slower then ends it early in
+# under 3% of 30-second cold starts (docs/statistics.md, "Warm-up").
+SETTLE_SECONDS = 3
+SETTLE_LATENCIES = 50.0
 
-    Holds the totals of both versions, their merged latency histograms (as cumulative counts: entry i
-    counts the requests in bins 0..i), the count e-processes (row 0 of `log_ratios`: errors; row 1 + k:
-    latency at the k-th compared quantile) and the running maximum of each (`log_e`), since the
-    controller may skip seconds between looks and a crossing must not be missed. All the e-processes of a
-    second are updated in one array operation: a second costs the same however many quantiles are compared.
+
+class SloBlock:
+    """The traffic of both versions over one block of `slo_window_s` seconds, for the SLO checks.
+
+    Blocks start every half window, so the last `slo_window_s` seconds always lie within one or two of
+    them; block `index` (1, 2, ...) spends alpha'/(index(index + 1)) of the SLO checks' share.
     """
 
     __slots__ = (
-        "_canary_shift",
         "baseline_cumulative",
         "baseline_failed",
         "baseline_requests",
         "canary_cumulative",
         "canary_failed",
         "canary_requests",
-        "latency_thresholds",
-        "log_e",
-        "log_ratios",
-        "quantiles",
-        "seconds",
+        "index",
+        "start",
     )
 
-    def __init__(self, policy: Policy) -> None:
-        self.quantiles = np.asarray(policy.quantiles, dtype=np.float64)
-        self._canary_shift = index_shift(policy.latency_fail_ratio)
-        self.seconds = 0
+    def __init__(self, index: int, start: int) -> None:
+        self.index, self.start = index, start
         self.canary_requests = self.canary_failed = 0
         self.baseline_requests = self.baseline_failed = 0
         self.canary_cumulative = np.zeros(HISTOGRAM_SIZE)
         self.baseline_cumulative = np.zeros(HISTOGRAM_SIZE)
-        self.log_ratios = new_count_eprocesses(1 + len(policy.quantiles))
-        self.log_e = [0.0] * (1 + len(policy.quantiles))
-        # Histogram index of the baseline's quantile each latency test last compared against (-1: none yet).
-        self.latency_thresholds = [-1 for _ in policy.quantiles]
 
-    def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
-        """Fold one second of both versions into the evidence."""
-        self.seconds += 1
-        rows = len(self.log_e)
-        canary_events, baseline_events, shares = [0.0] * rows, [0.0] * rows, [0.0] * rows
-        if canary.requests > 0 and baseline.requests > 0 and canary.failed + baseline.failed > 0:
-            canary_events[0], baseline_events[0] = canary.failed, baseline.failed
-            shares[0] = canary.requests / (canary.requests + baseline.requests)
-        canary_cumulative = canary.cumulative_histogram()
-        baseline_cumulative = baseline.cumulative_histogram()
-        if canary_cumulative is not None and baseline_cumulative is not None:
-            self._count_slower(canary_cumulative, baseline_cumulative, canary_events, baseline_events, shares)
-        # update_count_eprocess skips a test without events or with a one-sided split; so does a zero row.
-        updated = [
-            row
-            for row in range(rows)
-            if canary_events[row] + baseline_events[row] > 0 and 0.0 < shares[row] < 1.0
-        ]
-        if updated:
-            if len(updated) < rows:
-                canary_events = [canary_events[row] if row in updated else 0.0 for row in range(rows)]
-                baseline_events = [baseline_events[row] if row in updated else 0.0 for row in range(rows)]
-                shares = [shares[row] if row in updated else 0.0 for row in range(rows)]
-            update_count_eprocesses(self.log_ratios, canary_events, baseline_events, shares)
-            bounds = log_evalue_bounds(self.log_ratios)
-            if any(bounds[row] > self.log_e[row] for row in updated):
-                log_e = log_evalues(self.log_ratios)
-                for row in updated:
-                    self.log_e[row] = max(self.log_e[row], log_e[row])
+    def add(
+        self,
+        canary: ArmSecond,
+        baseline: ArmSecond,
+        canary_cumulative: FloatArray | None,
+        baseline_cumulative: FloatArray | None,
+    ) -> None:
+        """Add one second; the cumulative histograms are None for seconds not judged on latency."""
         self.canary_requests += canary.requests
         self.canary_failed += canary.failed
         self.baseline_requests += baseline.requests
@@ -153,14 +131,260 @@ class Evidence:
         if baseline_cumulative is not None:
             self.baseline_cumulative += baseline_cumulative
 
+
+class Evidence:
+    """Everything the judge knows after some seconds of a rollout, updated one second at a time.
+
+    Holds the totals of both versions, their merged latency histograms (as cumulative counts: entry i
+    counts the requests in bins 0..i), the count e-processes (row 0 of `log_ratios`: errors; row 1 + k:
+    latency at the k-th compared quantile) and the running maximum of each (`log_e`), since the
+    controller may skip seconds between looks and a crossing must not be missed. All the e-processes of a
+    second are updated in one array operation: a second costs the same however many quantiles are compared.
+
+    The failing side tests against the policy's margins: an error counts against a baseline whose rate is
+    raised to `error_fail_ratio` x its own + `error_fail_margin`, a canary request is "slower" only above
+    `latency_fail_ratio` x the baseline's quantile + `latency_fail_floor_ms` (docs/statistics.md).
+    Latencies of the canary's first `warmup_s` seconds of traffic (of both versions) are left out of
+    every latency statistic; their requests and errors count. `slo_blocks` hold the last
+    `slo_window_s` seconds for the SLO checks.
+    """
+
+    __slots__ = (
+        "_canary_index",
+        "_error_margin",
+        "_error_ratio",
+        "_floor_ms",
+        "_grid_sizes",
+        "_settled",
+        "_settled_latencies",
+        "_slo_half",
+        "_slo_window",
+        "_snapshots",
+        "_tolerance",
+        "_warmup_s",
+        "baseline_compared",
+        "baseline_cumulative",
+        "baseline_exceeding",
+        "baseline_failed",
+        "baseline_requests",
+        "blocks_started",
+        "canary_compared",
+        "canary_cumulative",
+        "canary_exceeding",
+        "canary_failed",
+        "canary_requests",
+        "canary_seconds",
+        "latency_thresholds",
+        "log_e",
+        "log_ratios",
+        "quantiles",
+        "seconds",
+        "slo_blocks",
+        "warm_from",
+    )
+
+    def __init__(self, policy: Policy) -> None:
+        self.quantiles = np.asarray(policy.quantiles, dtype=np.float64)
+        self._canary_index = slower_index(policy.latency_fail_ratio, policy.latency_fail_floor_ms)
+        self._error_ratio, self._error_margin = policy.error_fail_ratio, policy.error_fail_margin
+        self._floor_ms, self._tolerance = policy.latency_fail_floor_ms, policy.latency_tolerance
+        self._warmup_s, self._settled, self._settled_latencies = policy.warmup_s, 0, 0.0
+        self._slo_window, self._slo_half = policy.slo_window_s, max(1, policy.slo_window_s // 2)
+        self.seconds = 0
+        # Seconds since the canary's first traffic (0: none yet), and the one from which latencies are
+        # judged (None: still warming up).
+        self.canary_seconds = 0
+        self.warm_from: int | None = 0 if policy.warmup_s == 0 else None
+        self.canary_requests = self.canary_failed = 0
+        self.baseline_requests = self.baseline_failed = 0
+        self.canary_cumulative = np.zeros(HISTOGRAM_SIZE)
+        self.baseline_cumulative = np.zeros(HISTOGRAM_SIZE)
+        rows = 1 + len(policy.quantiles)
+        self.log_ratios = new_count_eprocesses(rows)
+        # Each latency row mixes only the ratios θ ≤ 1/(1 - q) of THETA_GRID: a canary request cannot
+        # exceed the baseline's q-quantile more than 1/(1 - q) times as often as a baseline request.
+        self._grid_sizes = [len(THETA_GRID)] + [
+            max(1, int(np.searchsorted(THETA_GRID, 1.0 / (1.0 - q), side="right"))) for q in policy.quantiles
+        ]
+        self.log_e = [0.0] * rows
+        # Histogram index of the baseline's quantile each latency test last compared against (-1: none yet).
+        self.latency_thresholds = [-1 for _ in policy.quantiles]
+        # Per compared quantile: latencies compared, and those counted slower, of each version.
+        self.canary_compared = [0.0 for _ in policy.quantiles]
+        self.canary_exceeding = [0.0 for _ in policy.quantiles]
+        self.baseline_compared = [0.0 for _ in policy.quantiles]
+        self.baseline_exceeding = [0.0 for _ in policy.quantiles]
+        self.slo_blocks: list[SloBlock] = []
+        self.blocks_started = 0
+        # The totals when each SLO block opened: the pass side also bounds the traffic since then.
+        self._snapshots: list[SloBlock] = []
+
+    def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
+        """Fold one second of both versions into the evidence."""
+        self.seconds += 1
+        if canary.requests > 0 or self.canary_seconds > 0:
+            self.canary_seconds += 1
+        canary_cumulative = canary.cumulative_histogram()
+        baseline_cumulative = baseline.cumulative_histogram()
+        judged = self._judges_latency(canary_cumulative, baseline_cumulative)
+        if not judged:
+            canary_cumulative = baseline_cumulative = None
+        rows = len(self.log_e)
+        canary_events, baseline_events, shares = [0.0] * rows, [0.0] * rows, [0.0] * rows
+        if canary.requests > 0 and baseline.requests > 0:
+            self._count_errors(canary, baseline, canary_events, baseline_events, shares)
+        if canary_cumulative is not None and baseline_cumulative is not None:
+            self._count_slower(canary_cumulative, baseline_cumulative, canary_events, baseline_events, shares)
+        self._update(canary_events, baseline_events, shares)
+        if (self.seconds - 1) % self._slo_half == 0:
+            self._snapshots.append(self._totals(self.blocks_started + 1))
+        self.canary_requests += canary.requests
+        self.canary_failed += canary.failed
+        self.baseline_requests += baseline.requests
+        self.baseline_failed += baseline.failed
+        if canary_cumulative is not None:
+            self.canary_cumulative += canary_cumulative
+        if baseline_cumulative is not None:
+            self.baseline_cumulative += baseline_cumulative
+        self._add_to_slo_blocks(canary, baseline, canary_cumulative, baseline_cumulative)
+
+    def _update(self, canary_events: list[float], baseline_events: list[float], shares: list[float]) -> None:
+        """Multiply the e-processes by this second's factors, and keep their running maxima."""
+        rows = len(self.log_e)
+        # update_count_eprocess skips a test without events or with a one-sided split; so does a zero row.
+        updated = [
+            row
+            for row in range(rows)
+            if canary_events[row] + baseline_events[row] > 0 and 0.0 < shares[row] < 1.0
+        ]
+        if not updated:
+            return
+        if len(updated) < rows:
+            canary_events = [canary_events[row] if row in updated else 0.0 for row in range(rows)]
+            baseline_events = [baseline_events[row] if row in updated else 0.0 for row in range(rows)]
+            shares = [shares[row] if row in updated else 0.0 for row in range(rows)]
+        update_count_eprocesses(self.log_ratios, canary_events, baseline_events, shares)
+        # The mixture's mean is at most its largest ratio: when that cannot raise the maximum, skip it.
+        tops = self.log_ratios.max(axis=1).tolist()
+        for row in updated:
+            if tops[row] + 1e-9 * (1.0 + abs(tops[row])) > self.log_e[row]:
+                self.log_e[row] = max(self.log_e[row], self._log_evalue(row))
+
+    def _log_evalue(self, row: int) -> float:
+        """log of row's mixture e-value: the mean of its likelihood ratios over its part of THETA_GRID."""
+        ratios = self.log_ratios[row, : self._grid_sizes[row]]
+        top = float(ratios.max())
+        return top + math.log(float(np.exp(ratios - top).sum())) - math.log(len(ratios))
+
+    def _count_errors(
+        self,
+        canary: ArmSecond,
+        baseline: ArmSecond,
+        canary_events: list[float],
+        baseline_events: list[float],
+        shares: list[float],
+    ) -> None:
+        """This second's errors as the events of row 0, against the margin of the policy.
+
+        The null is "canary rate ≤ ratio x baseline rate + margin" in every second. The baseline gets
+        baseline_requests x margin / ratio expected errors more (deterministic pseudo-errors) and the
+        canary's share is weighted by the ratio; docs/statistics.md shows the factor then has mean ≤ 1
+        under the null. The pseudo-errors make the factor below 1 even in a second without errors, so
+        such a second is not skipped.
+        """
+        ratio, margin = self._error_ratio, self._error_margin
+        pseudo = baseline.requests * margin / ratio
+        if canary.failed + baseline.failed + pseudo <= 0:
+            return
+        weighted = ratio * canary.requests
+        canary_events[0] = canary.failed
+        baseline_events[0] = baseline.failed + pseudo
+        shares[0] = weighted / (weighted + baseline.requests)
+
+    def _judges_latency(self, canary: FloatArray | None, baseline: FloatArray | None) -> bool:
+        """Whether this second's latencies are judged; moves the warm-up on.
+
+        The warm-up lasts the canary's first `warmup_s` seconds of traffic, or ends earlier after
+        consecutive seconds (at least SETTLE_SECONDS, with SETTLE_LATENCIES canary latencies) in each of
+        which the canary's median (+ 1 ms) is within `latency_tolerance` of the baseline's (+ 1 ms).
+        The decision uses only seconds already seen, so the judged seconds start at a stopping time and
+        the e-processes stay valid.
+        """
+        if self.warm_from is not None:
+            return True
+        if self.canary_seconds > self._warmup_s:
+            self.warm_from = self.seconds
+            return True
+        if canary is not None and baseline is not None and canary[-1] > 0 and baseline[-1] > 0:
+            canary_median = VALUES[_median_index(canary)] + TIMER_RESOLUTION_MS
+            baseline_median = VALUES[_median_index(baseline)] + TIMER_RESOLUTION_MS
+            matches = canary_median <= self._tolerance * baseline_median
+        else:
+            matches = False
+        self._settled = self._settled + 1 if matches else 0
+        self._settled_latencies = (
+            self._settled_latencies + float(canary[-1]) if matches and canary is not None else 0.0
+        )
+        if self._settled >= SETTLE_SECONDS and self._settled_latencies >= SETTLE_LATENCIES:
+            self.warm_from = self.seconds + 1
+        return False
+
+    def _add_to_slo_blocks(
+        self,
+        canary: ArmSecond,
+        baseline: ArmSecond,
+        canary_cumulative: FloatArray | None,
+        baseline_cumulative: FloatArray | None,
+    ) -> None:
+        """Add the second to the SLO blocks that hold it, opening one every half window."""
+        second = self.seconds
+        self.slo_blocks = [b for b in self.slo_blocks if second - b.start < self._slo_window]
+        if (second - 1) % self._slo_half == 0:
+            self.blocks_started += 1
+            self.slo_blocks.append(SloBlock(self.blocks_started, second))
+        for block in self.slo_blocks:
+            block.add(canary, baseline, canary_cumulative, baseline_cumulative)
+
+    def _totals(self, index: int) -> SloBlock:
+        """Everything folded in so far, as a block numbered `index` starting at this second."""
+        totals = SloBlock(index, self.seconds)
+        totals.canary_requests, totals.canary_failed = self.canary_requests, self.canary_failed
+        totals.baseline_requests, totals.baseline_failed = self.baseline_requests, self.baseline_failed
+        totals.canary_cumulative = self.canary_cumulative.copy()
+        totals.baseline_cumulative = self.baseline_cumulative.copy()
+        return totals
+
+    def suffixes(self) -> list[SloBlock]:
+        """For every SLO block opened so far, the traffic from its first second until now.
+
+        The pass side bounds these as well as the whole rollout, so that an incident both versions
+        shared stops weighing on a pass once it lies before some block's start.
+        """
+        suffixes = []
+        for snapshot in self._snapshots:
+            suffix = SloBlock(snapshot.index, snapshot.start)
+            suffix.canary_requests = self.canary_requests - snapshot.canary_requests
+            suffix.canary_failed = self.canary_failed - snapshot.canary_failed
+            suffix.baseline_requests = self.baseline_requests - snapshot.baseline_requests
+            suffix.baseline_failed = self.baseline_failed - snapshot.baseline_failed
+            suffix.canary_cumulative = self.canary_cumulative - snapshot.canary_cumulative
+            suffix.baseline_cumulative = self.baseline_cumulative - snapshot.baseline_cumulative
+            suffixes.append(suffix)
+        return suffixes
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether the canary's latencies are not judged yet."""
+        return self.warm_from is None or self.warm_from > self.seconds
+
     @property
     def canary_latency_count(self) -> float:
-        """How many canary requests have a latency."""
+        """How many canary requests have a judged latency."""
         return float(self.canary_cumulative[-1])
 
     @property
     def baseline_latency_count(self) -> float:
-        """How many baseline requests have a latency."""
+        """How many baseline requests have a judged latency."""
         return float(self.baseline_cumulative[-1])
 
     def _count_slower(
@@ -173,9 +397,12 @@ class Evidence:
     ) -> None:
         """This second's requests slower than the baseline's quantiles so far, as events of rows 1, 2, ...
 
-        `canary` and `baseline` are the second's cumulative histograms. The thresholds come from earlier
-        seconds only, so they are predictable and each second's factor keeps the e-process a
-        supermartingale (see stats.update_count_eprocess).
+        `canary` and `baseline` are the second's cumulative histograms. A baseline request counts when
+        above the bin of the baseline's quantile c; a canary request only when above the bin holding
+        latency_fail_ratio x c + latency_fail_floor_ms (c: that bin's upper edge), so a canary request
+        in a bin that might lie below the margin never counts. The thresholds come from earlier seconds
+        only, so they are predictable and each second's factor keeps the e-process a supermartingale
+        (see stats.update_count_eprocess).
         """
         earlier = float(self.baseline_cumulative[-1])
         canary_count, baseline_count = float(canary[-1]), float(baseline[-1])
@@ -183,15 +410,21 @@ class Evidence:
             return
         thresholds = np.searchsorted(self.baseline_cumulative, self.quantiles * (earlier - 1.0), side="right")
         share = canary_count / (canary_count + baseline_count)
-        last = HISTOGRAM_SIZE - 1
         for position, threshold in enumerate(thresholds.tolist()):
             self.latency_thresholds[position] = threshold
             # Requests in the bins above the threshold's bin: all of them minus those up to it.
-            canary_events[1 + position] = canary_count - float(
-                canary[min(threshold + self._canary_shift, last)]
-            )
-            baseline_events[1 + position] = baseline_count - float(baseline[min(threshold, last)])
+            canary_slower = canary_count - float(canary[self._canary_index[threshold]])
+            baseline_slower = baseline_count - float(baseline[threshold])
+            canary_events[1 + position], baseline_events[1 + position] = canary_slower, baseline_slower
             shares[1 + position] = share
+            self.canary_compared[position] += canary_count
+            self.canary_exceeding[position] += canary_slower
+            self.baseline_compared[position] += baseline_count
+            self.baseline_exceeding[position] += baseline_slower
+
+    def canary_limit_ms(self, threshold: int) -> float:
+        """The latency above which a canary request counts as slower, for the baseline's bin `threshold`."""
+        return float(UPPER_EDGES[self._canary_index[threshold]])
 
     @property
     def error_evalue(self) -> float:
@@ -203,15 +436,36 @@ class Evidence:
         return math.exp(min(self.log_e[1 + position], 700.0))
 
 
+def slower_index(ratio: float, floor_ms: float) -> list[int]:
+    """For each histogram bin c, the bin above which a canary request is slower than ratio·c + floor.
+
+    c stands for the bin's upper edge, and the bin returned holds ratio·c + floor (a hair more, against
+    rounding), so every request above it is surely slower than the margin.
+    """
+    limits = (ratio * UPPER_EDGES + floor_ms) * (1.0 + 1e-9)
+    indexes = np.searchsorted(UPPER_EDGES, limits, side="left")
+    return [int(index) for index in np.minimum(indexes, HISTOGRAM_SIZE - 1)]
+
+
+def _median_index(cumulative: FloatArray) -> int:
+    """The histogram index of a second's median, as DDSketch's quantile reads it."""
+    return min(int(cumulative.searchsorted(0.5 * (cumulative[-1] - 1.0), side="right")), HISTOGRAM_SIZE - 1)
+
+
 def evidence_of(canary: Sequence[Window], baseline: Sequence[Window], policy: Policy) -> Evidence:
     """Fold stored windows into evidence, second by second; a second missing for one version counts as empty.
 
-    Windows of the same version and second (several collectors) are added together.
+    Windows of the same version and second (several collectors) are added together. Seconds without any
+    window between the first and the last are folded in empty, so the warm-up and the SLO window count
+    seconds of time, as the simulator does.
     """
     canary_seconds = _by_second(canary)
     baseline_seconds = _by_second(baseline)
     evidence = Evidence(policy)
-    for second in sorted(canary_seconds.keys() | baseline_seconds.keys()):
+    seconds = canary_seconds.keys() | baseline_seconds.keys()
+    if not seconds:
+        return evidence
+    for second in range(min(seconds), max(seconds) + 1):
         evidence.add(
             canary_seconds.get(second, EMPTY_SECOND),
             baseline_seconds.get(second, EMPTY_SECOND),

@@ -2,10 +2,12 @@
 
 Two questions per check, answered with anytime-valid statistics (docs/statistics.md):
 
-- **fail**: is the canary surely worse? A sequential test per check, at alpha split evenly over the
-  checks (Bonferroni), so a canary that is no worse than the baseline and meets the SLOs is rolled
-  back with probability at most `alpha`, however often the controller looks. Comparisons with the
-  baseline use the count e-process; SLOs use time-uniform lower bounds.
+- **fail**: is the canary surely worse, by a margin that matters? A sequential test per check, at
+  alpha split evenly over the checks (Bonferroni), so a canary that is within the margins of the
+  baseline and meets the SLOs wherever the baseline does is rolled back with probability at most
+  `alpha`, however often the controller looks. Comparisons with the baseline use the count e-process
+  against the policy's margins; an SLO fails over its sliding window only where the canary surely
+  breaches it and the baseline surely does not (both breaching: hold, a shared incident).
 - **pass**: is the canary surely good enough? Upper confidence bounds (each at `alpha`) under the SLOs
   and tolerances, after at least `min_requests` canary requests. A bound that `min_requests` could
   never reach (Policy.gates) is replaced by its point estimate, and the check says so.
@@ -17,8 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from fridaymorning.analysis.evidence import Evidence, evidence_of
+from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, evidence_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     LOWER_EDGES,
@@ -34,10 +37,6 @@ from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase, combine
 from fridaymorning.models import Window
 
 PASS, FAIL, HOLD = VerdictPhase.PASS, VerdictPhase.FAIL, VerdictPhase.HOLD
-
-# HAProxy measures Tr in whole milliseconds: latency ratios compare (a + 1) / (b + 1), so that 0 ms and
-# 1 ms responses do not make a 2x regression.
-TIMER_RESOLUTION_MS = 1.0
 
 
 def judge(
@@ -63,8 +62,8 @@ def verdict_of(evidence: Evidence, policy: Policy, *, compare: bool = True) -> V
     baseline_cumulative = evidence.baseline_cumulative
     slo_checks = (
         evidence_check(evidence, policy),
-        error_slo_check(evidence, policy),
-        p99_slo_check(evidence, policy, canary_cumulative),
+        error_slo_check(evidence, policy, compare=compare),
+        p99_slo_check(evidence, policy, canary_cumulative, compare=compare),
     )
     if not compare:
         return combine(slo_checks)
@@ -85,9 +84,11 @@ def fails(evidence: Evidence, policy: Policy, *, compare: bool = True) -> bool:
     so this costs a fraction of the verdict. `fm simulate` asks it every simulated second to know whether
     it must build the verdict at all (analysis.simulate.run_fm).
     """
-    if _error_slo_lower(evidence, policy) > policy.max_error_rate:
+    breach = error_slo_breach(evidence, policy, compare=compare)
+    if breach is not None and breach.canary_only:
         return True
-    if evidence.canary_latency_count > 0 and _p99_slo_lower(evidence, policy) > policy.max_p99_ms:
+    breach = p99_slo_breach(evidence, policy, compare=compare)
+    if breach is not None and breach.canary_only:
         return True
     if not compare:
         return False
@@ -99,16 +100,91 @@ def fails(evidence: Evidence, policy: Policy, *, compare: bool = True) -> bool:
     return any(evidence.latency_evalue(position) >= needed for position in range(len(policy.quantiles)))
 
 
-def _error_slo_lower(evidence: Evidence, policy: Policy) -> float:
-    """The lower bound of the canary's error rate that fails error_rate_slo when above the SLO."""
-    return rate_lower_bound(evidence.canary_failed, evidence.canary_requests, fail_alpha(policy))
+@dataclass(frozen=True, slots=True)
+class SloBreach:
+    """An SLO window in which the canary surely breaches the SLO, and how the baseline fared there.
+
+    `canary_only`: the baseline surely meets the SLO over the same seconds (or served nothing there to
+    compare, or nothing is compared at all), so the breach is the canary's: fail. Otherwise the baseline
+    may breach it too, a shared incident: hold.
+    """
+
+    block: SloBlock
+    canary_bound: float  # the canary's lower bound, above the SLO
+    baseline_bound: float  # the baseline's upper bound over the same seconds (NaN: not compared)
+    baseline_value: float  # the baseline's point estimate over the same seconds (NaN: not compared)
+    canary_only: bool
 
 
-def _p99_slo_lower(evidence: Evidence, policy: Policy) -> float:
-    """The lower bound of the canary's p99 that fails p99_slo when above the SLO (canary latencies > 0)."""
-    count = evidence.canary_latency_count
-    rank = quantile_lower_rank(count, 0.99, fail_alpha(policy))
-    return _order_statistic(evidence.canary_cumulative, rank, LOWER_EDGES)
+def slo_alpha(policy: Policy, block: SloBlock) -> float:
+    """The alpha of each bound of an SLO's failing side in one window: fail_alpha / (2k (k + 1)) for the
+    k-th block (the canary's lower bound and the baseline's upper bound each).
+
+    Summed over both bounds and every block a rollout can open, this is fail_alpha (docs/statistics.md,
+    "SLOs that do not blame the canary for shared incidents").
+    """
+    return fail_alpha(policy) / (2 * block.index * (block.index + 1))
+
+
+def error_slo_breach(evidence: Evidence, policy: Policy, *, compare: bool = True) -> SloBreach | None:
+    """An SLO window in which the canary's error rate surely breaches max_error_rate; None without one.
+
+    A breach that is the canary's alone comes first; a shared one is returned only without such a breach.
+    """
+    limit, shared = policy.max_error_rate, None
+    for block in evidence.slo_blocks:
+        alpha = slo_alpha(policy, block)
+        lower = rate_lower_bound(block.canary_failed, block.canary_requests, alpha)
+        if lower <= limit:
+            continue
+        if not compare or block.baseline_requests <= 0:
+            return SloBreach(block, lower, math.nan, math.nan, True)
+        upper = rate_upper_bound(block.baseline_failed, block.baseline_requests, alpha)
+        value = block.baseline_failed / block.baseline_requests
+        breach = SloBreach(block, lower, upper, value, upper <= limit)
+        if breach.canary_only:
+            return breach
+        shared = shared or breach
+    return shared
+
+
+def p99_slo_breach(evidence: Evidence, policy: Policy, *, compare: bool = True) -> SloBreach | None:
+    """As error_slo_breach, for the p99 of the judged latencies and max_p99_ms."""
+    limit, shared = policy.max_p99_ms, None
+    for block in evidence.slo_blocks:
+        count = float(block.canary_cumulative[-1])
+        if count <= 0:
+            continue
+        alpha = slo_alpha(policy, block)
+        lower = _order_statistic(
+            block.canary_cumulative, quantile_lower_rank(count, 0.99, alpha), LOWER_EDGES
+        )
+        if lower <= limit:
+            continue
+        baseline_count = float(block.baseline_cumulative[-1])
+        if not compare or baseline_count <= 0:
+            return SloBreach(block, lower, math.nan, math.nan, True)
+        rank = quantile_upper_rank(baseline_count, 0.99, alpha)
+        upper = _order_statistic(block.baseline_cumulative, rank, UPPER_EDGES)
+        value = _quantile(block.baseline_cumulative, baseline_count, 0.99)
+        breach = SloBreach(block, lower, upper, value, upper <= limit)
+        if breach.canary_only:
+            return breach
+        shared = shared or breach
+    return shared
+
+
+def _seconds_of(evidence: Evidence, block: SloBlock) -> str:
+    """The seconds an SLO window covers, in words."""
+    return f"over the last {evidence.seconds - block.start + 1} s"
+
+
+def _pass_blocks(evidence: Evidence, policy: Policy) -> list[tuple[SloBlock, float]]:
+    """The traffic since each SLO block's start, with the alpha its pass bound spends: alpha/(k(k + 1)).
+
+    Summed over the blocks this is alpha, besides the bound since the rollout began.
+    """
+    return [(block, policy.alpha / (block.index * (block.index + 1))) for block in evidence.suffixes()]
 
 
 def evidence_check(evidence: Evidence, policy: Policy) -> Check:
@@ -125,17 +201,47 @@ def evidence_check(evidence: Evidence, policy: Policy) -> Check:
     )
 
 
-def error_slo_check(evidence: Evidence, policy: Policy) -> Check:
-    """Fail when the canary's error rate is surely above the SLO; pass when surely below it."""
+def error_slo_check(evidence: Evidence, policy: Policy, *, compare: bool = True) -> Check:
+    """Fail when, over the SLO window, the canary's error rate is surely above the SLO and the
+    baseline's surely is not; hold when both may be (a shared incident); pass when surely below it.
+
+    The pass bound is the tighter of the one since the rollout began and those since each SLO window's
+    start.
+    """
     failed, served = evidence.canary_failed, evidence.canary_requests
     rate = failed / served if served else 0.0
-    lower = _error_slo_lower(evidence, policy)
     limit = policy.max_error_rate
-    if lower > limit:
-        phase, bound = FAIL, lower
-        detail = f"canary error rate {rate:.2%}, surely above the SLO {limit:.2%} (lower bound {lower:.2%})"
-    elif policy.gates(limit):
+    breach = error_slo_breach(evidence, policy, compare=compare)
+    if breach is not None:
+        over = _seconds_of(evidence, breach.block)
+        block = breach.block
+        window_rate = block.canary_failed / block.canary_requests
+        canary = f"canary error rate {window_rate:.2%} {over}, surely above the SLO {limit:.2%}"
+        canary += f" (lower bound {breach.canary_bound:.2%})"
+        if breach.canary_only:
+            baseline = (
+                ""
+                if math.isnan(breach.baseline_bound)
+                else (
+                    f", while the baseline's {breach.baseline_value:.2%} is surely within it"
+                    f" (upper bound {breach.baseline_bound:.2%})"
+                )
+            )
+            return Check(
+                "error_rate_slo", FAIL, window_rate, breach.canary_bound, limit, served, canary + baseline
+            )
+        detail = (
+            f"{canary}; the baseline's is {breach.baseline_value:.2%} over the same seconds (upper bound "
+            f"{breach.baseline_bound:.2%}): both may breach it, a shared incident, not the canary's"
+        )
+        return Check("error_rate_slo", HOLD, window_rate, breach.canary_bound, limit, served, detail)
+    if policy.gates(limit):
         bound = rate_upper_bound(failed, served, policy.alpha)
+        windows = [
+            rate_upper_bound(block.canary_failed, block.canary_requests, alpha)
+            for block, alpha in _pass_blocks(evidence, policy)
+        ]
+        bound = min([bound, *windows])
         phase = PASS if served >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary error rate {rate:.2%} (upper bound {bound:.2%}), SLO {limit:.2%}"
     else:
@@ -146,9 +252,11 @@ def error_slo_check(evidence: Evidence, policy: Policy) -> Check:
 
 
 def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
-    """Fail when the error e-process shows the canary fails more often than the baseline.
+    """Fail when the error e-process shows the canary fails more often than error_fail_ratio x the
+    baseline's rate + error_fail_margin.
 
-    Pass when the canary's upper bound minus the baseline's lower bound is within the tolerance.
+    Pass when the canary's upper bound minus the baseline's lower bound is within the tolerance, since
+    the rollout began or since an SLO window's start.
     """
     canary_rate = evidence.canary_failed / evidence.canary_requests if evidence.canary_requests else 0.0
     baseline_rate = (
@@ -160,11 +268,20 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
     compared = evidence.baseline_requests > 0 and evidence.canary_requests >= policy.min_requests
     if evalue >= needed:
         phase, bound = FAIL, math.nan
-        detail = f"{rates}: the canary fails more often (e-value {evalue:.3g} ≥ {needed:.3g})"
+        detail = (
+            f"{rates}: the canary fails more often than {_error_margin(policy)}"
+            f" (e-value {evalue:.3g} ≥ {needed:.3g})"
+        )
     elif policy.gates(tolerance):
         upper = rate_upper_bound(evidence.canary_failed, evidence.canary_requests, policy.alpha / 2)
         lower = rate_lower_bound(evidence.baseline_failed, evidence.baseline_requests, policy.alpha / 2)
-        bound = upper - lower
+        # ... or since an SLO window's start, so that an incident both versions shared ages out of it
+        windows = [
+            rate_upper_bound(block.canary_failed, block.canary_requests, alpha / 2)
+            - rate_lower_bound(block.baseline_failed, block.baseline_requests, alpha / 2)
+            for block, alpha in _pass_blocks(evidence, policy)
+        ]
+        bound = min([upper - lower, *windows])
         phase = PASS if compared and bound <= tolerance else HOLD
         detail = f"{rates}, excess at most {bound:.2%} (tolerance {tolerance:.2%}; e-value {evalue:.3g})"
     else:
@@ -184,22 +301,50 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
     )
 
 
-def p99_slo_check(evidence: Evidence, policy: Policy, canary_cumulative: FloatArray) -> Check:
-    """Fail when the canary's p99 is surely above the SLO; pass when surely below it."""
+def p99_slo_check(
+    evidence: Evidence, policy: Policy, canary_cumulative: FloatArray, *, compare: bool = True
+) -> Check:
+    """Fail when, over the SLO window, the canary's p99 is surely above the SLO and the baseline's
+    surely is not; hold when both may be; pass when surely below it (as error_slo_check)."""
     count, limit = evidence.canary_latency_count, policy.max_p99_ms
     if count <= 0:
-        return Check(
-            "p99_slo", HOLD, math.nan, math.nan, limit, 0, f"no canary latencies yet; SLO {limit:.0f} ms"
-        )
+        detail = f"{_no_latencies(evidence, policy)}; SLO {limit:.0f} ms"
+        return Check("p99_slo", HOLD, math.nan, math.nan, limit, 0, detail)
     p99 = _quantile(canary_cumulative, count, 0.99)
-    lower = _p99_slo_lower(evidence, policy)
-    if lower > limit:
-        phase, bound = FAIL, lower
-        detail = f"canary p99 {p99:.1f} ms, surely above the SLO {limit:.0f} ms (lower bound {lower:.1f} ms)"
-    elif policy.gates(0.01):
-        bound = _order_statistic(
-            canary_cumulative, quantile_upper_rank(count, 0.99, policy.alpha), UPPER_EDGES
+    breach = p99_slo_breach(evidence, policy, compare=compare)
+    if breach is not None:
+        over = _seconds_of(evidence, breach.block)
+        block = breach.block
+        window_p99 = _quantile(block.canary_cumulative, float(block.canary_cumulative[-1]), 0.99)
+        canary = f"canary p99 {window_p99:.1f} ms {over}, surely above the SLO {limit:.0f} ms"
+        canary += f" (lower bound {breach.canary_bound:.1f} ms)"
+        if breach.canary_only:
+            baseline = (
+                ""
+                if math.isnan(breach.baseline_bound)
+                else (
+                    f", while the baseline's {breach.baseline_value:.1f} ms is surely within it"
+                    f" (upper bound {breach.baseline_bound:.1f} ms)"
+                )
+            )
+            return Check(
+                "p99_slo", FAIL, window_p99, breach.canary_bound, limit, int(count), canary + baseline
+            )
+        detail = (
+            f"{canary}; the baseline's is {breach.baseline_value:.1f} ms over the same seconds (upper bound "
+            f"{breach.baseline_bound:.1f} ms): both may breach it, a shared incident, not the canary's"
         )
+        return Check("p99_slo", HOLD, window_p99, breach.canary_bound, limit, int(count), detail)
+    if policy.gates(0.01):
+        bounds = [
+            _order_statistic(canary_cumulative, quantile_upper_rank(count, 0.99, policy.alpha), UPPER_EDGES)
+        ]
+        for block, alpha in _pass_blocks(evidence, policy):
+            block_count = float(block.canary_cumulative[-1])
+            if block_count > 0:
+                rank = quantile_upper_rank(block_count, 0.99, alpha)
+                bounds.append(_order_statistic(block.canary_cumulative, rank, UPPER_EDGES))
+        bound = min(bounds)
         phase = PASS if evidence.canary_requests >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary p99 {p99:.1f} ms (upper bound {bound:.1f} ms), SLO {limit:.0f} ms"
     else:
@@ -218,8 +363,9 @@ def latency_comparison_check(
 ) -> Check:
     """Compare one latency quantile of the canary with the baseline's.
 
-    Fail when the e-process shows canary requests are slower than the baseline's quantile more often
-    than the baseline's own requests are. Pass when the ratio of the canary's upper bound to the
+    Fail when the e-process shows canary requests are slower than latency_fail_ratio x the baseline's
+    quantile + latency_fail_floor_ms more often than the baseline's own requests are slower than the
+    quantile; the detail gives both shares. Pass when the ratio of the canary's upper bound to the
     baseline's lower bound (confidence sequences on the quantile) is within `latency_tolerance`.
     """
     q = float(evidence.quantiles[position])
@@ -228,7 +374,7 @@ def latency_comparison_check(
     evalue, needed = evidence.latency_evalue(position), 1.0 / fail_alpha(policy)
     canary_count, baseline_count = evidence.canary_latency_count, evidence.baseline_latency_count
     if canary_count <= 0 or baseline_count <= 0:
-        detail = f"no latencies yet (canary {canary_count:.0f}, baseline {baseline_count:.0f})"
+        detail = _no_latencies(evidence, policy)
         return Check(name, HOLD, math.nan, math.nan, tolerance, int(canary_count), detail, evalue, needed)
     canary_value = _quantile(canary_cumulative, canary_count, q)
     baseline_value = _quantile(baseline_cumulative, baseline_count, q)
@@ -237,7 +383,8 @@ def latency_comparison_check(
     compared = evidence.canary_requests >= policy.min_requests
     if evalue >= needed:
         phase, bound = FAIL, math.nan
-        detail = f"{values}: canary requests are slower (e-value {evalue:.3g} ≥ {needed:.3g})"
+        detail = f"{_exceedance(evidence, policy, position)}: canary requests are slower ({values}; "
+        detail += f"e-value {evalue:.3g} ≥ {needed:.3g})"
     elif policy.gates(1.0 - q):
         canary_rank = quantile_upper_rank(canary_count, q, policy.alpha / 2)
         baseline_rank = quantile_lower_rank(baseline_count, q, policy.alpha / 2)
@@ -253,6 +400,22 @@ def latency_comparison_check(
     return Check(name, phase, ratio, bound, tolerance, int(canary_count), detail, evalue, needed)
 
 
+def _exceedance(evidence: Evidence, policy: Policy, position: int) -> str:
+    """The shares of requests above the thresholds of one latency test, and its margin, in words."""
+    canary_share = evidence.canary_exceeding[position] / max(evidence.canary_compared[position], 1.0)
+    baseline_share = evidence.baseline_exceeding[position] / max(evidence.baseline_compared[position], 1.0)
+    threshold = max(evidence.latency_thresholds[position], 0)
+    quantile = f"p{_percent(float(evidence.quantiles[position]))}"
+    margin = (
+        f"{policy.latency_fail_ratio:g} × the baseline's {quantile} + {policy.latency_fail_floor_ms:g} ms"
+    )
+    canary_limit, baseline_limit = evidence.canary_limit_ms(threshold), float(UPPER_EDGES[threshold])
+    return (
+        f"{canary_share:.2%} of canary requests above {margin} (now {canary_limit:.1f} ms) vs "
+        f"{baseline_share:.2%} of baseline requests above its {quantile} (now {baseline_limit:.1f} ms)"
+    )
+
+
 def _quantile(cumulative: FloatArray, count: float, q: float) -> float:
     """The q-quantile of a histogram, as DDSketch.get_quantile_value computes it."""
     index = int(cumulative.searchsorted(q * (count - 1.0), side="right"))
@@ -266,6 +429,24 @@ def _order_statistic(cumulative: FloatArray, rank: float, edges: FloatArray) -> 
     if rank > cumulative[-1]:
         return math.inf
     return float(edges[int(cumulative.searchsorted(rank, side="left"))])
+
+
+def _error_margin(policy: Policy) -> str:
+    """The failing side's margin on errors, in words."""
+    ratio = policy.error_fail_ratio
+    rate = "the baseline's rate" if ratio == 1 else f"{ratio:g} x the baseline's rate"
+    return f"{rate} + {policy.error_fail_margin:.2%}"
+
+
+def _no_latencies(evidence: Evidence, policy: Policy) -> str:
+    """Why there are no judged latencies yet."""
+    if evidence.warming_up and evidence.canary_seconds > 0:
+        return (
+            f"warming up: the canary's latencies are judged after its first {policy.warmup_s} s of traffic, "
+            f"or once its median matches the baseline's ({evidence.canary_seconds} s so far)"
+        )
+    canary, baseline = evidence.canary_latency_count, evidence.baseline_latency_count
+    return f"no latencies yet (canary {canary:.0f}, baseline {baseline:.0f})"
 
 
 def _percent(q: float) -> str:

@@ -34,8 +34,40 @@ class AnalysisConfig(BaseModel):
     latency_fail_ratio: float = Field(
         default=1.0,
         ge=1,
-        description="to fail: canary requests slower than this times the baseline's quantile, more often "
-        "than the baseline's requests are slower than its quantile (1.0: any slowdown, once certain)",
+        description="to fail: canary requests slower than this times the baseline's quantile plus "
+        "latency_fail_floor_ms, more often than the baseline's requests are slower than its quantile",
+    )
+    latency_fail_floor_ms: float = Field(
+        default=1.0,
+        ge=1,
+        description="to fail: the margin in ms added to the scaled baseline quantile; at least HAProxy's "
+        "1 ms resolution of Tr, so that 1 ms instead of 0 ms is never a regression",
+    )
+    error_fail_ratio: float = Field(
+        default=1.0,
+        ge=1,
+        description="to fail: the canary's error rate is surely above this times the baseline's plus "
+        "error_fail_margin",
+    )
+    error_fail_margin: float = Field(
+        default=0.001,
+        ge=0,
+        lt=1,
+        description="to fail: the absolute error-rate difference that matters (0.001: 0.1 percentage point)",
+    )
+    slo_window_s: int = Field(
+        default=60,
+        ge=2,
+        le=86400,
+        description="SLOs fail on the last this many seconds, where the canary breaches and the baseline "
+        "surely does not",
+    )
+    warmup_s: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="the canary's first seconds of traffic are not judged on latency (errors still count); "
+        "the warm-up ends earlier once the canary's median has matched the baseline's for 3 seconds",
     )
     quantiles: tuple[float, ...] = Field(
         default=(0.5, 0.9, 0.99), min_length=1, description="latency quantiles compared with the baseline"
