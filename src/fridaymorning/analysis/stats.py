@@ -8,7 +8,8 @@ derives each piece; the references are
 - Netflix Technology Blog (2024). Sequential A/B testing keeps the world streaming Netflix, part 2:
   counting processes.
 - Howard, S. R., Ramdas, A., McAuliffe, J. & Sekhon, J. (2021). Time-uniform, nonparametric,
-  nonasymptotic confidence sequences. Annals of Statistics 49(2). (The stitched boundary, eq. 10.)
+  nonasymptotic confidence sequences. Annals of Statistics 49(2). (The beta-binomial mixture of §3
+  for the pass bounds; the stitched boundary, eq. 10, in stitched_boundary.)
 - Howard, S. R. & Ramdas, A. (2022). Sequential estimation of quantiles with applications to A/B
   testing and best-arm identification. Bernoulli 28(3).
 - Lindon, M., Sanden, C. & Shirikian, V. (2022). Rapid regression detection in software deployments
@@ -117,7 +118,7 @@ def log_evalue_bounds(log_ratios: FloatArray) -> list[float]:
     return [top + 1e-9 * (1.0 + abs(top)) for top in log_ratios.max(axis=1).tolist()]
 
 
-# --- time-uniform boundaries (Howard et al. 2021, eq. 10: polynomial stitching) --------------------------
+# --- the stitched boundary (Howard et al. 2021, eq. 10), kept for comparison ----------------------------
 
 _ETA: Final[float] = 2.0
 _S: Final[float] = 1.4
