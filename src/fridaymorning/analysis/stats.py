@@ -360,6 +360,8 @@ def quantile_upper_rank(count: float, q: float, alpha: float, *, optimize_at: fl
         lambda k: log_mixture_above(k, count, q, concentration) >= threshold,
         start=math.floor(count * q),
         end=math.floor(count) + 1,
+        memory=("upper", q, alpha, optimize_at),
+        scale=math.sqrt(count * q * (1.0 - q)),
     )
 
 
@@ -378,37 +380,67 @@ def quantile_lower_rank(count: float, q: float, alpha: float, *, optimize_at: fl
         lambda negative: log_mixture_below(-negative, count, q, concentration) >= threshold,
         start=-math.ceil(count * q),
         end=1,
+        memory=("lower", q, alpha, optimize_at),
+        scale=math.sqrt(count * q * (1.0 - q)),
     )
     return top + 1
 
 
-def _rank_crossing(reached: Callable[[int], bool], start: int, end: int) -> int:
+def _rank_crossing(
+    reached: Callable[[int], bool], start: int, end: int, memory: tuple[object, ...], scale: float
+) -> int:
     """The smallest integer in [start, end) where `reached` (monotone: false, then true) holds; else end.
 
-    Gallops up from `start` (the estimate, where the mixture is small), then bisects.
+    The search starts where the last search with the same `memory` key ended, in units of `scale` (the
+    standard deviation) from `start`: as the count grows between two looks of the judge the crossing
+    moves little, so two or three evaluations usually settle it. The guess only saves work: the answer
+    is the same from any start.
     """
     if start >= end:
         return end
-    if reached(start):
-        return start
-    low, step = start, 1
-    while True:
-        high = low + step
-        if high >= end - 1:
-            high = end - 1
-            if not reached(high):
-                return end
-            break
-        if reached(high):
-            break
-        low, step = high, step * 2
+    guess = min(max(start + round(_LAST_CROSSING.get(memory, 0.0) * scale), start), end - 1)
+    if reached(guess):  # the crossing is at or below the guess: gallop down
+        high, step = guess, 1
+        while True:
+            low = high - step
+            if low <= start:
+                if reached(start):
+                    return _remember(memory, start, start, scale)
+                low = start
+                break
+            if not reached(low):
+                break
+            high, step = low, step * 2
+    else:  # above the guess: gallop up
+        low, step = guess, 1
+        while True:
+            high = low + step
+            if high >= end - 1:
+                high = end - 1
+                if not reached(high):
+                    return end
+                break
+            if reached(high):
+                break
+            low, step = high, step * 2
     while high - low > 1:
         middle = (low + high) // 2
         if reached(middle):
             high = middle
         else:
             low = middle
-    return high
+    return _remember(memory, high, start, scale)
+
+
+# Where the last rank search of each kind ended, in standard deviations from its start (_rank_crossing).
+_LAST_CROSSING: dict[tuple[object, ...], float] = {}
+
+
+def _remember(memory: tuple[object, ...], found: int, start: int, scale: float) -> int:
+    if len(_LAST_CROSSING) > 256:
+        _LAST_CROSSING.clear()
+    _LAST_CROSSING[memory] = (found - start) / scale if scale > 0 else 0.0
+    return found
 
 
 # --- latency histograms on DDSketch's bins -------------------------------------------------------------
