@@ -88,19 +88,29 @@ def init(
 
 @app.command()
 def validate(
-    path: Path = typer.Argument(..., help="the config file to check"), as_json: bool = JsonOption
+    path: Path = typer.Argument(..., help="the config file to check"),
+    as_json: bool = JsonOption,
+    rps: float | None = typer.Option(
+        None, "--rps", min=0.001, help="also plan each step's evidence at this many requests per second"
+    ),
 ) -> None:
     """Check a config file; exit 2 with the file, line and field of the first error."""
+    from fridaymorning.evidence_plan import validate_plans
+
     config = config_or_exit(path)
     services = [
         {"name": s.name, "stable": s.stable, "strategy": s.rollout.strategy, "steps": len(s.rollout.steps)}
         for s in config.services
     ]
+    plan_lines, plans = validate_plans(config, rps) if rps is not None else ([], None)
     if as_json:
-        print_json({"path": str(path), "valid": True, "services": services})
+        extra = {} if plans is None else {"evidence_plans": plans}
+        print_json({"path": str(path), "valid": True, "services": services, **extra})
         return
     names = ", ".join(f"{s['name']} ({s['stable']}, {s['strategy']}, {s['steps']} steps)" for s in services)
     console.print(f"{path}: valid; services: {names}")
+    for line in plan_lines:
+        console.print(line, markup=False, highlight=False)
 
 
 @app.command()
@@ -134,6 +144,12 @@ def deploy(
         print_json(rollout) if as_json else console.print(
             f"rollout {rollout['id']}: deploying {version} to {name}"
         )
+    if not as_json:  # the evidence plan at the last minute's traffic, when the API has it
+        from fridaymorning.evidence_plan import observed_plan_lines
+
+        for line in observed_plan_lines(client, config, name):
+            console.print(line, markup=False, highlight=False)
+    if not wait:
         return
     final = follow(client, rollout["id"], as_json)
     raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
