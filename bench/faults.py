@@ -12,6 +12,11 @@ each on a fresh temporary state directory and free ports. Faults injected:
   the new `fm up` recorded a `resumed` event ("controller restarted") and the rollout then reached the
   expected end (a person's action is sent when it waits for one). The phase persisted at the kill is
   read from the state DB after the kill and cross-checked with the `resumed` event.
+  Log lines: once the traffic stopped, the requests HAProxy counted for the backend (BACKEND `stot`)
+  against the requests stored in the metric store: `log_lines_lost`; and what was lost beyond what
+  `fm status` reported (the collector's `lost_across_restart` + the reconciliation's `missing_lines`):
+  `log_lines_lost_unreported`, whose target is 0. (The collector runs in its own process, which a
+  kill -9 of `fm up` does not reach; `collector_pid_kept` says the same process served throughout.)
 * canary_crash: `kill -9` of the canary instance in step 1 (pid of the process listening on its port,
   found through /proc/net/tcp and /proc/*/fd, cross-checked with local-instances.json). The admin
   socket's `show stat` is polled every 20 ms: seconds until HAProxy says DOWN, and the growth of the
@@ -108,7 +113,11 @@ def settings(
     document = {
         "state_dir": str(directory / "state"),
         "haproxy": {"binary": HAPROXY},
-        "collector": {"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "lateness_s": 0.5},
+        "collector": {
+            "listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+            "lateness_s": 0.5,
+            "reconcile_interval_s": 5,
+        },
         "api": {"listen": f"127.0.0.1:{free_port()}"},
         "services": [
             {
@@ -571,6 +580,8 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
     except Exception as error:
         result["error"] = f"{type(error).__name__}: {error}"
     finally:
+        if d.traffic is not None and d.up is not None and d.up.process.poll() is None:
+            result.update(log_loss(d))
         tally, failures = d.close(origin)
         result["timeline"] = timeline
         result["failures"] = failures
@@ -580,6 +591,52 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         result["leftovers"] = reap_marked(f"{run_id}/{name}")
         result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+def backend_requests(d: Deployment) -> int:
+    """Requests HAProxy counted for the service's backend (its BACKEND row's `stot`)."""
+    admin = d.admin()
+    try:
+        rows = admin.loop.run_until_complete(admin.router.show_stat())
+    finally:
+        admin.close()
+    return next(int(r["stot"]) for r in rows if r["pxname"] == SERVICE and r["svname"] == "BACKEND")
+
+
+def stored_requests(d: Deployment) -> int:
+    """Requests in every window of the metric store (read-only, beside fm up)."""
+    with sqlite3.connect(f"file:{d.state_dir / 'metrics.db'}?mode=ro", uri=True, timeout=5) as db:
+        return int(db.execute("SELECT COALESCE(SUM(requests), 0) FROM windows").fetchone()[0])
+
+
+def log_loss(d: Deployment) -> dict[str, Any]:
+    """Once the traffic stopped: requests HAProxy counted, those stored, and the loss fm reported.
+
+    log_lines_lost = HAProxy's count - the requests stored; reported = the collector's
+    `lost_across_restart` + the reconciliation's `missing_lines` (what `fm status` shows);
+    log_lines_lost_unreported = what was lost beyond that (the target is 0).
+    """
+    assert d.traffic is not None
+    d.traffic.stop()
+    try:
+        counted = backend_requests(d)
+        wait_for(lambda: stored_requests(d) >= counted, 15, 0.2)  # the last windows flush
+        stored = stored_requests(d)
+        time.sleep(6)  # one more reconciliation (every 5 s) sees the last seconds
+        collector = d.get("/status")["collector"]
+    except Exception as error:
+        return {"log_error": f"{type(error).__name__}: {error}"}
+    reconciliation = collector.get("reconciliation") or {}
+    reported = (collector.get("lost_across_restart") or 0) + (reconciliation.get("missing_lines") or 0)
+    lost = counted - stored
+    return {
+        "log_lines_counted": counted,
+        "log_lines_stored": stored,
+        "log_lines_lost": lost,
+        "log_lines_reported_lost": reported,
+        "log_lines_lost_unreported": max(0, lost - reported),
+        "collector_pid_kept": collector.get("process_restarts") == 0,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -849,6 +906,11 @@ def measured(trial: dict[str, Any]) -> str:
                 f"hooks running at kill {trial['hooks_running_at_kill']}, "
                 f"at once after restart {trial.get('hooks_at_once_after_restart')}"
             )
+        if "log_lines_lost" in trial:
+            parts.append(
+                f"log lines lost {trial['log_lines_lost']} of {trial['log_lines_counted']} "
+                f"(unreported {trial['log_lines_lost_unreported']})"
+            )
         if trial.get("missed"):
             parts.append("MISSED (already terminal)")
     elif kind == "canary_crash":
@@ -923,6 +985,10 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
             "missed_transient": len(of("kill9")) - len(kills),
             "weights_kept": sum(bool(t.get("weights_kept")) for t in kills if "weights_kept" in t),
             "weights_checked": sum(1 for t in kills if "weights_kept" in t),
+            "log_lines_lost": sum(t.get("log_lines_lost", 0) for t in kills),
+            "log_lines_lost_unreported": sum(t.get("log_lines_lost_unreported", 0) for t in kills),
+            "log_lines_counted": sum(t.get("log_lines_counted", 0) for t in kills),
+            "log_errors": [t["log_error"] for t in kills if t.get("log_error")],
             "restart_failed_requests": sum(
                 1 for t in kills for f in t.get("failures", []) if is_restart_failure(t, f)
             ),
@@ -934,6 +1000,8 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
                     "resumed": bool(t.get("resumed")),
                     "failed": t.get("failed", {}).get("total"),
                     "outage_failed": t.get("outage_failed"),
+                    "log_lines_lost": t.get("log_lines_lost"),
+                    "log_lines_lost_unreported": t.get("log_lines_lost_unreported"),
                     **({"error": t["error"]} if t.get("error") else {}),
                 }
                 for t in of("kill9")

@@ -463,6 +463,7 @@ COLLECTOR_KEYS = (
     "udp_rcvbuf_errors",
     "haproxy_dropped_logs",
     "ring_dropped",
+    "lost_across_restart",
     "sink_errors",
 )
 

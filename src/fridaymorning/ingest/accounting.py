@@ -484,6 +484,17 @@ class Reconciler:
             )
         return lost
 
+    async def _settle(self, previous: Snapshot | None, current: Snapshot) -> None:
+        """Once the lines before `current` are in, check the interval; then keep a snapshot for a
+        successor. It keeps `previous`, an interval older: a successor looks only after the kept
+        snapshot, and lines of the seconds just before `current` may still be in this collector's
+        memory or socket when it dies (a loaded machine delays them by seconds)."""
+        if previous is not None:
+            await self.check(previous, current)
+        else:
+            await _sleep_until(current.second + self._settle_s, self._clock)
+        self.save_state(previous or current)
+
     async def _counters(self) -> dict[ServerKey, int]:
         return server_counters(await self._router.show_stat(), self._backends)
 
@@ -532,11 +543,10 @@ class Reconciler:
                 current = await self.snapshot()
                 if earlier is not None:
                     await self.check_restart(earlier, current)
+                    self.save_state(current)  # checked up to here: never counted twice
                     earlier = None
-                if previous is not None:
-                    asyncio.create_task(self.check(previous, current))  # noqa: RUF006 (result kept in self.last)
+                asyncio.create_task(self._settle(previous, current))  # noqa: RUF006 (result kept in self.last)
                 previous = current
-                self.save_state(current)
             except asyncio.CancelledError:
                 raise
             except Exception:
