@@ -17,6 +17,8 @@ each on a fresh temporary state directory and free ports. Faults injected:
   `fm status` reported (the collector's `lost_across_restart` + the reconciliation's `missing_lines`):
   `log_lines_lost_unreported`, whose target is 0. (The collector runs in its own process, which a
   kill -9 of `fm up` does not reach; `collector_pid_kept` says the same process served throughout.)
+  `progressing+collector` also kills the collector process: its lines are lost until the next `fm up`
+  starts another, which must count them (`lost_across_restart`).
 * canary_crash: `kill -9` of the canary instance in step 1 (pid of the process listening on its port,
   found through /proc/net/tcp and /proc/*/fd, cross-checked with local-instances.json). The admin
   socket's `show stat` is polled every 20 ms: seconds until HAProxy says DOWN, and the growth of the
@@ -72,6 +74,7 @@ HAPROXY = (
     or "/usr/sbin/haproxy"
 )
 RATE = 150.0  # requests per second through the service's frontend
+START_TIMEOUT_S = 120.0  # a loaded machine can take half a minute to start fm up
 OUTAGE_S = 2.0  # how long the data plane serves alone after kill -9 of fm up
 MARK = "FM_FAULTS_BENCH"  # environment variable every process we start inherits (found in /proc/*/environ)
 TERMINAL = {"promoted", "rolled_back", "aborted"}
@@ -326,7 +329,7 @@ class Deployment:
         self.weights_at_kill: dict[str, int] | None = None
 
     def start(self) -> None:
-        self.up = FmUpProcess(self.config)
+        self.up = FmUpProcess(self.config, timeout_s=START_TIMEOUT_S)
         self.traffic = steady_traffic(self.up.frontend)
         self.traffic.start()
         time.sleep(1.0)  # steady traffic before anything happens
@@ -483,6 +486,19 @@ FINISH: dict[str, tuple[list[tuple[str, str]], str]] = {
 }
 
 
+# A kill9 phase with this suffix also kills the collector process (as a crash of the whole host's
+# fridaymorning processes would): its lines are lost until `fm up` starts another, which counts them.
+WITH_COLLECTOR = "+collector"
+
+
+def kill_collector(d: Deployment) -> int | None:
+    """kill -9 of the collector process (its pid from the state directory); the pid, or None."""
+    pid = read_pid(d.state_dir / "collector.pid")
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def kill_config(directory: Path, phase: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [dict(LONG_STEP)]
     hooks: list[dict[str, Any]] = []
@@ -512,7 +528,7 @@ def restart_event(rollout: dict[str, Any]) -> dict[str, Any] | None:
 def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
     name = f"kill9-{phase}"
     set_mark(run_id, name)
-    d = Deployment(root, name, kill_config(root / name, phase))
+    d = Deployment(root, name, kill_config(root / name, phase.removesuffix(WITH_COLLECTOR)))
     result: dict[str, Any] = {"kind": "kill9", "phase": phase, "resumed": False}
     started = origin = time.monotonic()
     timeline: dict[str, float] = {}
@@ -523,7 +539,9 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
     try:
         d.start()
         assert d.up is not None
-        rollout_id, result["version"] = drive_to(d, phase)
+        rollout_id, result["version"] = drive_to(d, phase.removesuffix(WITH_COLLECTOR))
+        if phase.endswith(WITH_COLLECTOR):
+            result["collector_killed"] = kill_collector(d)
         origin = time.monotonic()
         persisted = d.persisted_phase(rollout_id)  # fm up is dead: this is what it left
         result["persisted_at_kill"] = persisted
@@ -538,7 +556,7 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         result["outage_failed"] = failed_requests(outage)["total"]
         result["data_plane_alive"] = f"{sum(alive(p) for p in data_plane)}/{len(data_plane)}"
         mark("restart")
-        d.up = FmUpProcess(d.config)
+        d.up = FmUpProcess(d.config, timeout_s=START_TIMEOUT_S)
         mark("api_up")
         if persisted in TERMINAL:
             result["missed"] = True  # the transient phase was over before the kill landed
@@ -553,7 +571,7 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
             result["weights_at_kill"] = d.weights_at_kill
             result["weights_after_restart"] = d.weights()
             result["weights_kept"] = result["weights_after_restart"] == d.weights_at_kill
-        actions, expected = FINISH[phase]
+        actions, expected = FINISH[phase.removesuffix(WITH_COLLECTOR)]
         for kind, what in actions:
             if kind == "wait":
                 most_hooks = 0
@@ -1040,6 +1058,7 @@ def build_plan(root: Path, run_id: str, quick: bool, only: str | None) -> list[C
     # --quick kills in two phases that last: a kill in a transient phase (promoting, aborting) races
     # with the controller, which the full run measures and reports.
     phases = ("progressing", "paused") if quick else KILL_PHASES
+    phases += ("progressing" + WITH_COLLECTOR,)
     repeats = 1 if quick else 3
     plan: list[Callable[[], dict[str, Any]]] = [partial(kill9_trial, root, run_id, phase) for phase in phases]
     plan += [partial(canary_crash_trial, root, run_id, i) for i in range(1, repeats + 1)]

@@ -83,3 +83,11 @@ def test_settings_carry_what_the_process_needs(tmp_path: Path) -> None:
     assert (settings["protocol"], settings["host"], settings["port"]) == ("tcp", "127.0.0.1", 6514)
     assert settings["backends"] == ["web"]
     assert settings["store_url"].startswith("sqlite:////") and Path(settings["admin_socket"]).is_absolute()
+
+
+def test_fm_status_prints_the_lines_lost_across_a_restart() -> None:
+    """`fm status` names the loss a restarted collector found, beside the other counters."""
+    from fridaymorning.cli import collector_line
+
+    line = collector_line({"requests": 10, "lost_across_restart": 4, "reconciliation": {"missing_lines": 0}})
+    assert "lost_across_restart 4" in line and "0 lines missing" in line
