@@ -451,11 +451,14 @@ class Reconciler:
     def _record(self, result: Reconciliation) -> None:
         self.reconciliations += 1
         self.last = result
+        missing_before = self.ledger.missing
         self.ledger.add(result)
         self.resets += result.reset
         if result.mismatches:
             self.mismatched_intervals += 1
-            level = logging.INFO if result.reset else logging.WARNING
+            # A mismatch the segment makes up for (a keep-alive request dated before a boundary) is
+            # no news; lines missing from the segment as a whole are.
+            level = logging.WARNING if self.ledger.missing > missing_before else logging.INFO
             logger.log(level, "log reconciliation found mismatches: %s", result.to_dict()["mismatches"])
 
     async def check_restart(self, previous: Snapshot, first: Snapshot) -> int | None:
@@ -520,7 +523,7 @@ class Reconciler:
             return
         data = {"snapshot": snapshot.to_dict(), "lost_across_restart": self.lost_across_restart}
         try:
-            _write_atomically(self._state_path, json.dumps(data))
+            write_atomically(self._state_path, json.dumps(data))
         except OSError:
             logger.warning("cannot keep the reconciled counters in %s", self._state_path, exc_info=True)
 
@@ -582,9 +585,9 @@ async def _sleep_until(moment: float, clock: Callable[[], float]) -> None:
         await asyncio.sleep(delay)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write through a temporary file and a rename: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
 

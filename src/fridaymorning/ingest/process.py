@@ -39,6 +39,7 @@ from typing import Any
 
 from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import FridayMorningError, PortInUseError
+from fridaymorning.ingest.accounting import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -264,13 +265,6 @@ def runs_collector(pid: int, settings_path: Path) -> bool:
     except OSError:
         return False
     return process_alive(pid) and MODULE in arguments and str(settings_path) in arguments
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------------------------------------------
