@@ -632,7 +632,10 @@ def log_loss(d: Deployment) -> dict[str, Any]:
 
     log_lines_lost = HAProxy's count - the requests stored; reported = the collector's
     `lost_across_restart` + the reconciliation's `missing_lines` (what `fm status` shows);
-    log_lines_lost_unreported = what was lost beyond that (the target is 0).
+    The collector claims only the loss it is sure of (`lost_across_restart`) and says how much it
+    could be at most (`lost_across_restart_max`: requests counted while a snapshot was being read may
+    or may not belong to the interval). log_lines_lost_unreported = what was lost beyond the most
+    reported (the target is 0); log_lines_lost_beyond_certain = beyond the certain part.
     """
     assert d.traffic is not None
     d.traffic.stop()
@@ -645,14 +648,19 @@ def log_loss(d: Deployment) -> dict[str, Any]:
     except Exception as error:
         return {"log_error": f"{type(error).__name__}: {error}"}
     reconciliation = collector.get("reconciliation") or {}
-    reported = (collector.get("lost_across_restart") or 0) + (reconciliation.get("missing_lines") or 0)
+    missing = reconciliation.get("missing_lines") or 0
+    reported = (collector.get("lost_across_restart") or 0) + missing
+    across_max = reconciliation.get("lost_across_restart_max")
+    reported_max = reported if across_max is None else across_max + missing
     lost = counted - stored
     return {
         "log_lines_counted": counted,
         "log_lines_stored": stored,
         "log_lines_lost": lost,
         "log_lines_reported_lost": reported,
-        "log_lines_lost_unreported": max(0, lost - reported),
+        "log_lines_reported_lost_max": reported_max,
+        "log_lines_lost_unreported": max(0, lost - reported_max),
+        "log_lines_lost_beyond_certain": max(0, lost - reported),
         "collector_pid_kept": collector.get("process_restarts") == 0,
     }
 
@@ -926,7 +934,8 @@ def measured(trial: dict[str, Any]) -> str:
             )
         if "log_lines_lost" in trial:
             parts.append(
-                f"log lines lost {trial['log_lines_lost']} of {trial['log_lines_counted']} "
+                f"log lines lost {trial['log_lines_lost']} of {trial['log_lines_counted']}, reported "
+                f"{trial['log_lines_reported_lost']}..{trial['log_lines_reported_lost_max']} "
                 f"(unreported {trial['log_lines_lost_unreported']})"
             )
         if trial.get("missed"):
@@ -1005,6 +1014,7 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
             "weights_checked": sum(1 for t in kills if "weights_kept" in t),
             "log_lines_lost": sum(t.get("log_lines_lost", 0) for t in kills),
             "log_lines_lost_unreported": sum(t.get("log_lines_lost_unreported", 0) for t in kills),
+            "log_lines_lost_beyond_certain": sum(t.get("log_lines_lost_beyond_certain", 0) for t in kills),
             "log_lines_counted": sum(t.get("log_lines_counted", 0) for t in kills),
             "log_errors": [t["log_error"] for t in kills if t.get("log_error")],
             "restart_failed_requests": sum(
@@ -1020,6 +1030,8 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
                     "outage_failed": t.get("outage_failed"),
                     "log_lines_lost": t.get("log_lines_lost"),
                     "log_lines_lost_unreported": t.get("log_lines_lost_unreported"),
+                    "log_lines_reported_lost": t.get("log_lines_reported_lost"),
+                    "log_lines_reported_lost_max": t.get("log_lines_reported_lost_max"),
                     **({"error": t["error"]} if t.get("error") else {}),
                 }
                 for t in of("kill9")

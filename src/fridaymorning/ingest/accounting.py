@@ -389,6 +389,7 @@ class Reconciler:
         self.mismatched_intervals = 0
         self.resets = 0
         self.lost_across_restart = 0
+        self.lost_across_restart_max: int | None = 0  # None: unknown (a reload while none ran)
         self.restart_checks = 0
         self.last: Reconciliation | None = None
         self.errors = 0
@@ -466,7 +467,10 @@ class Reconciler:
 
         The store holds what the earlier collector flushed and what we logged since; HAProxy's
         counters say how many requests there were (a lower bound across a reload or a restart of
-        HAProxy). The difference was never stored: it is added to `lost_across_restart`.
+        HAProxy). The difference was never stored: it is added to `lost_across_restart`. The low end
+        of HAProxy's range is used, so nothing is claimed lost that may have been stored; the high
+        end's difference goes to `lost_across_restart_max` (the requests counted while a snapshot was
+        being read could be either; with a reload in between, the high end is unknown).
         """
         if self._stored is None or first.second <= previous.second:
             return None
@@ -474,10 +478,14 @@ class Reconciler:
         stored = await asyncio.to_thread(self._stored, previous.second, first.second)
         if stored is None:
             return None
-        low, _ = total_growth(interval_growth(previous, first))
+        low, high = total_growth(interval_growth(previous, first))
         lost = max(0, low - stored)
         self.restart_checks += 1
         self.lost_across_restart += lost
+        if self.lost_across_restart_max is not None:
+            self.lost_across_restart_max = (
+                None if high is None else self.lost_across_restart_max + max(lost, high - stored)
+            )
         if lost:
             logger.warning(
                 "%d requests HAProxy counted in [%d, %d) were never stored: lost while no collector ran",
@@ -513,6 +521,8 @@ class Reconciler:
             data = json.loads(self._state_path.read_text(encoding="utf-8"))
             snapshot = Snapshot.from_dict(data["snapshot"])
             self.lost_across_restart = int(data.get("lost_across_restart", 0))
+            kept_max = data.get("lost_across_restart_max", self.lost_across_restart)
+            self.lost_across_restart_max = None if kept_max is None else int(kept_max)
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return snapshot
@@ -521,7 +531,11 @@ class Reconciler:
         """Keep `snapshot` (and the loss found across restarts) for the next collector."""
         if self._state_path is None:
             return
-        data = {"snapshot": snapshot.to_dict(), "lost_across_restart": self.lost_across_restart}
+        data = {
+            "snapshot": snapshot.to_dict(),
+            "lost_across_restart": self.lost_across_restart,
+            "lost_across_restart_max": self.lost_across_restart_max,
+        }
         try:
             write_atomically(self._state_path, json.dumps(data))
         except OSError:
@@ -573,6 +587,7 @@ class Reconciler:
             "surplus_lines": self.ledger.surplus,
             "counter_resets": self.resets,
             "lost_across_restart": self.lost_across_restart,
+            "lost_across_restart_max": self.lost_across_restart_max,
             "restart_checks": self.restart_checks,
             "errors": self.errors,
             "last": self.last.to_dict() if self.last else None,

@@ -274,7 +274,25 @@ async def test_loss_while_no_collector_ran_is_counted_from_the_kept_snapshot(tmp
     assert await later.check_restart(kept, await later.snapshot()) == 300
     assert asked == [(1001, 1011)]
     later.save_state(await later.snapshot())
-    assert later.stats()["lost_across_restart"] == 300
+    assert (later.stats()["lost_across_restart"], later.stats()["lost_across_restart_max"]) == (300, 300)
     again = Reconciler(haproxy, FakeCollector({}), settle_s=0.0, clock=clock, state_path=state)
     again.load_state()
     assert again.lost_across_restart == 300  # the total survives the next restart as well
+
+
+async def test_loss_across_a_restart_is_a_range_when_snapshots_are_blurred(tmp_path: Path) -> None:
+    """Requests counted while a snapshot was read may or may not be in the interval: the loss claimed
+    is the certain one (low end), and the most it can be is reported beside it."""
+    state = tmp_path / "reconciled.json"
+    previous = Snapshot(1001, {S1: (1_000, 1_004)}, 10)
+    first = Snapshot(1011, {S1: (5_300, 5_303)}, 10)
+    reconciler = Reconciler(
+        FakeHAProxy(pid=10),
+        FakeCollector({}),
+        settle_s=0.0,
+        clock=FakeClock(1011.5),
+        state_path=state,
+        stored=lambda first, end: 4_000,
+    )
+    assert await reconciler.check_restart(previous, first) == 296
+    assert (reconciler.lost_across_restart, reconciler.lost_across_restart_max) == (296, 303)
