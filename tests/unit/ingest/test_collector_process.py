@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,10 @@ def lookalike(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     process = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", MODULE, str(tmp_path / SETTINGS_FILE)]
     )
+    deadline = time.monotonic() + 30
+    while MODULE.encode() not in Path(f"/proc/{process.pid}/cmdline").read_bytes():  # until exec is done
+        assert time.monotonic() < deadline, "the lookalike never ran"
+        time.sleep(0.01)
     yield process
     process.kill()
     process.wait()
