@@ -12,6 +12,13 @@ each on a fresh temporary state directory and free ports. Faults injected:
   the new `fm up` recorded a `resumed` event ("controller restarted") and the rollout then reached the
   expected end (a person's action is sent when it waits for one). The phase persisted at the kill is
   read from the state DB after the kill and cross-checked with the `resumed` event.
+  Log lines: once the traffic stopped, the requests HAProxy counted for the backend (BACKEND `stot`)
+  against the requests stored in the metric store: `log_lines_lost`; and what was lost beyond what
+  `fm status` reported (the collector's `lost_across_restart` + the reconciliation's `missing_lines`):
+  `log_lines_lost_unreported`, whose target is 0. (The collector runs in its own process, which a
+  kill -9 of `fm up` does not reach; `collector_pid_kept` says the same process served throughout.)
+  `progressing+collector` also kills the collector process: its lines are lost until the next `fm up`
+  starts another, which must count them (`lost_across_restart`).
 * canary_crash: `kill -9` of the canary instance in step 1 (pid of the process listening on its port,
   found through /proc/net/tcp and /proc/*/fd, cross-checked with local-instances.json). The admin
   socket's `show stat` is polled every 20 ms: seconds until HAProxy says DOWN, and the growth of the
@@ -67,6 +74,7 @@ HAPROXY = (
     or "/usr/sbin/haproxy"
 )
 RATE = 150.0  # requests per second through the service's frontend
+START_TIMEOUT_S = 120.0  # a loaded machine can take half a minute to start fm up
 OUTAGE_S = 2.0  # how long the data plane serves alone after kill -9 of fm up
 MARK = "FM_FAULTS_BENCH"  # environment variable every process we start inherits (found in /proc/*/environ)
 TERMINAL = {"promoted", "rolled_back", "aborted"}
@@ -108,7 +116,11 @@ def settings(
     document = {
         "state_dir": str(directory / "state"),
         "haproxy": {"binary": HAPROXY},
-        "collector": {"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "lateness_s": 0.5},
+        "collector": {
+            "listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}",
+            "lateness_s": 0.5,
+            "reconcile_interval_s": 5,
+        },
         "api": {"listen": f"127.0.0.1:{free_port()}"},
         "services": [
             {
@@ -317,7 +329,7 @@ class Deployment:
         self.weights_at_kill: dict[str, int] | None = None
 
     def start(self) -> None:
-        self.up = FmUpProcess(self.config)
+        self.up = FmUpProcess(self.config, timeout_s=START_TIMEOUT_S)
         self.traffic = steady_traffic(self.up.frontend)
         self.traffic.start()
         time.sleep(1.0)  # steady traffic before anything happens
@@ -474,6 +486,19 @@ FINISH: dict[str, tuple[list[tuple[str, str]], str]] = {
 }
 
 
+# A kill9 phase with this suffix also kills the collector process (as a crash of the whole host's
+# fridaymorning processes would): its lines are lost until `fm up` starts another, which counts them.
+WITH_COLLECTOR = "+collector"
+
+
+def kill_collector(d: Deployment) -> int | None:
+    """kill -9 of the collector process (its pid from the state directory); the pid, or None."""
+    pid = read_pid(d.state_dir / "collector.pid")
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
 def kill_config(directory: Path, phase: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = [dict(LONG_STEP)]
     hooks: list[dict[str, Any]] = []
@@ -503,7 +528,7 @@ def restart_event(rollout: dict[str, Any]) -> dict[str, Any] | None:
 def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
     name = f"kill9-{phase}"
     set_mark(run_id, name)
-    d = Deployment(root, name, kill_config(root / name, phase))
+    d = Deployment(root, name, kill_config(root / name, phase.removesuffix(WITH_COLLECTOR)))
     result: dict[str, Any] = {"kind": "kill9", "phase": phase, "resumed": False}
     started = origin = time.monotonic()
     timeline: dict[str, float] = {}
@@ -514,7 +539,9 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
     try:
         d.start()
         assert d.up is not None
-        rollout_id, result["version"] = drive_to(d, phase)
+        rollout_id, result["version"] = drive_to(d, phase.removesuffix(WITH_COLLECTOR))
+        if phase.endswith(WITH_COLLECTOR):
+            result["collector_killed"] = kill_collector(d)
         origin = time.monotonic()
         persisted = d.persisted_phase(rollout_id)  # fm up is dead: this is what it left
         result["persisted_at_kill"] = persisted
@@ -529,7 +556,7 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         result["outage_failed"] = failed_requests(outage)["total"]
         result["data_plane_alive"] = f"{sum(alive(p) for p in data_plane)}/{len(data_plane)}"
         mark("restart")
-        d.up = FmUpProcess(d.config)
+        d.up = FmUpProcess(d.config, timeout_s=START_TIMEOUT_S)
         mark("api_up")
         if persisted in TERMINAL:
             result["missed"] = True  # the transient phase was over before the kill landed
@@ -544,7 +571,7 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
             result["weights_at_kill"] = d.weights_at_kill
             result["weights_after_restart"] = d.weights()
             result["weights_kept"] = result["weights_after_restart"] == d.weights_at_kill
-        actions, expected = FINISH[phase]
+        actions, expected = FINISH[phase.removesuffix(WITH_COLLECTOR)]
         for kind, what in actions:
             if kind == "wait":
                 most_hooks = 0
@@ -571,6 +598,8 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
     except Exception as error:
         result["error"] = f"{type(error).__name__}: {error}"
     finally:
+        if d.traffic is not None and d.up is not None and d.up.process.poll() is None:
+            result.update(log_loss(d))
         tally, failures = d.close(origin)
         result["timeline"] = timeline
         result["failures"] = failures
@@ -580,6 +609,60 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         result["leftovers"] = reap_marked(f"{run_id}/{name}")
         result["seconds"] = round(time.monotonic() - started, 1)
     return result
+
+
+def backend_requests(d: Deployment) -> int:
+    """Requests HAProxy counted for the service's backend (its BACKEND row's `stot`)."""
+    admin = d.admin()
+    try:
+        rows = admin.loop.run_until_complete(admin.router.show_stat())
+    finally:
+        admin.close()
+    return next(int(r["stot"]) for r in rows if r["pxname"] == SERVICE and r["svname"] == "BACKEND")
+
+
+def stored_requests(d: Deployment) -> int:
+    """Requests in every window of the metric store (read-only, beside fm up)."""
+    with sqlite3.connect(f"file:{d.state_dir / 'metrics.db'}?mode=ro", uri=True, timeout=5) as db:
+        return int(db.execute("SELECT COALESCE(SUM(requests), 0) FROM windows").fetchone()[0])
+
+
+def log_loss(d: Deployment) -> dict[str, Any]:
+    """Once the traffic stopped: requests HAProxy counted, those stored, and the loss fm reported.
+
+    log_lines_lost = HAProxy's count - the requests stored; reported = the collector's
+    `lost_across_restart` + the reconciliation's `missing_lines` (what `fm status` shows);
+    The collector claims only the loss it is sure of (`lost_across_restart`) and says how much it
+    could be at most (`lost_across_restart_max`: requests counted while a snapshot was being read may
+    or may not belong to the interval). log_lines_lost_unreported = what was lost beyond the most
+    reported (the target is 0); log_lines_lost_beyond_certain = beyond the certain part.
+    """
+    assert d.traffic is not None
+    d.traffic.stop()
+    try:
+        counted = backend_requests(d)
+        wait_for(lambda: stored_requests(d) >= counted, 15, 0.2)  # the last windows flush
+        stored = stored_requests(d)
+        time.sleep(6)  # one more reconciliation (every 5 s) sees the last seconds
+        collector = d.get("/status")["collector"]
+    except Exception as error:
+        return {"log_error": f"{type(error).__name__}: {error}"}
+    reconciliation = collector.get("reconciliation") or {}
+    missing = reconciliation.get("missing_lines") or 0
+    reported = (collector.get("lost_across_restart") or 0) + missing
+    across_max = reconciliation.get("lost_across_restart_max")
+    reported_max = reported if across_max is None else across_max + missing
+    lost = counted - stored
+    return {
+        "log_lines_counted": counted,
+        "log_lines_stored": stored,
+        "log_lines_lost": lost,
+        "log_lines_reported_lost": reported,
+        "log_lines_reported_lost_max": reported_max,
+        "log_lines_lost_unreported": max(0, lost - reported_max),
+        "log_lines_lost_beyond_certain": max(0, lost - reported),
+        "collector_pid_kept": collector.get("process_restarts") == 0,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -849,6 +932,12 @@ def measured(trial: dict[str, Any]) -> str:
                 f"hooks running at kill {trial['hooks_running_at_kill']}, "
                 f"at once after restart {trial.get('hooks_at_once_after_restart')}"
             )
+        if "log_lines_lost" in trial:
+            parts.append(
+                f"log lines lost {trial['log_lines_lost']} of {trial['log_lines_counted']}, reported "
+                f"{trial['log_lines_reported_lost']}..{trial['log_lines_reported_lost_max']} "
+                f"(unreported {trial['log_lines_lost_unreported']})"
+            )
         if trial.get("missed"):
             parts.append("MISSED (already terminal)")
     elif kind == "canary_crash":
@@ -923,6 +1012,11 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
             "missed_transient": len(of("kill9")) - len(kills),
             "weights_kept": sum(bool(t.get("weights_kept")) for t in kills if "weights_kept" in t),
             "weights_checked": sum(1 for t in kills if "weights_kept" in t),
+            "log_lines_lost": sum(t.get("log_lines_lost", 0) for t in kills),
+            "log_lines_lost_unreported": sum(t.get("log_lines_lost_unreported", 0) for t in kills),
+            "log_lines_lost_beyond_certain": sum(t.get("log_lines_lost_beyond_certain", 0) for t in kills),
+            "log_lines_counted": sum(t.get("log_lines_counted", 0) for t in kills),
+            "log_errors": [t["log_error"] for t in kills if t.get("log_error")],
             "restart_failed_requests": sum(
                 1 for t in kills for f in t.get("failures", []) if is_restart_failure(t, f)
             ),
@@ -934,6 +1028,10 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
                     "resumed": bool(t.get("resumed")),
                     "failed": t.get("failed", {}).get("total"),
                     "outage_failed": t.get("outage_failed"),
+                    "log_lines_lost": t.get("log_lines_lost"),
+                    "log_lines_lost_unreported": t.get("log_lines_lost_unreported"),
+                    "log_lines_reported_lost": t.get("log_lines_reported_lost"),
+                    "log_lines_reported_lost_max": t.get("log_lines_reported_lost_max"),
                     **({"error": t["error"]} if t.get("error") else {}),
                 }
                 for t in of("kill9")
@@ -972,6 +1070,7 @@ def build_plan(root: Path, run_id: str, quick: bool, only: str | None) -> list[C
     # --quick kills in two phases that last: a kill in a transient phase (promoting, aborting) races
     # with the controller, which the full run measures and reports.
     phases = ("progressing", "paused") if quick else KILL_PHASES
+    phases += ("progressing" + WITH_COLLECTOR,)
     repeats = 1 if quick else 3
     plan: list[Callable[[], dict[str, Any]]] = [partial(kill9_trial, root, run_id, phase) for phase in phases]
     plan += [partial(canary_crash_trial, root, run_id, i) for i in range(1, repeats + 1)]

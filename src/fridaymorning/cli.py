@@ -479,6 +479,7 @@ COLLECTOR_KEYS = (
     "udp_rcvbuf_errors",
     "haproxy_dropped_logs",
     "ring_dropped",
+    "lost_across_restart",
     "sink_errors",
 )
 

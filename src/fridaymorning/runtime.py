@@ -26,7 +26,7 @@ from fridaymorning.config import Config, parse_address
 from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import PortInUseError
-from fridaymorning.ingest.syslog import TcpCollector, UdpCollector
+from fridaymorning.ingest.process import CollectorProcess, collector_settings
 from fridaymorning.models import Window
 from fridaymorning.platform.local import LocalPlatform
 from fridaymorning.registry import resolve
@@ -74,7 +74,7 @@ class Runtime:
         self.controllers: dict[str, ServiceController] = {}
         self.metrics: MetricStore | None = None
         self.states: StateStore
-        self.collector: UdpCollector | TcpCollector | None = None
+        self.collector: CollectorProcess | None = None
         self.haproxy: HAProxyProcess | None = None
         self.router: HAProxyRouter | None = None
         self.platforms: list[LocalPlatform] = []
@@ -96,7 +96,8 @@ class Runtime:
     def check_ports(self) -> None:
         """The ports `fm up` itself binds (HAProxy's frontends are checked when HAProxy is started)."""
         kind = socket.SOCK_STREAM if self.config.collector.protocol == "tcp" else socket.SOCK_DGRAM
-        ensure_port_free(self.config.collector.listen, "the collector", kind)
+        if CollectorProcess(collector_settings(self.config), self.state_dir).running_pid() is None:
+            ensure_port_free(self.config.collector.listen, "the collector", kind)
         ensure_port_free(self.config.api.listen, "the API")
 
     def check_frontend_ports(self) -> None:
@@ -104,12 +105,13 @@ class Runtime:
             ensure_port_free(service.frontend, f"the HAProxy frontend of {service.name}")
 
     async def start_collector(self) -> None:
+        """The collector runs in its own process, adopted after a crash of `fm up` (ingest.process)."""
         host, port = parse_address(self.config.collector.listen)
         protocol = self.config.collector.protocol
-        receiver = TcpCollector if protocol == "tcp" else UdpCollector
-        self.collector = receiver(host, port, self.write_windows, lateness_s=self.config.collector.lateness_s)
+        self.collector = CollectorProcess(collector_settings(self.config), self.state_dir)
         await self.collector.start()
-        self.announce(f"collector listening on {protocol}://{host}:{port}")
+        how = "adopted the collector" if self.collector.adopted else "collector"
+        self.announce(f"{how} listening on {protocol}://{host}:{port} (pid {self.collector.pid})")
 
     async def write_windows(self, windows: list[Window]) -> None:
         """The collector's sink: windows go to the store off the event loop."""

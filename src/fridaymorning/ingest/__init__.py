@@ -7,6 +7,7 @@ fastpath             batch parsing by raw fields, proven equal to the slow path 
 haproxy_log          pure parsers (syslog headers, `option httplog`, our compact format), failure rule
 aggregate.Aggregator parsed requests → models.Window keyed by (second, backend, version)
 accounting           loss accounting: kernel drops, HAProxy DroppedLogs, `reconcile` with HAProxy's counters
+process              the collector as a process of its own, started or adopted by `fm up` (outlives it)
 summarize            offline, halog-like summary of a log file per backend and server
 """
 

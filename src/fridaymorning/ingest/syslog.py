@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fridaymorning.errors import PortInUseError
@@ -38,6 +39,7 @@ from fridaymorning.ingest.accounting import (
     HAProxyLossMonitor,
     HAProxyStats,
     Reconciler,
+    StoredCount,
     socket_drops,
     socket_inode,
     udp_rcvbuf_errors,
@@ -104,11 +106,15 @@ class _Collector:
         reconcile_interval_s: float = 60.0,
         dropped_logs_interval_s: float = 5.0,
         backends: set[str] | None = None,
+        state_path: Path | None = None,
+        stored: StoredCount | None = None,
     ) -> None:
         """Poll HAProxy's DroppedLogs and reconcile logged requests with its counters (see accounting).
 
         Call once HAProxy runs (the collector starts before it); the results appear in `stats()`
-        under 'haproxy_dropped_logs' and 'reconciliation', and both stop with the collector.
+        under 'haproxy_dropped_logs', 'lost_across_restart' and 'reconciliation', and both stop with
+        the collector. `state_path` keeps the last reconciled counters for the next collector, and
+        `stored` (requests the store holds for an interval) lets it count what was lost meanwhile.
         """
         self._loss_monitor = HAProxyLossMonitor(router, dropped_logs_interval_s)
         self._loss_monitor.start()
@@ -118,6 +124,8 @@ class _Collector:
             interval_s=reconcile_interval_s,
             settle_s=self._lateness_s + self._flush_interval_s + 1.0,
             backends=backends,
+            state_path=state_path,
+            stored=stored,
         )
         self._reconciler.start()
 
@@ -166,6 +174,7 @@ class _Collector:
             return {}
         return {
             "haproxy_dropped_logs": self._loss_monitor.dropped_logs,
+            "lost_across_restart": self._reconciler.lost_across_restart,
             "reconciliation": self._reconciler.stats(),
         }
 
