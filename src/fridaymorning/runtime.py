@@ -44,6 +44,8 @@ from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
 
+# Connections the API's socket queues until they are accepted (uvicorn's default).
+BACKLOG = 2048
 # In the state directory: held (flock) by the one `fm up` that uses it, and holding its pid.
 LOCK_FILE = "fm.lock"
 
@@ -79,6 +81,7 @@ def bind_listener(address: str, what: str) -> socket.socket:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))
+        listener.listen(BACKLOG)
     except OSError as error:
         listener.close()
         if error.errno == errno.EADDRINUSE:
