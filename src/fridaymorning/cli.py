@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from enum import StrEnum
@@ -488,7 +489,19 @@ def collector_line(collector: dict[str, Any]) -> str:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, default=str))
+    """Standard JSON: a statistic the judge could not compute (NaN, infinite) is null, as in the API."""
+    print(json.dumps(finite_or_null(value), default=str, allow_nan=False))
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def act_on_active_rollout(action: str, service: str | None, config_path: Path) -> None:

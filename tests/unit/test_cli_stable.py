@@ -73,3 +73,25 @@ def test_recorded_stables_read_a_store_without_changing_it(tmp_path: Path) -> No
     assert recorded_stable_versions(state_db) == {"web": "v2"}
     assert state_db.read_bytes() == before
     assert recorded_stable_versions(tmp_path / "missing.db") == {}
+
+
+def test_explain_json_is_standard_json_when_a_statistic_is_nan(tmp_path: Path) -> None:
+    """`fm explain --json` of a verdict whose statistics the judge could not compute prints null for
+    them, never the non-standard NaN that strict JSON readers reject."""
+    config = write_config(tmp_path)
+    states = StateStore(tmp_path / "state" / "state.db")
+    rollout = states.create_rollout("web", "v2", "v1", 1000.0)
+    check = {"name": "p99_slo", "phase": "hold", "statistic": float("nan"), "bound": float("inf"),
+             "threshold": 1000.0, "n": 0, "detail": "no canary latencies yet"}  # fmt: skip
+    states.record(rollout, 1001.0, "verdict", "hold", {"phase": "hold", "reason": "hold", "checks": [check]})
+    states.close()
+    result = CliRunner().invoke(app, ["explain", "1", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    explained = json.loads(result.output, parse_constant=refuse)
+    (judged,) = [event for event in explained["events"] if event["verdict"]]
+    assert judged["verdict"]["checks"][0]["statistic"] is None
+    assert judged["verdict"]["checks"][0]["bound"] is None
