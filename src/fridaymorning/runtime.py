@@ -1,8 +1,10 @@
 """`fm up`: the explicit lifecycle of one running fridaymorning.
 
-Startup: check the listen ports, start the collector, render and check haproxy.cfg, start HAProxy,
-then each service's stable instances and controller, then the API. Shutdown runs in reverse, so no
-child process outlives `fm`. Signals are handled in one place, `run_until_signalled`.
+Startup: take the state directory (one `fm up` per state directory), bind the API's socket and check
+the other listen ports, start the collector, render and check haproxy.cfg, start HAProxy, then each
+service's stable instances and controller, then the API. Shutdown runs in reverse: a running rollout
+is aborted "stopped by the operator", and no child process outlives `fm`. Signals are handled in one
+place, `run_until_signalled`.
 """
 
 from __future__ import annotations
