@@ -1,13 +1,14 @@
 """The `fm` command line.
 
 Exit codes: 0 success or promoted, 1 runtime error (e.g. `fm up` not reachable), 2 usage or config
-error, 3 rolled back, 4 aborted.
+error, 3 rolled back, 4 aborted, 130 interrupted (Ctrl-C while following a rollout, which goes on).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 from enum import StrEnum
@@ -15,19 +16,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from fridaymorning.config import DEFAULT_CONFIG_NAME, Config, load_config
 from fridaymorning.controller.loop import rollout_dict
 from fridaymorning.errors import ConfigError, FridayMorningError, RolloutError
+from fridaymorning.views import explain_view, history_table, rollout_view, status_view
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_ROLLED_BACK = 3
 EXIT_ABORTED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class JudgeChoice(StrEnum):
@@ -56,7 +60,8 @@ JsonOption = typer.Option(False, "--json", help="print JSON instead of tables")
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Print fm's one-line error (never wrapped, never read as markup) and exit with `code`."""
+    errors.print("[bold red]error:[/] " + escape(message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -98,8 +103,15 @@ def validate(
     from fridaymorning.evidence_plan import validate_plans
 
     config = config_or_exit(path)
+    recorded = recorded_stables_or_exit(config)
     services = [
-        {"name": s.name, "stable": s.stable, "strategy": s.rollout.strategy, "steps": len(s.rollout.steps)}
+        {
+            "name": s.name,
+            "stable": s.stable,
+            "recorded_stable": recorded.get(s.name),
+            "strategy": s.rollout.strategy,
+            "steps": len(s.rollout.steps),
+        }
         for s in config.services
     ]
     plan_lines, plans = validate_plans(config, rps) if rps is not None else ([], None)
@@ -108,7 +120,16 @@ def validate(
         print_json({"path": str(path), "valid": True, "services": services, **extra})
         return
     names = ", ".join(f"{s['name']} ({s['stable']}, {s['strategy']}, {s['steps']} steps)" for s in services)
-    console.print(f"{path}: valid; services: {names}")
+    console.print(f"{path}: valid; services: {names}", highlight=False, markup=False, soft_wrap=True)
+    for service in services:
+        if service["recorded_stable"] not in (None, service["stable"]):
+            console.print(
+                f"note: {service['name']}: {service['recorded_stable']} is stable since a promotion "
+                f"(state store {config.state_path('state.db')}); it wins over `stable: {service['stable']}`",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     for line in plan_lines:
         console.print(line, markup=False, highlight=False)
 
@@ -156,6 +177,24 @@ def deploy(
 
 
 @app.command()
+def watch(
+    rollout_id: int | None = typer.Argument(
+        None, help="the rollout to follow (default: the service's running rollout)"
+    ),
+    service: str | None = ServiceOption,
+    config_path: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Follow a rollout with the live view of `deploy --wait`; exit 0 promoted, 3 rolled back, 4 aborted."""
+    config = config_or_exit(config_path)
+    client = client_of(config)
+    if rollout_id is None:
+        rollout_id = int(running_rollout_or_exit(client, service_or_exit(config, service))["id"])
+    final = follow(client, rollout_id, as_json)
+    raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
+
+
+@app.command()
 def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None:
     """Show each service's stable version, its rollout and the collector's counters."""
     config = config_or_exit(config_path)
@@ -163,8 +202,8 @@ def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None
     if as_json:
         print_json(snapshot)
         return
-    console.print(status_table(snapshot))
-    console.print(collector_line(snapshot.get("collector", {})))
+    console.print(status_view(snapshot))
+    console.print(collector_line(snapshot.get("collector") or {}), highlight=False, markup=False)
 
 
 @app.command()
@@ -252,22 +291,7 @@ def history(
     if as_json:
         print_json([rollout_dict(rollout) for rollout in rollouts])
         return
-    table = Table(title="rollouts")
-    for column in ("id", "service", "baseline → version", "phase", "started", "seconds", "reason"):
-        table.add_column(column)
-    for rollout in rollouts:
-        seconds = f"{rollout.finished_at - rollout.started_at:.1f}" if rollout.finished_at else "-"
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rollout.started_at))
-        table.add_row(
-            str(rollout.id),
-            rollout.service,
-            f"{rollout.baseline} → {rollout.version}",
-            rollout.phase.value,
-            started,
-            seconds,
-            rollout.reason,
-        )
-    console.print(table)
+    console.print(history_table(rollouts))
 
 
 @app.command()
@@ -283,15 +307,7 @@ def explain(
     if as_json:
         print_json({**rollout_dict(rollout), "events": events})
         return
-    heading = f"{rollout.service} {rollout.baseline} → {rollout.version}, {rollout.phase}"
-    console.print(f"[bold]rollout {rollout.id}[/]: {heading}")
-    for event in events:
-        offset = event["at"] - rollout.started_at
-        console.print(
-            f"[bold]+{offset:6.1f} s  {event['kind']}[/] at {event['canary_weight']}%: {event['reason']}"
-        )
-        if event["verdict"]:
-            console.print(checks_table(event["verdict"]))
+    console.print(explain_view(rollout, events))
 
 
 @app.command()
@@ -424,6 +440,16 @@ def call_or_exit(call: Any) -> Any:
         fail(str(error))
 
 
+def recorded_stables_or_exit(config: Config) -> dict[str, str]:
+    """The stable versions a state store of this config records (promotions), if one exists."""
+    from fridaymorning.controller.state import recorded_stable_versions
+
+    try:
+        return recorded_stable_versions(config.state_path("state.db"))
+    except FridayMorningError as error:
+        fail(str(error))
+
+
 def state_store_or_exit(config: Config) -> Any:
     from fridaymorning.controller.state import StateStore
 
@@ -444,28 +470,6 @@ def stored_rollout_or_exit(config: Config, rollout_id: int) -> tuple[Any, Any]:
 
 def vars_of(decision: Any) -> dict[str, Any]:
     return {name: getattr(decision, name) for name in ("at", "kind", "start", "end", "recorded", "replayed")}
-
-
-def checks_table(verdict: dict[str, Any]) -> Table:
-    """One verdict's checks: statistic, bound, threshold and n, as `fm explain` shows them."""
-    window = verdict.get("window")
-    title = f"verdict {verdict['phase']}" + (
-        f", seconds [{window['start']}, {window['end']})" if window else ""
-    )
-    table = Table(title=title, title_justify="left")
-    for column in ("check", "phase", "statistic", "bound", "threshold", "n", "detail"):
-        table.add_column(column)
-    for check in verdict["checks"]:
-        table.add_row(
-            check["name"],
-            check["phase"],
-            f"{check['statistic']:.4g}",
-            f"{check['bound']:.4g}",
-            f"{check['threshold']:.4g}",
-            str(check["n"]),
-            check["detail"],
-        )
-    return table
 
 
 # The collector counters `fm status` prints: every source of loss, and what was received.
@@ -502,24 +506,63 @@ def collector_line(collector: dict[str, Any]) -> str:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, default=str))
+    """Standard JSON: a statistic the judge could not compute (NaN, infinite) is null, as in the API."""
+    print(json.dumps(finite_or_null(value), default=str, allow_nan=False))
+
+
+def finite_or_null(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(item) for item in value]
+    return value
 
 
 def act_on_active_rollout(action: str, service: str | None, config_path: Path) -> None:
     config = config_or_exit(config_path)
     name = service_or_exit(config, service)
     client = client_of(config)
-    snapshot = call_or_exit(lambda: client.get("/status"))
-    rollout = next((s["rollout"] for s in snapshot["services"] if s["service"] == name), None)
-    if rollout is None:
-        fail(f"refused: no rollout of {name} is running", EXIT_ERROR)
+    rollout = running_rollout_or_exit(client, name)
     call_or_exit(lambda: client.post(f"/rollouts/{rollout['id']}/{action}"))
     verb = action.split("?")[0]
     console.print(f"{verb}: requested for rollout {rollout['id']} of {name} ({rollout['version']})")
 
 
+def running_rollout_or_exit(client: Any, name: str) -> dict[str, Any]:
+    """The service's running rollout, or exit 1 saying that none runs."""
+    snapshot = call_or_exit(lambda: client.get("/status"))
+    rollout = next((s["rollout"] for s in snapshot["services"] if s["service"] == name), None)
+    if rollout is None:
+        fail(f"refused: no rollout of {name} is running", EXIT_ERROR)
+    return dict(rollout)
+
+
 def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
-    """Poll a rollout until it ends, showing a live view; its final state."""
+    """Follow a rollout until it ends, with a live view; its final state.
+
+    Ctrl-C stops following, not the rollout: exit 130, saying so.
+    """
+    errors.print(
+        f"following rollout {rollout_id}; Ctrl-C stops following, not the rollout",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    try:
+        rollout = poll_until_finished(client, rollout_id, as_json)
+    except KeyboardInterrupt:
+        errors.print("the rollout goes on; `fm abort` stops it", highlight=False, markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if as_json:
+        print_json({key: value for key, value in rollout.items() if key != "events"})
+    return rollout
+
+
+def poll_until_finished(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
+    """Poll a rollout until it reaches a final phase, updating the live view each time."""
     terminal = set(FINAL_EXIT_CODES)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while True:
@@ -527,11 +570,8 @@ def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
             if not as_json:
                 live.update(rollout_view(rollout, version_stats(client, rollout)))
             if rollout["phase"] in terminal:
-                break
+                return dict(rollout)
             time.sleep(0.5)
-    if as_json:
-        print_json({key: value for key, value in rollout.items() if key != "events"})
-    return dict(rollout)
 
 
 def version_stats(client: Any, rollout: dict[str, Any]) -> list[dict[str, Any]]:
@@ -547,54 +587,6 @@ def version_stats(client: Any, rollout: dict[str, Any]) -> list[dict[str, Any]]:
         except FridayMorningError:
             continue  # the live view shows what it can; the rollout goes on regardless
     return stats
-
-
-def rollout_view(rollout: dict[str, Any], stats: list[dict[str, Any]]) -> Group:
-    """The live view of `fm deploy --wait`: phase, weight, statistics per version, the latest verdict."""
-    title = f"rollout {rollout['id']}: {rollout['service']} {rollout['baseline']} → {rollout['version']}"
-    table = Table(title=title, title_justify="left")
-    for column in ("phase", "step", "canary weight", "reason"):
-        table.add_column(column)
-    table.add_row(rollout["phase"], str(rollout["step"]), f"{rollout['canary_weight']}%", rollout["reason"])
-    per_version = Table(title="since the rollout began", title_justify="left")
-    for column in ("version", "requests", "failed", "error rate", "p50 ms", "p99 ms"):
-        per_version.add_column(column)
-    for entry in stats:
-        requests, failed = entry["requests"], entry["failed"]
-        latency = entry["latency_ms"]
-        per_version.add_row(
-            entry["version"],
-            str(requests),
-            str(failed),
-            f"{failed / requests:.2%}" if requests else "-",
-            f"{latency['p50']:.1f}" if latency["p50"] is not None else "-",
-            f"{latency['p99']:.1f}" if latency["p99"] is not None else "-",
-        )
-    parts: list[Any] = [table, per_version]
-    verdicts = [event["verdict"] for event in rollout.get("events", []) if event.get("verdict")]
-    if verdicts:
-        parts.append(checks_table(verdicts[-1]))
-    return Group(*parts)
-
-
-def status_table(snapshot: dict[str, Any]) -> Table:
-    table = Table(title="fridaymorning")
-    for column in ("service", "stable", "rollout", "phase", "canary weight", "reason"):
-        table.add_column(column)
-    for service in snapshot["services"]:
-        rollout = service.get("rollout")
-        if rollout:
-            table.add_row(
-                service["service"],
-                service["stable"],
-                f"{rollout['id']}: {rollout['version']}",
-                rollout["phase"],
-                f"{rollout['canary_weight']}%",
-                rollout["reason"],
-            )
-        else:
-            table.add_row(service["service"], service["stable"], "-", "idle", "0%", "")
-    return table
 
 
 def main() -> None:

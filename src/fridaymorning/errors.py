@@ -6,6 +6,7 @@ The hierarchy::
     ├── ConfigError              invalid configuration: names the file, the line and the field
     ├── MissingBinaryError       a required program is not installed: says how to install it
     ├── PortInUseError           a listen address is already taken
+    ├── AlreadyRunningError      another `fm up` holds the state directory
     ├── RouterError              the HAProxy runtime API refused or failed a command
     │   └── WeightMismatchError  a weight read back differs from the weight that was set
     ├── PlatformError            an instance could not be started, or never became healthy
@@ -53,6 +54,14 @@ class PortInUseError(FridayMorningError):
             f"{what} cannot listen on {host}:{port}: the port is already in use. "
             "Stop the other program or choose another port in the config."
         )
+
+
+class AlreadyRunningError(FridayMorningError):
+    """Another `fm up` runs with the same state directory. The message names its pid."""
+
+    def __init__(self, pid: str, state_dir: object) -> None:
+        self.pid = pid
+        super().__init__(f"already running (pid {pid}): another `fm up` uses the state directory {state_dir}")
 
 
 class RouterError(FridayMorningError):

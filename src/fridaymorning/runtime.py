@@ -1,14 +1,18 @@
 """`fm up`: the explicit lifecycle of one running fridaymorning.
 
-Startup: check the listen ports, start the collector, render and check haproxy.cfg, start HAProxy,
-then each service's stable instances and controller, then the API. Shutdown runs in reverse, so no
-child process outlives `fm`. Signals are handled in one place, `run_until_signalled`.
+Startup: take the state directory (one `fm up` per state directory), bind the API's socket and check
+the other listen ports, start the collector, render and check haproxy.cfg, start HAProxy, then each
+service's stable instances and controller, then the API. Shutdown runs in reverse: a running rollout
+is aborted "stopped by the operator", and no child process outlives `fm`. Signals are handled in one
+place, `run_until_signalled`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import signal
@@ -25,7 +29,7 @@ from fridaymorning.client import TOKEN_FILE
 from fridaymorning.config import Config, parse_address
 from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.state import StateStore
-from fridaymorning.errors import PortInUseError
+from fridaymorning.errors import AlreadyRunningError, FridayMorningError, PortInUseError
 from fridaymorning.ingest.process import CollectorProcess, collector_settings
 from fridaymorning.models import Window
 from fridaymorning.platform.local import LocalPlatform
@@ -42,6 +46,51 @@ from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
 
+# Connections the API's socket queues until they are accepted (uvicorn's default).
+BACKLOG = 2048
+# In the state directory: held (flock) by the one `fm up` that uses it, and holding its pid.
+LOCK_FILE = "fm.lock"
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take the state directory for this process; raise AlreadyRunningError naming the holder's pid.
+
+    The lock is the kernel's (flock), so it ends with the process however the process ends, kill -9
+    included; the file's content is only for the message. The descriptor is not inherited by HAProxy
+    or the instances, which may outlive this process.
+    """
+    path = state_dir / LOCK_FILE
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(descriptor)
+        raise AlreadyRunningError(holder, state_dir) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    return descriptor
+
+
+def bind_listener(address: str, what: str) -> socket.socket:
+    """A TCP socket bound to `address` for a server to listen on; PortInUseError when it is taken.
+
+    `fm up` binds the API's socket itself before it starts anything, so a taken port is its own
+    one-line error, not the web server's.
+    """
+    host, port = parse_address(address)
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(BACKLOG)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port, what) from error
+        raise FridayMorningError(f"{what} cannot listen on {host}:{port}: {error.strerror}") from error
+    return listener
+
 
 def ensure_port_free(address: str, what: str, kind: int = socket.SOCK_STREAM) -> None:
     """Raise PortInUseError when `address` cannot be bound, before anything is started."""
@@ -53,7 +102,9 @@ def ensure_port_free(address: str, what: str, kind: int = socket.SOCK_STREAM) ->
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise PortInUseError(host, port, what) from error
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(host, port, what) from error
+            raise FridayMorningError(f"{what} cannot listen on {host}:{port}: {error.strerror}") from error
 
 
 class QuietServer(uvicorn.Server):
@@ -80,11 +131,14 @@ class Runtime:
         self.platforms: list[LocalPlatform] = []
         self._api: QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._api_socket: socket.socket | None = None
+        self._lock: int | None = None
 
     async def start(self) -> None:
-        self.check_ports()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
+        self._lock = lock_state_dir(self.state_dir)
+        self.check_ports()
         self.metrics = resolve("store", self.config.store_url())(self.config.store_url())
         self.states = StateStore(self.state_dir / "state.db")
         await self.start_collector()
@@ -98,7 +152,7 @@ class Runtime:
         kind = socket.SOCK_STREAM if self.config.collector.protocol == "tcp" else socket.SOCK_DGRAM
         if CollectorProcess(collector_settings(self.config), self.state_dir).running_pid() is None:
             ensure_port_free(self.config.collector.listen, "the collector", kind)
-        ensure_port_free(self.config.api.listen, "the API")
+        self._api_socket = bind_listener(self.config.api.listen, "the API")
 
     def check_frontend_ports(self) -> None:
         for service in self.config.services:
@@ -203,11 +257,15 @@ class Runtime:
         self._api = QuietServer(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
         )
-        self._api_task = asyncio.create_task(self._api.serve())
+        assert self._api_socket is not None
+        self._api_task = asyncio.create_task(self._api.serve(sockets=[self._api_socket]))
         while not self._api.started and not self._api_task.done():
             await asyncio.sleep(0.05)
         if self._api_task.done():
-            self._api_task.result()
+            try:
+                self._api_task.result()
+            except SystemExit as error:  # uvicorn exits on a failed startup; `fm up` reports it
+                raise FridayMorningError(f"the API did not start on {host}:{port}") from error
         self.announce(f"API on http://{host}:{port}/api/v1 (token in {self.state_dir / TOKEN_FILE})")
 
     async def stop(self) -> None:
@@ -227,6 +285,11 @@ class Runtime:
             self.metrics.close()
         if hasattr(self, "states"):
             self.states.close()
+        if self._api_socket is not None:
+            self._api_socket.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the state directory
+            self._lock = None
 
     def status(self) -> dict[str, Any]:
         return {

@@ -264,7 +264,10 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
     )
     evalue, needed = evidence.error_evalue, 1.0 / fail_alpha(policy)
     tolerance = policy.error_rate_tolerance
-    rates = f"canary {canary_rate:.2%} vs baseline {baseline_rate:.2%} (n={evidence.baseline_requests})"
+    rates = (
+        f"canary {canary_rate:.2%} of n={evidence.canary_requests} "
+        f"vs baseline {baseline_rate:.2%} of n={evidence.baseline_requests}"
+    )
     compared = evidence.baseline_requests > 0 and evidence.canary_requests >= policy.min_requests
     if evalue >= needed:
         phase, bound = FAIL, math.nan

@@ -23,7 +23,7 @@ from functools import partial
 from statistics import NormalDist
 from typing import Final, Protocol
 
-from fridaymorning.analysis.judge import TIMER_RESOLUTION_MS
+from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     GAMMA,

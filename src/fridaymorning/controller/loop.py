@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 # How long new servers may take to pass HAProxy's health checks once added.
 SERVERS_UP_TIMEOUT_S = 15.0
 
+# Why a rollout ends when `fm up` is stopped in order (Ctrl-C, SIGTERM) while it runs.
+STOPPED_BY_OPERATOR = "stopped by the operator"
+
 
 def plan_of(service: ServiceConfig) -> Plan:
     """The pure strategy's view of a service's rollout config.
@@ -158,7 +161,9 @@ class ServiceController:
         self.stable_instances: list[Instance] = []
         self.canary_instances: list[Instance] = []
         self.baseline_instances: list[Instance] = []
+        # The latest verdict, and the rollout it judged: a verdict belongs to its rollout only.
         self.last_verdict: Verdict | None = None
+        self.last_verdict_rollout: int | None = None
         self.notifiers = Notifiers(service.notifications)
         self._load_tests: list[LoadTest] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -200,14 +205,41 @@ class ServiceController:
         await self._wait_servers_up(self.stable_instances, self.backend)
 
     async def stop(self) -> None:
-        """Stop the rollout task and every instance; the rollout's last phase stays recorded."""
+        """An orderly stop: end the running rollout, then stop every instance.
+
+        A rollout still being decided is aborted "stopped by the operator"; one already promoting,
+        rolling back or aborting is finished as decided. So the next `fm up` starts clean. A crash
+        (kill -9) never gets here, and the next `fm up` resumes the rollout instead.
+        """
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        active = self.states.active_rollout(self.service.name)
+        if active is not None:
+            await self._end_on_stop(active)
         await self._stop_load_tests()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.platform.stop(self.canary_instances + self.baseline_instances + self.stable_instances)
         self.canary_instances, self.baseline_instances, self.stable_instances = [], [], []
+
+    async def _end_on_stop(self, state: RolloutState) -> None:
+        """Finish `state` as an orderly stop must; if the data plane fails, still record the end."""
+        try:
+            if state.phase is RolloutPhase.PROMOTING:
+                await self._complete_promotion(state, state.reason, None)
+            elif state.phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.ABORTING):
+                await self._complete_removal(state, state.reason, None)
+            else:
+                await self._finish_canary(state, RolloutPhase.ABORTED, STOPPED_BY_OPERATOR)
+        except Exception:
+            log.exception("ending rollout %s while stopping", state.id)
+            current = self.states.rollout(state.id) or state
+            if current.active:
+                promoting = current.phase is RolloutPhase.PROMOTING
+                final = RolloutPhase.PROMOTED if promoting else RolloutPhase.ABORTED
+                reason = current.reason if promoting else STOPPED_BY_OPERATOR
+                now = self.clock()
+                self.states.transition(current, now, final.value, reason, phase=final, finished_at=now)
 
     async def _sort_adopted(self, adopted: Sequence[Instance], active: RolloutState | None) -> None:
         """Give each adopted instance its role; stop those that have none any more."""
@@ -398,9 +430,10 @@ class ServiceController:
         measurement = await self._measure(state)
         verdict = measurement.verdict
         action = next_action(state, verdict, self.clock(), self.plan, measurement.step_requests)
-        if self.last_verdict is None or verdict.phase != self.last_verdict.phase:
+        previous = self.last_verdict if self.last_verdict_rollout == state.id else None
+        if previous is None or verdict.phase != previous.phase:
             self.states.record(state, self.clock(), "verdict", verdict.reason, measurement.evidence())
-        self.last_verdict = verdict
+        self.last_verdict, self.last_verdict_rollout = verdict, state.id
         return await self._act(state, action, measurement)
 
     async def _next_command(self, timeout: float) -> ManualCommand | None:
@@ -674,10 +707,22 @@ class ServiceController:
             "stable_instances": [f"{i.server}@{i.host}:{i.port}" for i in self.stable_instances],
             "canary_instances": [f"{i.server}@{i.host}:{i.port}" for i in self.canary_instances],
             "baseline_instances": [f"{i.server}@{i.host}:{i.port}" for i in self.baseline_instances],
+            "config_stable": self.service.stable,
             "rollout": rollout_dict(active) if active else None,
-            "verdict": self.last_verdict.to_dict() if self.last_verdict and active else None,
+            "verdict": self.current_verdict(active),
             "notifications": self.notifiers.stats(),
         }
+
+    def current_verdict(self, active: RolloutState | None) -> dict[str, Any] | None:
+        """The running rollout's latest verdict; None when no rollout runs, or it has none yet.
+
+        After a restart, until the first judgement, the latest verdict recorded for the rollout.
+        """
+        if active is None:
+            return None
+        if self.last_verdict is not None and self.last_verdict_rollout == active.id:
+            return self.last_verdict.to_dict()
+        return self.states.latest_verdict(active.id)
 
 
 def rollout_dict(state: RolloutState) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fridaymorning.controller.phases import ACTIVE_PHASES, RolloutPhase, RolloutState
-from fridaymorning.errors import RolloutError
+from fridaymorning.errors import RolloutError, StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -48,6 +49,22 @@ ROLLOUT_COLUMNS = (
     "id, service, version, baseline, phase, step_index, canary_weight, "
     "started_at, step_started_at, finished_at, reason"
 )
+
+
+def recorded_stable_versions(path: str | Path) -> dict[str, str]:
+    """The stable version each service was promoted to, read from a state store without changing it.
+
+    Empty when the store does not exist or records no promotion yet.
+    """
+    if not Path(path).exists():
+        return {}
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+            rows = db.execute("SELECT name, stable FROM services").fetchall()
+        return {str(name): str(stable) for name, stable in rows}
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read the state store {path}: {error}") from error
 
 
 def row_to_state(row: tuple[Any, ...]) -> RolloutState:
@@ -197,6 +214,16 @@ class StateStore:
             }
             for at, kind, phase, step_index, weight, reason, verdict in rows
         ]
+
+    def latest_verdict(self, rollout_id: int) -> dict[str, Any] | None:
+        """The verdict of the rollout's latest judged event, or None if it was never judged."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT verdict FROM events WHERE rollout_id = ? AND verdict IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1",
+                (rollout_id,),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
 
     def close(self) -> None:
         with self._lock:
