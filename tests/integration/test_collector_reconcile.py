@@ -20,8 +20,9 @@ from fridaymorning.ingest.accounting import Reconciler
 from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
+from fridaymorning.testing import wait_for
 
-pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(600)]
 
 CONFIG = """\
 global
@@ -136,7 +137,7 @@ async def test_reconciliation_reports_requests_that_were_not_logged(setup: Setup
 async def test_watch_haproxy_reports_dropped_logs_in_stats(setup: Setup) -> None:
     """Once the collector watches HAProxy, `stats()` carries DroppedLogs growth and reconciliation."""
     setup.collector.watch_haproxy(setup.router, reconcile_interval_s=60.0, dropped_logs_interval_s=0.1)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: setup.collector.stats()["haproxy_dropped_logs"] is not None, "a DroppedLogs poll")
     stats = setup.collector.stats()
     assert stats["haproxy_dropped_logs"] == 0
     assert stats["reconciliation"]["errors"] == 0
