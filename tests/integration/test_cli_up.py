@@ -133,7 +133,9 @@ def test_missing_haproxy_gives_install_advice(tmp_path: Path, write_config) -> N
     text = yaml.safe_load(config.read_text())
     text["haproxy"] = {"binary": "haproxy-not-installed"}
     config.write_text(yaml.safe_dump(text))
-    result = subprocess.run([*FM, "up", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*FM, "up", "--config", str(config)], capture_output=True, text=True, timeout=EVENT_DEADLINE_S
+    )
     assert result.returncode == 1
     assert "apt-get install -y haproxy" in result.stderr
 

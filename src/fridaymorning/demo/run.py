@@ -150,8 +150,8 @@ def progress_line(
     served: dict[str, int],
     verdict: Verdict | None,
 ) -> str:
-    """One line of progress, e.g. 'v2 12 s: progressing, step 1 of 2 at 20%; requests v1 1603, v2 398;
-    judge: hold on evidence, p90_vs_baseline'."""
+    """One line of progress, e.g. 'v2  12 s: progressing, step 1 of 2 at 20%; requests v1 1603, v2 398;
+    judge: hold on p90_vs_baseline'."""
     where = "starting"
     if state is not None:
         where = str(state.phase)
