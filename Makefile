@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup system-packages demo test lint typecheck bench clean
+.PHONY: setup system-packages demo test test-under-load lint typecheck bench clean
 
 setup: system-packages $(STAMP)
 
@@ -23,6 +23,10 @@ demo: setup
 # Lint and types first: they take seconds, and a failure there is cheaper to read than in a test.
 test: setup lint typecheck
 	$(PYTHON) -m pytest $(ARGS)
+
+# The same suite while stress-ng keeps every core busy: tests must hold on a busy machine.
+test-under-load: setup
+	@sh scripts/test-under-load.sh ARGS="$(ARGS)"
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

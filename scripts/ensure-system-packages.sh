@@ -4,8 +4,9 @@
 # component fail with the same advice.
 set -eu
 
-# binary -> Debian package
-NEEDED="haproxy:haproxy halog:haproxy wrk:wrk"
+# binary -> Debian package. stress-ng keeps the cores busy for scripts/test-under-load.sh; nginx-light is
+# a real third-party service for the benchmarks.
+NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light"
 
 missing=""
 for pair in $NEEDED; do

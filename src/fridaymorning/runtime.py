@@ -277,6 +277,8 @@ class Runtime:
             await log_errors(controller.stop(), f"stopping {controller.service.name}")
         for platform in self.platforms:
             await log_errors(platform.close(), "stopping instances")
+        if self.collector is not None:  # its polls of HAProxy end before HAProxy does
+            await log_errors(self.collector.stop_watching_haproxy(), "stopping the collector's polls")
         if self.haproxy is not None:
             await log_errors(self.haproxy.stop(), "stopping HAProxy")
         if self.collector is not None:

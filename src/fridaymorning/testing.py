@@ -7,6 +7,7 @@ the logic, not the component, is under test.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import json
 import signal
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -310,11 +311,49 @@ class WebhookReceiver:
         return Handler
 
 
+# How long a test waits for an event (a phase, a log line, a weight read back) before it fails: sized for a
+# machine whose cores are busy with other work, where what takes a second when idle can take thirty.
+EVENT_DEADLINE_S = 120.0
+
+
+async def wait_for(
+    condition: Callable[[], Any], what: str, timeout_s: float = EVENT_DEADLINE_S, interval_s: float = 0.05
+) -> Any:
+    """Call `condition` (a function or a coroutine function) until it returns a true value; return that
+    value. Past `timeout_s`, fail with AssertionError naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what} (last seen: {value!r})")
+        await asyncio.sleep(interval_s)
+
+
+def wait_for_sync(
+    condition: Callable[[], Any], what: str, timeout_s: float = EVENT_DEADLINE_S, interval_s: float = 0.1
+) -> Any:
+    """wait_for, for tests without an event loop (those that drive `fm` processes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what} (last seen: {value!r})")
+        time.sleep(interval_s)
+
+
 # `fm` as a user runs it, with the interpreter of this environment.
 FM = [sys.executable, "-m", "fridaymorning"]
 
 
-def run_fm(*args: str, config: str | Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_fm(
+    *args: str, config: str | Path, timeout: float = EVENT_DEADLINE_S
+) -> subprocess.CompletedProcess[str]:
     """Run one `fm` command with `--config`, capturing its output."""
     return subprocess.run(
         [*FM, *args, "--config", str(config)], capture_output=True, text=True, timeout=timeout, check=False
@@ -324,7 +363,7 @@ def run_fm(*args: str, config: str | Path, timeout: float = 30) -> subprocess.Co
 class FmUpProcess:
     """`fm up` in a subprocess, waited for until its API answers. Its output goes to `<config>.up.log`."""
 
-    def __init__(self, config: str | Path, timeout_s: float = 30) -> None:
+    def __init__(self, config: str | Path, timeout_s: float = EVENT_DEADLINE_S) -> None:
         import httpx
         import yaml
 
@@ -349,7 +388,7 @@ class FmUpProcess:
     def stop(self) -> int:
         """SIGTERM, as a user's Ctrl-C or a service manager would; the exit status."""
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+        return self.process.wait(timeout=EVENT_DEADLINE_S)
 
     def kill(self) -> None:
         """kill -9: no cleanup at all, as in a crash."""

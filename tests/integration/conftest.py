@@ -169,9 +169,11 @@ async def labelled_upstreams(
         await process.stop()
 
 
+# A step is done within seconds when idle; its maximum duration leaves a busy machine time to gather
+# the evidence before the rollout is held.
 QUICK_STEPS = [
-    {"weight": 20, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},
-    {"weight": 50, "min_duration_s": 3, "max_duration_s": 30, "min_requests": 50},
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
 ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import FM, FmUpProcess, descendants, run_fm
+from fridaymorning.testing import EVENT_DEADLINE_S, FM, FmUpProcess, descendants, run_fm, wait_for_sync
 
 pytestmark = pytest.mark.haproxy
 
@@ -50,7 +49,7 @@ def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
         traffic = BackgroundTraffic(up.frontend, rate=150)
         traffic.start()
         try:
-            deployed = run_fm("deploy", "v2", "--wait", "--json", config=config, timeout=90)
+            deployed = run_fm("deploy", "v2", "--wait", "--json", config=config, timeout=2 * EVENT_DEADLINE_S)
         finally:
             traffic.stop()
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
@@ -73,18 +72,18 @@ def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, hapro
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def progressing() -> bool:
             rollouts = httpx.get(up.api + "/rollouts").json()
-            if rollouts and rollouts[0]["phase"] == "progressing":
-                break
-            time.sleep(0.2)
+            return bool(rollouts) and rollouts[0]["phase"] == "progressing"
+
+        wait_for_sync(progressing, "the rollout progressing")
         second = run_fm("deploy", "v3", config=config)
         assert second.returncode == 1
         assert "refused" in second.stderr and "still progressing" in second.stderr
         aborted = run_fm("abort", config=config)
         assert aborted.returncode == 0, aborted.stderr
-        assert waiting.wait(timeout=30) == 4
+        assert waiting.wait(timeout=EVENT_DEADLINE_S) == 4
         promote_after = run_fm("promote", config=config)
         assert promote_after.returncode == 1 and "no rollout" in promote_after.stderr
     finally:
@@ -134,7 +133,9 @@ def test_missing_haproxy_gives_install_advice(tmp_path: Path, write_config) -> N
     text = yaml.safe_load(config.read_text())
     text["haproxy"] = {"binary": "haproxy-not-installed"}
     config.write_text(yaml.safe_dump(text))
-    result = subprocess.run([*FM, "up", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [*FM, "up", "--config", str(config)], capture_output=True, text=True, timeout=EVENT_DEADLINE_S
+    )
     assert result.returncode == 1
     assert "apt-get install -y haproxy" in result.stderr
 

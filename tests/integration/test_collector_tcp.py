@@ -17,8 +17,9 @@ from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import TcpCollector
 from fridaymorning.models import Window
 from fridaymorning.router.haproxy import HAProxyProcess
+from fridaymorning.testing import EVENT_DEADLINE_S
 
-pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
 REQUESTS = 200
 
@@ -79,7 +80,7 @@ async def test_ring_forwarding_delivers_every_request(
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{frontend_port}", trust_env=False) as client:
             for index in range(REQUESTS):
                 assert (await client.get(f"/{index}")).status_code == 200
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = asyncio.get_running_loop().time() + EVENT_DEADLINE_S
         while collector.stats()["requests"] < REQUESTS and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
     finally:

@@ -11,7 +11,7 @@ import yaml
 
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import run_fm
+from fridaymorning.testing import EVENT_DEADLINE_S, run_fm
 
 pytestmark = pytest.mark.haproxy
 
@@ -32,7 +32,7 @@ async def test_explain_and_replay_a_promotion_and_a_rollback(
         outcomes = []
         for version in ("v2", "broken4"):
             controller.deploy(version)
-            outcomes.append(await asyncio.wait_for(controller.wait(), 60))
+            outcomes.append(await asyncio.wait_for(controller.wait(), 2 * EVENT_DEADLINE_S))
     finally:
         traffic.stop()
     assert [o.phase for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]

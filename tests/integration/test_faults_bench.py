@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(930)]
+# The quick run takes a few minutes when idle; a machine whose cores are busy needs several times that.
+BENCH_DEADLINE_S = 1200
+
+pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(BENCH_DEADLINE_S + 60)]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "faults.py"
 
@@ -32,7 +35,7 @@ def test_quick_fault_benchmark_resumes_and_never_promotes_without_data(haproxy_b
         [sys.executable, str(BENCH), "--quick", "--json"],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=BENCH_DEADLINE_S,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]

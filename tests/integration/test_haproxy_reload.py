@@ -35,8 +35,9 @@ from fridaymorning.router import (
     write_live_config,
 )
 from fridaymorning.router.haproxy import parent_pid, process_alive
+from fridaymorning.testing import EVENT_DEADLINE_S
 
-pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
 COLLECTOR = ("127.0.0.1", 9)  # the discard port: nobody reads the logs here
 # A test's HAProxy has no client worth waiting 12 s for.
@@ -137,8 +138,8 @@ def kill_all(pids: list[int]) -> None:
 
 
 async def wait_until_up(router: HAProxyRouter, backend: str, servers: list[str]) -> None:
-    """Wait (at most 5 s) until each of `servers` of `backend` passes its health check."""
-    async with asyncio.timeout(5):
+    """Wait (at most EVENT_DEADLINE_S) until each of `servers` of `backend` passes its health check."""
+    async with asyncio.timeout(EVENT_DEADLINE_S):
         while True:
             states = {state.server: state.status for state in await router.server_states(backend)}
             if all(states.get(server) == ServerStatus.UP for server in servers):
@@ -147,8 +148,8 @@ async def wait_until_up(router: HAProxyRouter, backend: str, servers: list[str])
 
 
 async def wait_for_new_worker(process: HAProxyProcess, old_worker: int) -> int:
-    """Wait (at most 10 s) until another worker than `old_worker` answers on the admin socket."""
-    async with asyncio.timeout(10):
+    """Wait (at most EVENT_DEADLINE_S) until another worker than `old_worker` answers on the admin socket."""
+    async with asyncio.timeout(EVENT_DEADLINE_S):
         while True:
             try:
                 worker = await process.worker_pid()
@@ -174,7 +175,7 @@ async def run_wrk(wrk_binary: str, url: str, seconds: int) -> asyncio.subprocess
 async def wrk_report(load: asyncio.subprocess.Process, seconds: int) -> str:
     """wrk's report; wrk is killed if it overruns."""
     try:
-        async with asyncio.timeout(seconds + 10):
+        async with asyncio.timeout(seconds + EVENT_DEADLINE_S):
             output = (await load.communicate())[0].decode()
     finally:
         if load.returncode is None:
@@ -339,7 +340,7 @@ async def test_haproxy_survives_sigkill_of_its_parent_and_is_adopted(
     )
     try:
         assert parent.stdout is not None
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(EVENT_DEADLINE_S):
             master = int(await parent.stdout.readline())
         parent.kill()
         await parent.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ from fridaymorning.router import (
     render_haproxy_config,
     split_weights,
 )
+from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
 
-pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
-LOAD_SECONDS = 6
+LOAD_SECONDS = 300
 
 
 def make_config(base_dir: Path, frontend_port: int) -> Config:
@@ -86,13 +88,27 @@ async def haproxy(
 
 
 async def wait_for_status(router: HAProxyRouter, server: str, status: ServerStatus) -> None:
-    """Wait (at most 5 s) until `server` of backend 'web' has `status`."""
-    async with asyncio.timeout(5):
+    """Wait (at most EVENT_DEADLINE_S) until `server` of backend 'web' has `status`."""
+    async with asyncio.timeout(EVENT_DEADLINE_S):
         while True:
             states = {state.server: state.status for state in await router.server_states("web")}
             if states.get(server) == status:
                 return
             await asyncio.sleep(0.05)
+
+
+async def requests_of(router: HAProxyRouter, server: str) -> int:
+    states = {state.server: state.total_requests for state in await router.server_states("web")}
+    return states.get(server, 0)
+
+
+async def served_by(router: HAProxyRouter, server: str, more_than: int = 0) -> None:
+    """Wait until `server` of backend 'web' has served more than `more_than` requests in all."""
+    await wait_for(lambda: requests_of_more(router, server, more_than), f"{server} serving requests")
+
+
+async def requests_of_more(router: HAProxyRouter, server: str, more_than: int) -> bool:
+    return await requests_of(router, server) > more_than
 
 
 def test_rendered_config_passes_haproxy_check(
@@ -186,22 +202,24 @@ async def test_servers_change_under_load_without_failed_requests(
         wrk_binary,
         "-t1",
         "-c10",
-        f"-d{LOAD_SECONDS}s",
+        f"-d{LOAD_SECONDS}s",  # an upper bound: SIGINT ends it once the servers have changed
         f"http://127.0.0.1:{haproxy.frontend_port}/",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        await asyncio.sleep(1)
+        await served_by(router, "v1-1")
         await router.add_server("web", "v2-1", "127.0.0.1", canary_port, weight=0)
         await wait_for_status(router, "v2-1", ServerStatus.UP)
         await router.set_weights("web", split_weights(10, ["v1-1"], ["v2-1"]))
-        await asyncio.sleep(0.5)
+        await served_by(router, "v2-1")
         await router.set_weights("web", split_weights(100, ["v1-1"], ["v2-1"]))
         await router.drain("web", "v1-1")
-        await asyncio.sleep(0.5)
+        await served_by(router, "v2-1", more_than=await requests_of(router, "v2-1"))
         await router.remove_server("web", "v1-1")
-        async with asyncio.timeout(LOAD_SECONDS + 10):
+        await served_by(router, "v2-1", more_than=await requests_of(router, "v2-1"))
+        load.send_signal(signal.SIGINT)  # wrk stops and prints its report
+        async with asyncio.timeout(EVENT_DEADLINE_S):
             output = (await load.communicate())[0].decode()
     finally:
         if load.returncode is None:

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import FmUpProcess, descendants, run_fm
+from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, descendants, run_fm, wait_for_sync
 
 pytestmark = pytest.mark.haproxy
 
 
-def wait_for_phase(api: str, rollout_id: int, phases: set[str], timeout_s: float = 30) -> dict:
+def wait_for_phase(api: str, rollout_id: int, phases: set[str], timeout_s: float = EVENT_DEADLINE_S) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rollout = httpx.get(f"{api}/rollouts/{rollout_id}", timeout=2).json()
@@ -63,8 +63,7 @@ def test_kill_9_keeps_serving_and_the_rollout_resumes(
             second.stop()
     assert sum(counts["errors"] + counts["transport_errors"] for counts in tally.values()) == 0, tally
     assert tally["v1"]["requests"] > 0 and tally["v2"]["requests"] > 0
-    time.sleep(0.5)
-    assert [pid for pid in data_plane if is_running(pid)] == []
+    wait_for_sync(lambda: not [pid for pid in data_plane if is_running(pid)], "the data plane gone")
 
 
 def is_running(pid: int) -> bool:

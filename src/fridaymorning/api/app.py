@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from fridaymorning import __version__
 from fridaymorning.api.auth import token_matches
+from fridaymorning.api.docs import mount_docs
 from fridaymorning.controller.loop import ServiceController, rollout_dict
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import FridayMorningError, RolloutError
@@ -79,6 +80,21 @@ RolloutId = Annotated[int, Path(ge=1, le=SQLITE_MAX_INTEGER, description="a roll
 Second = Annotated[int, Query(ge=0, le=SQLITE_MAX_INTEGER, description="a Unix time, in seconds")]
 
 
+class EventStreamResponse(StreamingResponse):
+    """A server-sent event stream; its media type is what the OpenAPI document declares."""
+
+    media_type = "text/event-stream"
+
+
+EVENT_STREAM: Responses = {
+    200: {
+        "description": "A server-sent event stream: one `event: KIND` and `data: {json}` per committed "
+        "rollout event, and a comment every 15 s to keep the connection open",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
 class EventHub:
     """Fans the state store's committed events out to every open event stream."""
 
@@ -109,7 +125,9 @@ class EventHub:
 
 def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     """The API of one running `fm up`."""
-    app = FastAPI(title="fridaymorning", version=__version__)
+    # /docs is served from the package's own copy of Swagger UI (api/docs.py), never from a CDN.
+    app = FastAPI(title="fridaymorning", version=__version__, docs_url=None, redoc_url=None)
+    mount_docs(app)
     hub = EventHub(runtime.states)
 
     def require_token(
@@ -203,10 +221,10 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
         state = rollout_or_404(rollout_id)
         return {**rollout_dict(state), "events": runtime.states.events(rollout_id)}
 
-    @app.get("/api/v1/events")
-    async def events(service: str | None = None) -> StreamingResponse:
+    @app.get("/api/v1/events", response_class=EventStreamResponse, responses=EVENT_STREAM)
+    async def events(service: str | None = None) -> EventStreamResponse:
         """Server-sent events: every committed rollout event, as it happens."""
-        return StreamingResponse(hub.stream(service), media_type="text/event-stream")
+        return EventStreamResponse(hub.stream(service))
 
     @app.post(
         "/api/v1/services/{service}/deploy",

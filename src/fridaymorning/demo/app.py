@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import Any
 
 HEALTH_PATH = "/healthz"
 ERROR_RATE_VARIABLE = "FM_DEMO_ERROR_RATE"
@@ -97,11 +98,19 @@ class DemoServer(ThreadingHTTPServer):
     """A threading HTTP server that knows its version and behaviour."""
 
     daemon_threads = True  # a slow request never delays shutdown
+    # HAProxy opens server connections in bursts. With socketserver's default backlog of 5, a burst on a
+    # busy machine overflows it, HAProxy sees a failed connection and marks the server DOWN.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], version: str, behaviour: Behaviour) -> None:
         self.version = version
         self.behaviour = behaviour
         super().__init__(address, DemoHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection the client reset (HAProxy closing an idle one) is not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class DemoHandler(BaseHTTPRequestHandler):

@@ -9,27 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
+from fridaymorning.analysis.verdict import Verdict, VerdictPhase
 from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
-from fridaymorning.demo.traffic import TrafficGenerator
+from fridaymorning.demo.traffic import UNKNOWN_VERSION, TrafficGenerator
 from fridaymorning.runtime import Runtime
 
 RELEASES = (("v2", "promoted"), ("v3", "rolled_back"))
-HEALTHY_VERSIONS = ("v1", "v2")
+# A 5xx from these is a failed stable request: the healthy versions, and "unknown": an answer without a
+# version, which in the demo only HAProxy itself gives (e.g. 503 when no server is available).
+MUST_NOT_FAIL = ("v1", "v2", UNKNOWN_VERSION)
 WARMUP_S = 3.0
+PROGRESS_INTERVAL_S = 5.0
+# Written into the state directory, so that a kept one can be read with `fm explain ID -c <this file>`.
+CONFIG_FILE = "fridaymorning.yaml"
+Say = Callable[[str], object]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -105,30 +114,106 @@ class BackgroundTraffic:
         return self.generator.snapshot()
 
 
-async def deploy_and_wait(runtime: Runtime, version: str) -> tuple[RolloutState, float]:
-    """Deploy `version` and wait for its end. A held rollout waits for a person, who is not there in a
-    demo: it is aborted, and reported as held, so the demo never hangs."""
+class Progress:
+    """What one release has done so far, printed every PROGRESS_INTERVAL_S while it runs."""
+
+    def __init__(self, version: str, traffic: BackgroundTraffic, steps: int) -> None:
+        self.version = version
+        self.traffic = traffic
+        self.steps = steps
+        self.started = time.monotonic()
+        self.printed = self.started
+        self.before = traffic.generator.snapshot()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.printed >= PROGRESS_INTERVAL_S
+
+    def line(self, state: RolloutState | None, verdict: Verdict | None) -> str:
+        self.printed = time.monotonic()
+        served = served_since(self.before, self.traffic.generator.snapshot())
+        return progress_line(self.version, self.printed - self.started, state, self.steps, served, verdict)
+
+
+def served_since(before: dict[str, dict[str, int]], now: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Requests answered per version between two tallies."""
+    return {
+        version: counts.get("requests", 0) - before.get(version, {}).get("requests", 0)
+        for version, counts in sorted(now.items())
+    }
+
+
+def progress_line(
+    version: str,
+    elapsed_s: float,
+    state: RolloutState | None,
+    steps: int,
+    served: dict[str, int],
+    verdict: Verdict | None,
+) -> str:
+    """One line of progress, e.g. 'v2  12 s: progressing, step 1 of 2 at 20%; requests v1 1603, v2 398;
+    judge: hold on p90_vs_baseline'."""
+    where = "starting"
+    if state is not None:
+        where = str(state.phase)
+        if state.phase is not RolloutPhase.STARTING:
+            where += f", step {state.step_index + 1} of {steps} at {state.canary_weight}%"
+    requests = ", ".join(f"{name} {count}" for name, count in served.items() if count) or "none yet"
+    line = f"{version} {elapsed_s:3.0f} s: {where}; requests {requests}"
+    if verdict is not None:
+        line += f"; judge: {judge_summary(verdict)}"
+    return line
+
+
+def judge_summary(verdict: Verdict) -> str:
+    """'pass', 'hold: 54 of 100 canary requests' while evidence gathers, or the phase and its checks."""
+    if verdict.phase is VerdictPhase.PASS:
+        return "pass"
+    deciding = [check for check in verdict.checks if check.phase is verdict.phase]
+    evidence = [check for check in deciding if check.name == "evidence"]
+    if verdict.phase is VerdictPhase.HOLD and evidence:
+        return f"hold: {evidence[0].detail}"
+    names = ", ".join(check.name for check in deciding)
+    return f"{verdict.phase} on {names}" if names else str(verdict.phase)
+
+
+async def deploy_and_wait(
+    runtime: Runtime, version: str, traffic: BackgroundTraffic, say: Say
+) -> tuple[RolloutState, float]:
+    """Deploy `version` and wait for its end, saying how it goes every few seconds. A held rollout waits
+    for a person, who is not there in a demo: it is aborted, and reported as held, so the demo never hangs."""
     controller = runtime.controllers["web"]
-    started = time.monotonic()
+    earlier_verdict = controller.last_verdict  # the previous rollout's: not shown for this one
+    progress = Progress(version, traffic, len(controller.plan.steps))
     rollout = controller.deploy(version)
     while True:
         with contextlib.suppress(TimeoutError):
             final = await asyncio.wait_for(asyncio.shield(controller.wait()), timeout=1.0)
             assert final is not None
-            return final, time.monotonic() - started
+            return final, time.monotonic() - progress.started
         current = runtime.states.rollout(rollout.id)
         if current is not None and current.phase is RolloutPhase.HELD:
             controller.command(rollout.id, "abort")
             await controller.wait()
-            return current, time.monotonic() - started
+            return current, time.monotonic() - progress.started
+        if progress.due():
+            verdict = controller.last_verdict
+            say(progress.line(current, verdict if verdict is not earlier_verdict else None))
 
 
 async def run_demo(
     rate: float = 200.0, quiet: bool = False, console: Console | None = None
 ) -> dict[str, Any]:
-    """Run the whole demo; the summary as `fm demo --json` prints it, plus "ok"."""
+    """Run the whole demo; the summary as `fm demo --json` prints it, plus "ok".
+
+    Progress goes to `console`; when `quiet` (for --json) it goes to stderr and no tables are printed,
+    so that standard output carries the JSON alone.
+    """
     console = console or Console()
-    say: Callable[[str], object] = (lambda _: None) if quiet else console.print
+    progress_console = Console(stderr=True) if quiet else console
+
+    def say(text: str) -> None:
+        progress_console.print(text, soft_wrap=True, markup=False, highlight=False)
+
     with stop_on_signals():
         return await run_releases(rate, quiet, console, say)
 
@@ -148,52 +233,84 @@ def stop_on_signals() -> Iterator[None]:
             loop.remove_signal_handler(signum)
 
 
-async def run_releases(
-    rate: float, quiet: bool, console: Console, say: Callable[[str], object]
-) -> dict[str, Any]:
-    """Start everything, deploy each release, summarize, and stop everything."""
-    with tempfile.TemporaryDirectory(prefix="fm-demo-") as state_dir:
-        config = demo_config(Path(state_dir))
-        runtime = Runtime(config, announce=say)
-        traffic: BackgroundTraffic | None = None
-        try:
-            await runtime.start()
-            traffic = BackgroundTraffic(f"http://{config.services[0].frontend}/", rate)
-            traffic.start()
-            say(f"sending ~{rate:.0f} req/s to {config.services[0].frontend}")
-            await asyncio.sleep(WARMUP_S)
-            outcomes = []
-            for version, _expected in RELEASES:
-                say(f"deploying {version} …")
-                final, seconds = await deploy_and_wait(runtime, version)
-                say(f"{version}: {final.phase} after {seconds:.1f} s: {final.reason}")
-                outcomes.append((final, seconds))
-            tally = traffic.stop()
-            traffic = None
-            result = summarize(outcomes, tally)
-            if not quiet:
-                print_summary(console, runtime, outcomes, result)
-        finally:
-            if traffic is not None:
-                traffic.stop()
-            await runtime.stop()
+async def run_releases(rate: float, quiet: bool, console: Console, say: Say) -> dict[str, Any]:
+    """Start everything, deploy each release, summarize, and stop everything.
+
+    The state directory is removed when the demo succeeds or is interrupted. When it ends NOT OK, or
+    fails, it is kept, and its path is said (and is in the JSON), so the rollouts can be explained.
+    """
+    state_dir = Path(tempfile.mkdtemp(prefix="fm-demo-"))
+    keep = True
+    try:
+        result = await run_in(state_dir, rate, quiet, console, say)
+        keep = not result["ok"]
+    except asyncio.CancelledError:
+        keep = False
+        raise
+    finally:
+        if keep:
+            say(f"the demo's state is kept in {state_dir}: `fm explain ROLLOUT -c {state_dir / CONFIG_FILE}`")
+        else:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    if keep:
+        result["state_dir"] = str(state_dir)
     return result
 
 
-def summarize(outcomes: list[tuple[RolloutState, float]], tally: dict[str, dict[str, int]]) -> dict[str, Any]:
+async def run_in(state_dir: Path, rate: float, quiet: bool, console: Console, say: Say) -> dict[str, Any]:
+    config = demo_config(state_dir)
+    write_config(config, state_dir / CONFIG_FILE)
+    runtime = Runtime(config, announce=say)
+    traffic: BackgroundTraffic | None = None
+    try:
+        await runtime.start()
+        traffic = BackgroundTraffic(f"http://{config.services[0].frontend}/", rate)
+        traffic.start()
+        say(f"sending ~{rate:.0f} req/s to {config.services[0].frontend}")
+        await asyncio.sleep(WARMUP_S)
+        outcomes = []
+        for version, _expected in RELEASES:
+            say(f"deploying {version} …")
+            final, seconds = await deploy_and_wait(runtime, version, traffic, say)
+            say(f"{version}: {final.phase} after {seconds:.1f} s: {final.reason}")
+            outcomes.append((final, seconds))
+        tally = traffic.stop()
+        traffic = None
+        result = summarize(outcomes, tally)
+        if not quiet:
+            print_summary(console, runtime, outcomes, result)
+    finally:
+        if traffic is not None:
+            traffic.stop()
+        await runtime.stop()
+    return result
+
+
+def write_config(config: Config, path: Path) -> None:
+    """The demo's config as YAML: the settings it was built from, so `fm explain -c` can read the state."""
+    settings = config.model_dump(mode="json", exclude_unset=True)
+    path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+
+
+def summarize(
+    outcomes: Sequence[tuple[RolloutState, float]], tally: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """The demo's JSON: each release's outcome, time and reason, the traffic's tally, and "ok"."""
     releases: list[dict[str, Any]] = []
     for state, seconds in outcomes:
         release: dict[str, Any] = {
             "version": state.version,
+            "rollout": state.id,
             "outcome": state.phase.value,
             "seconds": round(seconds, 1),
+            "reason": state.reason,
         }
         if state.phase.value == "rolled_back":
             counts = tally.get(state.version, {})
             release["canary_requests"] = counts.get("requests", 0)
             release["canary_errors"] = counts.get("errors", 0)
         releases.append(release)
-    failed_stable = sum(tally.get(version, {}).get("errors", 0) for version in HEALTHY_VERSIONS)
+    failed_stable = sum(tally.get(version, {}).get("errors", 0) for version in MUST_NOT_FAIL)
     transport_errors = sum(counts.get("transport_errors", 0) for counts in tally.values())
     expected = [(version, outcome) for version, outcome in RELEASES]
     achieved = [(release["version"], release["outcome"]) for release in releases]

@@ -1,6 +1,8 @@
 """A paced HTTP load generator for the demo, tallying answers by the version that served them.
 
-It only ever targets loopback: the demo must not be usable to load someone else's server.
+It only ever targets loopback: the demo must not be usable to load someone else's server. Plain http
+goes through the lean LoopbackClient (loopback_http.py), so that generating load costs little CPU on a
+busy machine; https, or a test's httpx transport, goes through httpx.
 """
 
 from __future__ import annotations
@@ -9,9 +11,13 @@ import asyncio
 import ipaddress
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+
+from fridaymorning.demo.loopback_http import LoopbackClient
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +25,9 @@ VERSION_HEADER = "X-Version"
 UNKNOWN_VERSION = "unknown"  # answered, but without an X-Version header
 NO_VERSION = "none"  # no answer at all: a transport error
 TICK_S = 0.01
+# A tick that comes late (a busy machine) may catch up on this much time's worth of requests at once;
+# a longer stall is not made up for with a burst.
+CATCH_UP_S = 0.1
 REQUEST_TIMEOUT_S = 2.0
 
 # Tally counters, per version.
@@ -40,6 +49,29 @@ def check_loopback_url(url: str) -> str:
     if not address.is_loopback:
         raise ValueError(f"traffic is sent to loopback only; {host} is not a loopback address")
     return url
+
+
+class Answered(Protocol):
+    """What the generator reads of a response."""
+
+    status_code: int
+
+    @property
+    def headers(self) -> Any: ...  # with .get(name) ignoring case
+
+
+class Getter(Protocol):
+    """What the generator needs of an HTTP client: httpx.AsyncClient and LoopbackClient both are."""
+
+    async def get(self, url: str, *, headers: Mapping[str, str]) -> Answered: ...
+
+
+def check_header_values(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers, or ValueError when a name or value would break the request's framing."""
+    for name, value in headers.items():
+        if any(character in f"{name}{value}" for character in "\r\n\0") or not name or ":" in name:
+            raise ValueError(f"header {name!r} cannot be sent as given")
+    return dict(headers)
 
 
 class TrafficGenerator:
@@ -71,7 +103,7 @@ class TrafficGenerator:
         self.concurrency = concurrency
         self.max_requests = max_requests
         self._transport = transport
-        self.headers = dict(headers or {})  # sent with every request, e.g. an A/B routing header
+        self.headers = check_header_values(headers or {})  # sent with every request, e.g. an A/B header
         self._tally: dict[str, dict[str, int]] = {}
         # snapshot() may be called from another thread than the one running the loop (the demo does).
         self._tally_lock = threading.Lock()
@@ -96,10 +128,7 @@ class TrafficGenerator:
         """Send paced requests until `stop` is set or max_requests were sent; wait for those in flight."""
         if stop is None:
             stop = asyncio.Event()
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(
-            transport=self._transport, limits=limits, timeout=REQUEST_TIMEOUT_S, trust_env=False
-        ) as client:
+        async with self._client() as client:
             try:
                 await self._pace(client, stop)
                 if self._in_flight:
@@ -107,6 +136,14 @@ class TrafficGenerator:
             finally:
                 for task in self._in_flight:
                     task.cancel()
+
+    def _client(self) -> httpx.AsyncClient | LoopbackClient:
+        if self._transport is None and urlsplit(self.url).scheme == "http":
+            return LoopbackClient(timeout_s=REQUEST_TIMEOUT_S)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        return httpx.AsyncClient(
+            transport=self._transport, limits=limits, timeout=REQUEST_TIMEOUT_S, trust_env=False
+        )
 
     def start(self) -> None:
         """Run in the background until stop()."""
@@ -123,11 +160,11 @@ class TrafficGenerator:
         await self._task
         self._task = None
 
-    async def _pace(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+    async def _pace(self, client: Getter, stop: asyncio.Event) -> None:
         """Launch requests as tokens accrue, until stopped or max_requests were sent."""
         loop = asyncio.get_running_loop()
         tokens, last = 1.0, loop.time()  # one token at once, so the first request leaves immediately
-        burst = max(1.0, self.rate_per_s * TICK_S * 5)  # a late tick catches up; a stall does not burst
+        burst = max(1.0, self.rate_per_s * CATCH_UP_S)
         while not stop.is_set() and not self._done_sending():
             now = loop.time()
             tokens = min(burst, tokens + (now - last) * self.rate_per_s)
@@ -141,13 +178,13 @@ class TrafficGenerator:
     def _done_sending(self) -> bool:
         return self.max_requests is not None and self._sent >= self.max_requests
 
-    def _launch(self, client: httpx.AsyncClient) -> None:
+    def _launch(self, client: Getter) -> None:
         self._sent += 1
         task = asyncio.create_task(self._one_request(client))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _one_request(self, client: httpx.AsyncClient) -> None:
+    async def _one_request(self, client: Getter) -> None:
         try:
             response = await client.get(self.url, headers=self.headers)
         except httpx.HTTPError:

@@ -134,11 +134,15 @@ class _Collector:
         self._pipeline.start()
         self._flush_task = asyncio.create_task(self._flush_periodically(), name="collector-flush")
 
-    async def _stop_flushing(self) -> None:
-        """Stop the HAProxy checks and the flush task, parse what is queued, and flush every window."""
+    async def stop_watching_haproxy(self) -> None:
+        """Stop polling HAProxy's counters; call before HAProxy stops, so no poll meets it gone."""
         for watcher in (self._reconciler, self._loss_monitor):
             if watcher is not None:
                 await watcher.stop()
+
+    async def _stop_flushing(self) -> None:
+        """Stop the HAProxy checks and the flush task, parse what is queued, and flush every window."""
+        await self.stop_watching_haproxy()
         self._stopping.set()
         if self._flush_task is not None:
             await self._flush_task

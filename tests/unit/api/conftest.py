@@ -121,7 +121,7 @@ class Served:
         """Run a coroutine function on the app's event loop, from the test's thread."""
         return self.portal.call(function)
 
-    def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 60.0) -> None:
         """Let the app's loop run until `condition()` holds; fail after `timeout` seconds."""
 
         async def poll() -> None:

@@ -43,7 +43,7 @@ async def send(address: tuple[str, int], payload: bytes, chunk: int = 7) -> None
     await asyncio.to_thread(blocking)
 
 
-async def wait_for(condition, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(condition, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"

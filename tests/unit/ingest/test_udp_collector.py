@@ -34,7 +34,7 @@ class Sender:
             self.socket.sendto(datagram, self.address)
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+async def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
     """Poll `condition` until it holds, failing the test after `timeout_s`."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():

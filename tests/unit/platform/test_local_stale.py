@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from fridaymorning.platform.local import (
     read_cmdline,
     read_start_time,
 )
+from fridaymorning.testing import wait_for_sync
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
 
@@ -61,11 +61,7 @@ def write_state(workdir: Path, entries: list[object]) -> Path:
 
 def wait_for_cmdline(pid: int, argv: list[str]) -> None:
     """Popen returns after exec, but be safe: /proc shows the new argv only once exec completed."""
-    for _ in range(100):
-        if read_cmdline(pid) == argv:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"pid {pid} never showed argv {argv}")
+    wait_for_sync(lambda: read_cmdline(pid) == argv, f"pid {pid} showing argv {argv}", interval_s=0.02)
 
 
 def test_no_file_means_nothing_to_clean(tmp_path: Path) -> None:
