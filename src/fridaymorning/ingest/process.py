@@ -49,6 +49,7 @@ PIDFILE = "collector.pid"
 STATS_FILE = "collector-stats.json"
 RECONCILED_FILE = "collector-reconciled.json"
 OUTPUT_FILE = "collector.out"
+UNWATCHED_FILE = "collector-unwatched"
 EXIT_PORT_IN_USE = 98  # the child's exit status when its address is taken (errno EADDRINUSE)
 STATS_INTERVAL_S = 1.0
 
@@ -226,6 +227,19 @@ class CollectorProcess:
                 self.process.wait(timeout=1)
         self.pid, self.process = None, None
 
+    async def stop_watching_haproxy(self) -> None:
+        """Ask the process to stop polling HAProxy (before HAProxy stops); wait a few seconds for it."""
+        if self.pid is None or not self.running or read_pid(self.state_dir / PIDFILE) != self.pid:
+            return  # not started, gone, or not yet handling signals (it writes its pidfile after that)
+        acknowledgement = self.state_dir / UNWATCHED_FILE
+        with contextlib.suppress(OSError):
+            acknowledgement.unlink()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5.0
+        while self.running and not acknowledgement.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     def watch_haproxy(self, *_: Any, **__: Any) -> None:
         """Nothing to do: the process watches HAProxy itself once its admin socket answers."""
 
@@ -291,15 +305,22 @@ async def serve(settings_path: Path) -> int:
     except PortInUseError as error:
         print(error, file=sys.stderr, flush=True)
         return EXIT_PORT_IN_USE
-    write_atomically(state_dir / PIDFILE, f"{os.getpid()}\n")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    tasks = [
-        asyncio.create_task(watch_haproxy_when_up(collector, settings, state_dir, store)),
-        asyncio.create_task(write_stats_periodically(collector, state_dir)),
-    ]
+    watcher = asyncio.create_task(watch_haproxy_when_up(collector, settings, state_dir, store))
+    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir))]
+
+    async def unwatch() -> None:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await collector.stop_watching_haproxy()
+        write_atomically(state_dir / UNWATCHED_FILE, f"{os.getpid()}\n")
+
+    # fm up stops HAProxy in an orderly stop: SIGUSR1 first ends the polls, so none meets HAProxy gone.
+    loop.add_signal_handler(signal.SIGUSR1, lambda: tasks.append(asyncio.create_task(unwatch())))
+    write_atomically(state_dir / PIDFILE, f"{os.getpid()}\n")  # after the handlers: signals are safe now
     await stopping.wait()
     for task in tasks:
         task.cancel()
