@@ -19,9 +19,12 @@ name picks the release's behaviour):
 
 One `fm up` per server and rate runs several services (each its own frontend, stable instance and wrk)
 so that rollouts run side by side; each service deploys its share of the releases one after another
-through fm's HTTP API. A rollout still undecided CAP_S after its deploy (held for a person, or still
-progressing) is aborted and counted as neither promoted nor rolled back ("undecided"). Seconds to
-promotion run from the deploy (the canary's start included) to the promotion, as fm recorded them.
+through fm's HTTP API. The servers run side by side, each its rates one after the other; how many
+services one `fm up` runs at once follows from a budget of paced requests per second per server (what
+this 2-core machine carries), so the whole run takes about half an hour. A rollout still undecided
+CAP_S after its deploy (held for a person, or still progressing) is aborted and counted as neither
+promoted nor rolled back ("undecided"). Seconds to promotion run from the deploy (the canary's start
+included) to the promotion, as fm recorded them.
 
 wrk (Debian's has no -R) is paced by bench/live/pace.lua: random delays between requests on each
 connection, corrected once a second toward the rate; the achieved rate of every service is measured
@@ -77,8 +80,12 @@ POLL_S = 0.5
 OUT = sys.stdout  # the table and progress; stderr with --json, so stdout holds the JSON line alone
 
 
+SAY_LOCK = threading.Lock()  # cells and services report from their own threads
+
+
 def say(*parts: object) -> None:
-    print(*parts, file=OUT, flush=True)
+    with SAY_LOCK:
+        print(*parts, file=OUT, flush=True)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -117,7 +124,7 @@ class Server:
 
 SERVERS = {
     "nginx": Server("nginx", "/healthz", "/", budget_rps=4000),
-    "httpbin": Server("httpbin", "/status/200", "/get", budget_rps=1600),
+    "httpbin": Server("httpbin", "/status/200", "/get", budget_rps=2000),
 }
 
 
@@ -313,11 +320,9 @@ def run_cell(
         f"[{time.monotonic() - started:5.0f} s] {server.name} at {rate}/s: {len(releases)} rollouts on "
         f"{slot_count} services side by side ({rounds} after one another at most)"
     )
-    lock = threading.Lock()
 
     def log(line: str) -> None:
-        with lock:
-            say(f"[{time.monotonic() - started:5.0f} s] {line}")
+        say(f"[{time.monotonic() - started:5.0f} s] {line}")
 
     up = FmUpProcess(config_path, timeout_s=60)
     cell_started = time.monotonic()
@@ -470,12 +475,26 @@ def main() -> None:
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="fm-live-"))
     root.chmod(0o755)  # nginx's worker (an unprivileged user when started as root) reads its page here
-    report: dict[str, Any] = {"servers": {}}
-    try:
-        for name in servers:
+    report: dict[str, Any] = {"servers": {name: {} for name in servers}}
+    failures: list[BaseException] = []
+
+    def run_server(name: str) -> None:
+        """The server's rates one after the other; the servers run side by side."""
+        try:
             for rate in rates:
                 cell = run_cell(root, SERVERS[name], rate, counts, options.max_services, started)
-                report["servers"].setdefault(name, {})[str(rate)] = cell
+                report["servers"][name][str(rate)] = cell
+        except BaseException as error:  # re-raised in the main thread
+            failures.append(error)
+
+    try:
+        threads = [threading.Thread(target=run_server, args=(name,)) for name in servers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
     finally:
         if options.keep:
             say(f"kept {root}")
