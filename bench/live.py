@@ -196,6 +196,8 @@ def cell_config(directory: Path, server: Server, rate: int, slots: list[Slot]) -
                 "platform": {
                     "command": server.command(directory / "instances", rate),
                     "health_path": server.health_path,
+                    # gunicorn importing httpbin took more than the default 20 s on this loaded machine
+                    "health_timeout_s": 60,
                     "stop_grace_s": 3,
                 },
                 "rollout": {"steps": steps},
