@@ -32,8 +32,10 @@ from wrk's own count and printed.
 
 Prints a table (to stderr with --json), then exactly one JSON line on stdout:
 {"servers": {"nginx": {"100": {"identical": {"runs", "promoted", "rolled_back", "undecided",
-"promote_s_p95"}, "errors_5pct": {"runs", "rolled_back"}, "plus_40ms": {"runs", "rolled_back"},
-"achieved_rps": [...]}, "1000": {...}}, "httpbin": {...}}, "seconds": S}.
+"promote_s_p95", …}, "errors_5pct": {"runs", "rolled_back", …}, "plus_40ms": {"runs", "rolled_back",
+…}, "achieved_rps": [...]}, "1000": {...}}, "httpbin": {...}}, "seconds": S}. "rolled_back" counts
+every rollback; "rolled_back_by_judge" leaves out those that were not the judge's verdict (the canary
+never became healthy, or the controller failed, e.g. HAProxy's admin socket answering too late).
 """
 
 from __future__ import annotations
@@ -427,6 +429,16 @@ def p95(values: list[float]) -> float | None:
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+# Rollbacks that are not the judge's verdict: the canary never became healthy, or the controller failed
+# (e.g. HAProxy's admin socket answered too late).
+NOT_JUDGED = ("canary did not start", "controller error")
+
+
+def judged_back(result: Result) -> bool:
+    """Whether the release was rolled back on the judge's verdict."""
+    return result.outcome == "rolled_back" and not result.reason.startswith(NOT_JUDGED)
+
+
 def summarize(results: list[Result]) -> dict[str, Any]:
     """The counts of one cell, in the JSON line's shape."""
     of = {kind: [r for r in results if r.kind == kind] for kind in KINDS}
@@ -437,6 +449,7 @@ def summarize(results: list[Result]) -> dict[str, Any]:
             "runs": len(identical),
             "promoted": sum(r.outcome == "promoted" for r in identical),
             "rolled_back": sum(r.outcome == "rolled_back" for r in identical),
+            "rolled_back_by_judge": sum(judged_back(r) for r in identical),
             "undecided": sum(r.outcome in ("undecided", "aborted", "error") for r in identical),
             "promoted_within_5_min": sum(s <= TARGET_PROMOTE_S for s in promote_s),
             "promote_s_p95": p95(promote_s),
@@ -446,6 +459,7 @@ def summarize(results: list[Result]) -> dict[str, Any]:
         cell[kind] = {
             "runs": len(of[kind]),
             "rolled_back": sum(r.outcome == "rolled_back" for r in of[kind]),
+            "rolled_back_by_judge": sum(judged_back(r) for r in of[kind]),
             "promoted": sum(r.outcome == "promoted" for r in of[kind]),
             "rollback_s_max": max(
                 (r.seconds for r in of[kind] if r.outcome == "rolled_back" and r.seconds is not None),
@@ -456,6 +470,7 @@ def summarize(results: list[Result]) -> dict[str, Any]:
 
 
 def print_table(report: dict[str, Any]) -> None:
+    """One line per server and rate; "rolled back" is "all (by the judge)"."""
     say(f"{'server':8} {'rate':>5} | identical: runs promoted rolled_back undecided p95_s | "
         "errors_5pct: runs rolled_back | plus_40ms: runs rolled_back | req/s achieved")  # fmt: skip
     for name, rates in report["servers"].items():
@@ -464,10 +479,14 @@ def print_table(report: dict[str, Any]) -> None:
             achieved = [a for a in cell["achieved_rps"] if a is not None]
             spread = f"{min(achieved):.0f}-{max(achieved):.0f}" if achieved else "?"
             p95_s = "-" if same["promote_s_p95"] is None else f"{same['promote_s_p95']:.0f}"
+
+            def back(counts: dict[str, Any]) -> str:
+                return f"{counts['rolled_back']} ({counts['rolled_back_by_judge']})"
+
             say(
-                f"{name:8} {rate:>5} | {same['runs']:15} {same['promoted']:8} {same['rolled_back']:11} "
-                f"{same['undecided']:9} {p95_s:>5} | {errors['runs']:17} {errors['rolled_back']:11} | "
-                f"{slow['runs']:15} {slow['rolled_back']:11} | {spread}"
+                f"{name:8} {rate:>5} | {same['runs']:15} {same['promoted']:8} {back(same):>11} "
+                f"{same['undecided']:9} {p95_s:>5} | {errors['runs']:17} {back(errors):>11} | "
+                f"{slow['runs']:15} {back(slow):>11} | {spread}"
             )
 
 
