@@ -172,6 +172,7 @@ class Slot:
     results: list[Result] = field(default_factory=list)
     wrk: subprocess.Popen[str] | None = None
     traffic: dict[str, Any] = field(default_factory=dict)
+    skipped: int = 0  # releases not deployed because an earlier rollout never ended
 
 
 def cell_config(directory: Path, server: Server, rate: int, slots: list[Slot]) -> dict[str, Any]:
@@ -314,6 +315,10 @@ def drive_slot(config_path: Path, server: str, rate: int, slot: Slot, log: Calla
             )
             slot.results.append(result)
             log(describe(result))
+        if outcome == "error" and queue:  # its rollout never ended: the service takes no other deploy
+            log(f"{slot.name}: {len(queue)} release(s) not deployed, the service's rollout never ended")
+            slot.skipped = len([r for r in queue if r.counted])
+            return
         if outcome == "promoted" and release.kind != "identical" and queue:
             restores += 1
             queue.insert(0, Release("identical", f"restore{restores}", counted=False))
@@ -409,6 +414,7 @@ def run_cell(
     cell["achieved_rps"] = achieved
     cell["transport_errors"] = failed_traffic
     cell["services"] = slot_count
+    cell["not_deployed"] = sum(slot.skipped for slot in slots)
     cell["seconds"] = round(time.monotonic() - cell_started, 1)
     log(
         f"{server.name} at {rate}/s done in {cell['seconds']:.0f} s; achieved req/s per service: "
