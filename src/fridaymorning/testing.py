@@ -32,6 +32,8 @@ class FakeRouter:
         self.weight_history: list[dict[str, int]] = []
         self.removed: list[str] = []
         self.down: set[str] = set()
+        # The next this-many set_weights calls fail, as a HAProxy that times out would.
+        self.failing_set_weights = 0
 
     async def ensure_backend(self, backend: str) -> None:
         self.servers.setdefault(backend, {})
@@ -43,6 +45,9 @@ class FakeRouter:
         servers[server] = ServerState(backend, server, ServerStatus.UP, weight, 0, 0, f"{address}:{port}")
 
     async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
+        if self.failing_set_weights > 0:
+            self.failing_set_weights -= 1
+            raise RouterError("HAProxy did not answer 'set weight' in time")
         for server, weight in weights.items():
             state = self._server(backend, server)
             self.servers[backend][server] = ServerState(

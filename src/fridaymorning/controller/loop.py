@@ -11,10 +11,11 @@ while it is away.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 
 # How long new servers may take to pass HAProxy's health checks once added.
 SERVERS_UP_TIMEOUT_S = 15.0
+# The longest pause between retries of a rollback's HAProxy commands (see _until_done).
+ROLLBACK_RETRY_MAX_S = 5.0
 
 # Why a rollout ends when `fm up` is stopped in order (Ctrl-C, SIGTERM) while it runs.
 STOPPED_BY_OPERATOR = "stopped by the operator"
@@ -593,7 +596,7 @@ class ServiceController:
     ) -> RolloutState:
         """Canary to weight 0 at once, then drain, remove and stop it (and the fresh baseline)."""
         if self.canary_instances or self.baseline_instances:
-            await self._apply_weight(0)
+            await self._until_done(lambda: self._apply_weight(0), "setting the canary's weight to 0")
         phase = RolloutPhase.ABORTING if final is RolloutPhase.ABORTED else RolloutPhase.ROLLING_BACK
         state = self.states.transition(
             state, self.clock(), phase.value, reason, evidence, phase=phase, canary_weight=0
@@ -604,7 +607,8 @@ class ServiceController:
         self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
     ) -> RolloutState:
         """Remove and stop the canary and the fresh baseline (already at weight 0), then record the end."""
-        await self._remove(self.canary_instances + self.baseline_instances)
+        leaving = self.canary_instances + self.baseline_instances
+        await self._until_done(lambda: self._remove(leaving), "removing the canary")
         self.canary_instances, self.baseline_instances = [], []
         final = RolloutPhase.ABORTED if state.phase is RolloutPhase.ABORTING else RolloutPhase.ROLLED_BACK
         now = self.clock()
@@ -615,6 +619,23 @@ class ServiceController:
         await self._run_hooks("rollback", state)
         self._notify(final.value, state, reason, evidence)
         return state
+
+    async def _until_done(self, action: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `action` until it succeeds: a rollback must not end half done because HAProxy was slow.
+
+        A busy HAProxy (or a starved `fm up`) can time out one admin command; giving up would leave the
+        canary serving with its rollout stranded. Retries back off to ROLLBACK_RETRY_MAX_S; only a
+        cancellation (fm up stopping) ends them.
+        """
+        delay = 0.2
+        for attempt in itertools.count(1):
+            try:
+                await action()
+                return
+            except FridayMorningError as error:
+                log.warning("%s failed (attempt %d), retrying in %.1f s: %s", what, attempt, delay, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, ROLLBACK_RETRY_MAX_S)
 
     # --- data plane ------------------------------------------------------------------------------
 

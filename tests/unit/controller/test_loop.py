@@ -72,6 +72,22 @@ async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> N
     assert harness.states.stable_version("web", "v1") == "v1"
 
 
+async def test_rollback_retries_until_haproxy_takes_weight_zero(tmp_path: Path) -> None:
+    """A rollback whose weight change times out is retried until it holds: no canary is left serving."""
+    harness = make_harness(tmp_path, canary_failure_rate=0.2)
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    await harness.drive(1)
+    harness.router.failing_set_weights = 3
+    await harness.drive(30)
+    final = await asyncio.wait_for(harness.controller.wait(), 60)
+    assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
+    assert harness.router.failing_set_weights == 0
+    assert harness.router.weight_history[-1]["v2-1"] == 0
+    assert harness.router.removed == ["v2-1"]
+    assert [i.version for i in harness.platform.running] == ["v1"]
+
+
 async def test_no_traffic_holds_and_never_promotes(tmp_path: Path) -> None:
     """Without any data the rollout holds after the step's maximum duration; it is never promoted."""
     harness = make_harness(tmp_path)
