@@ -40,6 +40,7 @@ from typing import Any
 from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import FridayMorningError, PortInUseError
 from fridaymorning.ingest.accounting import write_atomically
+from fridaymorning.procfs import process_alive, read_pid
 
 logger = logging.getLogger(__name__)
 
@@ -253,23 +254,6 @@ class CollectorProcess:
         stats["process_running"] = self.running
         stats["process_restarts"] = self.restarts
         return stats
-
-
-def read_pid(pidfile: Path) -> int | None:
-    try:
-        text = pidfile.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def process_alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie has exited)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
 
 
 def runs_collector(pid: int, settings_path: Path) -> bool:

@@ -34,6 +34,7 @@ from typing import Any
 from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import MissingBinaryError, PortInUseError, RouterError, WeightMismatchError
 from fridaymorning.models import ServerState, ServerStatus
+from fridaymorning.procfs import process_alive, read_pid
 from fridaymorning.router._render import MAX_WEIGHT, health_check_options, render_haproxy_config
 from fridaymorning.router.base import ServerSpec
 
@@ -904,26 +905,8 @@ class HAProxyProcess:
 
 
 # --------------------------------------------------------------------------------------------------
-# Processes, seen through /proc (Linux)
+# Processes, seen through /proc (Linux); read_pid and process_alive come from fridaymorning.procfs
 # --------------------------------------------------------------------------------------------------
-
-
-def read_pid(pidfile: Path) -> int | None:
-    """The pid in `pidfile`, or None when it is missing or holds no number."""
-    try:
-        text = pidfile.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def process_alive(pid: int) -> bool:
-    """True while `pid` runs. A zombie has exited: it only waits for a parent (maybe init) to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
 def parent_pid(pid: int) -> int | None:
