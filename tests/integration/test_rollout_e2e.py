@@ -32,7 +32,7 @@ async def test_canary_answering_500_is_rolled_back(runtime: Runtime) -> None:
     finally:
         tally = traffic.stop()
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK, final
-    assert "error rate" in final.reason
+    assert final.reason.startswith(("error_rate_vs_baseline", "error_rate_slo")), final.reason
     assert runtime.router is not None
     assert set(await runtime.router.get_weights("web")) == {"v1-1"}
     assert tally["broken1"]["errors"] > 0
