@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import statistics
 import threading
 from collections.abc import Iterator
@@ -112,3 +113,19 @@ def test_requests_carry_the_version_header_also_on_errors(always_failing_server:
     response = httpx.get(f"{always_failing_server}/anything", trust_env=False, timeout=5)
     assert response.status_code == 500
     assert response.headers["X-Version"] == "v9"
+
+
+def test_a_burst_of_connections_is_queued_not_refused() -> None:
+    """64 connections opened at once, before the server accepts any, all complete their handshake: the
+    listen backlog holds a burst from HAProxy, which would otherwise mark the server DOWN."""
+    server = DemoServer(("127.0.0.1", 0), "v1", BEHAVIOURS["v1"])
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            # A full backlog drops the SYN and the connect hangs: the timeout turns that into a failure.
+            clients.append(socket.create_connection(server.server_address[:2], timeout=30))
+        assert len(clients) == 64
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
