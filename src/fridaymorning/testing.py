@@ -257,11 +257,14 @@ class WebhookReceiver:
 
     POSTs are recorded with their JSON body and answered 200, or 500 while `failures_left` > 0; with
     `stall_s` set they answer only after that long (or when the receiver closes). GETs answer 200 with
-    X-Version: v2, like an instance of the canary.
+    X-Version: v2, like an instance of the canary. `most_in_flight` is the largest number of POSTs it was
+    answering at once.
     """
 
     def __init__(self, path: str = "/hook") -> None:
         self.posts: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
         self.get_paths: list[str] = []
         self.failures_left = 0
         self.stall_s = 0.0
@@ -294,9 +297,15 @@ class WebhookReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     receiver.posts.append(json.loads(body))
-                if receiver.stall_s:
-                    receiver._closing.wait(receiver.stall_s)
-                self._answer(receiver._next_status())
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                try:
+                    if receiver.stall_s:
+                        receiver._closing.wait(receiver.stall_s)
+                    self._answer(receiver._next_status())
+                finally:
+                    with receiver._lock:
+                        receiver.in_flight -= 1
 
             def do_GET(self) -> None:
                 with receiver._lock:

@@ -710,13 +710,16 @@ class ServiceController:
             await load_test.stop()
 
     def _notify(self, kind: str, state: RolloutState, reason: str, evidence: dict[str, Any] | None) -> None:
-        """Send a notification in the background: a slow webhook never delays a rollback."""
+        """Send a notification in the background: a slow webhook never delays a rollback.
+
+        Each webhook receives the rollout's events in the order they happened.
+        """
         if not self.service.notifications:
             return
         event = build_event(kind, state, reason, evidence)  # type: ignore[arg-type]
-        task = asyncio.create_task(self.notifiers.send(event))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        for task in self.notifiers.send_in_background(event):
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def snapshot(self) -> dict[str, object]:
         """What `fm status` shows of this service."""

@@ -198,6 +198,23 @@ class WebhookNotifier:
         self.sent = 0
         self.failed = 0
         self.skipped = 0  # events this webhook is not subscribed to
+        self._latest: asyncio.Task[bool] | None = None
+
+    def send_after_earlier(self, event: dict[str, Any]) -> asyncio.Task[bool]:
+        """Post `event` in the background once every event given before it was delivered or given up.
+
+        A receiver sees "started" before "step" before "promoted" whatever the network does. A slow
+        webhook delays only its own later events, by at most its timeout each.
+        """
+        earlier = self._latest
+
+        async def in_turn() -> bool:
+            if earlier is not None:
+                await asyncio.wait([earlier])  # its outcome is counted by itself; never raises here
+            return await self.send(event)
+
+        self._latest = asyncio.create_task(in_turn())
+        return self._latest
 
     async def send(self, event: dict[str, Any]) -> bool:
         """Post `event` if subscribed; True when the webhook accepted it. Never raises."""
@@ -253,6 +270,10 @@ class Notifiers:
             *(notifier.send(event) for notifier in self.notifiers), return_exceptions=True
         )
         return sum(outcome is True for outcome in outcomes)
+
+    def send_in_background(self, event: dict[str, Any]) -> list[asyncio.Task[bool]]:
+        """Queue `event` to every target, after the events queued before it; the delivery tasks."""
+        return [notifier.send_after_earlier(event) for notifier in self.notifiers]
 
     def stats(self) -> dict[str, Any]:
         """Totals, and the counts of each target: {"sent", "failed", "skipped", "targets": [...]}."""

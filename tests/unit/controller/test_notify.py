@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -232,6 +233,23 @@ async def test_notifiers_fan_out_and_count_per_target(receiver: WebhookReceiver)
         "failed": 0,
         "skipped": 0,
     }
+
+
+async def test_events_reach_each_webhook_one_at_a_time_in_the_order_they_happened(
+    receiver: WebhookReceiver,
+) -> None:
+    """A slow webhook gets "started", "step", "promoted" in that order, never two at once."""
+    receiver.stall_s = 0.2
+    notifiers = Notifiers([notification(receiver.url)])
+    kinds = ["started", "step", "step", "promoted"]
+    tasks = [
+        task
+        for kind in kinds
+        for task in notifiers.send_in_background(build_event(kind, ROLLOUT, kind, now=NOW))  # type: ignore[arg-type]
+    ]
+    assert all(await asyncio.gather(*tasks))
+    assert [post["event"] for post in receiver.posts] == kinds
+    assert receiver.most_in_flight == 1
 
 
 async def test_a_malformed_event_is_a_failure_not_an_exception(receiver: WebhookReceiver) -> None:
