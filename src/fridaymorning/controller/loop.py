@@ -596,7 +596,10 @@ class ServiceController:
     ) -> RolloutState:
         """Canary to weight 0 at once, then drain, remove and stop it (and the fresh baseline)."""
         if self.canary_instances or self.baseline_instances:
-            await self._until_done(lambda: self._apply_weight(0), "setting the canary's weight to 0")
+            await self._until_done(
+                lambda: self._apply_weight(0, only_servers_in_haproxy=True),
+                "setting the canary's weight to 0",
+            )
         phase = RolloutPhase.ABORTING if final is RolloutPhase.ABORTED else RolloutPhase.ROLLING_BACK
         state = self.states.transition(
             state, self.clock(), phase.value, reason, evidence, phase=phase, canary_weight=0
@@ -639,11 +642,24 @@ class ServiceController:
 
     # --- data plane ------------------------------------------------------------------------------
 
-    async def _apply_weight(self, canary_percent: int) -> None:
-        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified."""
+    async def _apply_weight(self, canary_percent: int, *, only_servers_in_haproxy: bool = False) -> None:
+        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified.
+
+        `only_servers_in_haproxy` leaves out canary and baseline servers HAProxy does not hold: a rollout
+        stopped between starting its instances and adding them has servers that get no traffic already,
+        and "No such server" would otherwise be retried for ever.
+        """
         stable = [instance.server for instance in self.stable_instances]
         baseline = [instance.server for instance in self.baseline_instances]
         canary = [instance.server for instance in self.canary_instances]
+        if only_servers_in_haproxy:
+            held = {
+                state.server
+                for backend in sorted({self.backend, self.canary_backend})
+                for state in await self.router.server_states(backend)
+            }
+            baseline = [server for server in baseline if server in held]
+            canary = [server for server in canary if server in held]
         if self.ab:
             in_main = {s.server for s in await self.router.server_states(self.backend)}
             canary_in_main = [server for server in canary if server in in_main]

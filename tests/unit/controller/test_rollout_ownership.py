@@ -102,6 +102,31 @@ async def test_orderly_stop_aborts_the_running_rollout(tmp_path: Path) -> None:
     await harness.controller.stop()
 
 
+async def test_orderly_stop_before_the_canary_is_in_haproxy_ends_at_once(tmp_path: Path) -> None:
+    """A stop that comes after the canary's instances started but before HAProxy holds their servers
+    aborts the rollout and stops them: "No such server" is not retried for ever."""
+    harness = ControllerHarness(service_config(), tmp_path / "state.db")
+    never = asyncio.Event()
+
+    async def add_server_stuck(*_: object, **__: object) -> None:
+        await never.wait()  # HAProxy never gets to add the canary's server
+
+    await harness.controller.start()
+    stable_instances = list(harness.platform.running)
+    assert stable_instances
+    harness.router.add_server = add_server_stuck  # type: ignore[method-assign]
+    rollout = harness.controller.deploy("v2")
+    for _ in range(200):  # until the canary's instances run
+        if len(harness.platform.running) > len(stable_instances):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(harness.controller.stop(), 30)
+    stopped = harness.states.rollout(rollout.id)
+    assert stopped is not None and stopped.phase is RolloutPhase.ABORTED
+    canaries = [instance for instance in harness.platform.stopped if instance.version == "v2"]
+    assert canaries and not [instance for instance in harness.platform.running if instance.version == "v2"]
+
+
 async def test_stable_from_the_store_wins_and_snapshot_names_the_config_one(tmp_path: Path) -> None:
     """After a promotion a new controller uses the store's stable version, and its snapshot carries the
     config's `stable:` too, so `fm status` can say which one wins."""
