@@ -22,6 +22,7 @@ from typing import Any
 
 from fridaymorning.errors import RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
+from fridaymorning.notify.base import Notifier
 
 
 class FakeRouter:
@@ -121,6 +122,25 @@ class FakePlatform:
         await self.stop(list(self.running))
 
 
+class FakeNotifier:
+    """A Notifier that keeps every event it was given, in order, and delivers them at once."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kind of each event given ("started", "step", ...), in order."""
+        return [event["event"] for event in self.events]
+
+    def send_in_background(self, event: dict[str, Any]) -> list[asyncio.Task[bool]]:
+        self.events.append(event)
+        return []
+
+    def stats(self) -> dict[str, Any]:
+        return {"sent": len(self.events), "failed": 0, "skipped": 0, "targets": []}
+
+
 class MemoryMetricStore:
     """A MetricStore in a list: windows written are served back, merged per second."""
 
@@ -189,6 +209,7 @@ class ControllerHarness:
         platform: FakePlatform | None = None,
         rps: int = 200,
         ab_share: float = 0.2,
+        notifier: Notifier | None = None,
     ) -> None:
         from fridaymorning.controller.state import StateStore
 
@@ -197,6 +218,8 @@ class ControllerHarness:
         self.router = FakeRouter()
         self.platform = platform or FakePlatform()
         self.metrics = MemoryMetricStore()
+        # None: the service's own webhooks, as in production.
+        self.notifier = notifier
         self.states = StateStore(state_path)
         self.canary_failure_rate = canary_failure_rate
         self.rps = rps
@@ -207,7 +230,13 @@ class ControllerHarness:
         from fridaymorning.controller.loop import ServiceController
 
         return ServiceController(
-            self.service, self.router, self.platform, self.metrics, self.states, clock=self.clock
+            self.service,
+            self.router,
+            self.platform,
+            self.metrics,
+            self.states,
+            clock=self.clock,
+            notifier=self.notifier,
         )
 
     async def restart(self) -> None:
