@@ -329,7 +329,7 @@ class FakeHAProxyAdmin:
         if isinstance(found, str):
             return found
         if not found[2].checked:
-            return "Health checks are not configured on this server, cannot enable.\n\n"
+            return "Health check was not configured on this server, cannot enable.\n\n"
         found[2].health_enabled = True
         return DONE
 

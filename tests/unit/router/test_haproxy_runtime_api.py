@@ -102,3 +102,12 @@ async def test_backends_are_checked_against_what_haproxy_has(admin: FakeHAProxyA
         await router.ensure_backend("legacy")
     with pytest.raises(RouterError, match="has no backend 'shop'"):
         await router.ensure_backend("shop")
+
+
+async def test_a_socket_without_admin_level_is_refused_loudly(admin: FakeHAProxyAdmin) -> None:
+    """On a socket below `level admin`, HAProxy answers 'Permission denied': add_server raises a RouterError
+    quoting it, and the server is not added."""
+    admin.answers["add server"] = "Permission denied\n\n"
+    with pytest.raises(RouterError, match="Permission denied"):
+        await router_for(admin).add_server("web", "v2-1", "127.0.0.1", 9002)
+    assert list(admin.backends["web"]) == ["v1-1"]
