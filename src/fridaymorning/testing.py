@@ -171,7 +171,7 @@ class FakeHAProxyAdmin:
             self.add_backend(name, algorithm)
         self.commands: list[str] = []
         self.answers: dict[str, str] = {}
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()
         self._server = socketserver.ThreadingUnixStreamServer(str(self.path), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -209,7 +209,7 @@ class FakeHAProxyAdmin:
 
     def answer(self, command: str) -> str:
         """HAProxy's answer to `command` (one line, no newline), changing the state as HAProxy would."""
-        with self.lock:
+        with self._lock:
             self.commands.append(command)
             overrides = [prefix for prefix in self.answers if command.startswith(prefix)]
             if overrides:
