@@ -10,7 +10,9 @@ import asyncio
 import inspect
 import itertools
 import json
+import os
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ from typing import Any
 
 from fridaymorning.errors import RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
+from fridaymorning.notify.base import Notifier
 
 
 class FakeRouter:
@@ -81,6 +84,297 @@ class FakeRouter:
             raise RouterError(f"no such server {backend}/{server}") from None
 
 
+# --------------------------------------------------------------------------------------------------
+# HAProxy's admin socket (runtime API), in memory
+# --------------------------------------------------------------------------------------------------
+
+# What HAProxy 2.6 answers, read from a running one. Commands that succeed silently answer one newline.
+DONE = "\n"
+NO_SUCH_BACKEND = "No such backend.\n\n"
+NO_SUCH_SERVER = "No such server.\n\n"
+UNKNOWN_COMMAND = (
+    "Unknown command, but maybe one of the following ones is a better match:\n"
+    "  help [<command>]                        : list matching or all commands\n\n"
+)
+# `show servers state`, format 1: the header HAProxy writes, and what a fake server fills in.
+SERVERS_STATE_HEADER = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight "
+    "srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state "
+    "srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl "
+    "srv_check_port srv_check_addr srv_agent_addr srv_agent_port"
+)
+# The columns of `show stat` the router reads, in HAProxy's order (HAProxy has about a hundred more).
+SHOW_STAT_COLUMNS = (
+    "pxname",
+    "svname",
+    "qcur",
+    "scur",
+    "stot",
+    "status",
+    "weight",
+    "addr",
+    "algo",
+    "uweight",
+)
+# srv_admin_state bits (HAProxy's SRV_ADMF_FMAINT and SRV_ADMF_FDRAIN).
+ADMIN_STATE_BITS = {"ready": 0, "maint": 1, "drain": 8}
+HAPROXY_MAX_WEIGHT = 256
+
+
+class FakeServer:
+    """One server of a FakeHAProxyAdmin backend. Tests may set `sessions`, `total_requests` and `healthy`."""
+
+    def __init__(self, address: str, port: int, weight: int, *, checked: bool, admin: str) -> None:
+        self.address = address
+        self.port = port
+        self.weight = weight
+        self.initial_weight = weight
+        self.checked = checked  # declared with `check`
+        self.health_enabled = False
+        self.admin = admin  # ready, drain or maint
+        self.healthy = True  # what its health checks find, once enabled
+        self.sessions = 0
+        self.total_requests = 0
+
+    @property
+    def status(self) -> str:
+        """The status column of `show stat`."""
+        if self.admin == "maint":
+            return "MAINT"
+        if not self.health_enabled:
+            return "DRAIN" if self.admin == "drain" else "no check"
+        if not self.healthy:
+            return "DOWN"
+        return "DRAIN" if self.admin == "drain" else "UP"
+
+
+class FakeHAProxyAdmin:
+    """HAProxy's admin socket: a Unix-socket server that keeps backends and servers in memory.
+
+    It answers the runtime API commands HAProxyRouter sends, one per connection, with HAProxy 2.6's
+    texts for success and for refusal: `show stat`, `show info`, `show servers state`, `add server`,
+    `del server`, `enable|disable server`, `enable health`, `set server B/S state ready|drain|maint`,
+    `set weight`, `get weight` and `enable dynamic-cookie backend`. Any other command gets HAProxy's
+    "Unknown command". As in HAProxy, an added server starts in maintenance, `del server` takes only
+    a server in maintenance without sessions, and weights are integers within 0..256.
+
+    Every command received is kept in `commands`. `answers` maps a command prefix to an answer that
+    replaces the real one (the longest prefix wins), to make HAProxy refuse something the model
+    would accept. Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(self, path: str | Path, backends: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.backends: dict[str, dict[str, FakeServer]] = {}
+        self.algorithms: dict[str, str] = {}
+        for name, algorithm in (backends or {"web": "roundrobin"}).items():
+            self.add_backend(name, algorithm)
+        self.commands: list[str] = []
+        self.answers: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._server = socketserver.ThreadingUnixStreamServer(str(self.path), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def add_backend(self, name: str, algorithm: str = "roundrobin") -> None:
+        """A backend, as haproxy.cfg declares it, balanced by `algorithm`."""
+        self.backends[name] = {}
+        self.algorithms[name] = algorithm
+
+    def add_static_server(
+        self, backend: str, name: str, address: str, port: int, weight: int = 1
+    ) -> FakeServer:
+        """A server as a `server` line of haproxy.cfg declares it (no health check): ready at once."""
+        server = FakeServer(address, port, weight, checked=False, admin="ready")
+        self.backends[backend][name] = server
+        return server
+
+    def server(self, backend: str, name: str) -> FakeServer:
+        return self.backends[backend][name]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FakeHAProxyAdmin:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- answering ---------------------------------------------------------------------------------
+
+    def answer(self, command: str) -> str:
+        """HAProxy's answer to `command` (one line, no newline), changing the state as HAProxy would."""
+        with self._lock:
+            self.commands.append(command)
+            overrides = [prefix for prefix in self.answers if command.startswith(prefix)]
+            if overrides:
+                return self.answers[max(overrides, key=len)]
+            words = command.split()
+            for prefix, handler in self._handlers():
+                if words[: len(prefix)] == prefix:
+                    return handler(words[len(prefix) :])
+            return UNKNOWN_COMMAND
+
+    def _handlers(self) -> list[tuple[list[str], Callable[[list[str]], str]]]:
+        return [
+            (["show", "stat"], self._show_stat),
+            (["show", "info"], self._show_info),
+            (["show", "servers", "state"], self._show_servers_state),
+            (["add", "server"], self._add_server),
+            (["del", "server"], self._del_server),
+            (["enable", "server"], lambda args: self._set_admin(args, "ready")),
+            (["disable", "server"], lambda args: self._set_admin(args, "maint")),
+            (["enable", "health"], self._enable_health),
+            (["set", "server"], self._set_server),
+            (["set", "weight"], self._set_weight),
+            (["get", "weight"], self._get_weight),
+            (["enable", "dynamic-cookie", "backend"], self._enable_dynamic_cookie),
+        ]
+
+    def _find(self, args: list[str]) -> tuple[str, str, FakeServer] | str:
+        """The backend, name and server that `args[0]` ('backend/server') names, else HAProxy's refusal."""
+        backend, slash, name = (args[0] if args else "").partition("/")
+        if not slash:
+            return "Require 'backend/server'.\n\n"
+        if backend not in self.backends:
+            return NO_SUCH_BACKEND
+        server = self.backends[backend].get(name)
+        return NO_SUCH_SERVER if server is None else (backend, name, server)
+
+    def _show_stat(self, _: list[str]) -> str:
+        rows = [",".join(SHOW_STAT_COLUMNS)]
+        for backend, servers in self.backends.items():
+            for name, server in servers.items():
+                address = f"{server.address}:{server.port}"
+                counts = (0, server.sessions, server.total_requests)
+                fields = (backend, name, *counts, server.status, server.weight, address, "", server.weight)
+                rows.append(",".join(map(str, fields)))
+            weight = sum(server.weight for server in servers.values() if server.admin == "ready")
+            sessions = sum(server.sessions for server in servers.values())
+            requests = sum(server.total_requests for server in servers.values())
+            row = (
+                backend,
+                "BACKEND",
+                0,
+                sessions,
+                requests,
+                "UP",
+                weight,
+                "",
+                self.algorithms[backend],
+                weight,
+            )
+            rows.append(",".join(map(str, row)))
+        return "# " + "\n".join(rows) + "\n\n"
+
+    def _show_info(self, _: list[str]) -> str:
+        return f"Name: HAProxy\nVersion: 2.6.12\nPid: {os.getpid()}\nDroppedLogs: 0\n\n"
+
+    def _show_servers_state(self, _: list[str]) -> str:
+        lines = ["1", SERVERS_STATE_HEADER]
+        for backend_id, (backend, servers) in enumerate(self.backends.items(), start=3):
+            for server_id, (name, server) in enumerate(servers.items(), start=1):
+                running = 0 if server.admin == "maint" else 2
+                lines.append(
+                    f"{backend_id} {backend} {server_id} {name} {server.address} {running} "
+                    f"{ADMIN_STATE_BITS[server.admin]} {server.weight} {server.initial_weight} "
+                    f"0 1 0 2 0 0 0 0 - {server.port} - 0 0 - - 0"
+                )
+        return "\n".join(lines) + "\n\n"
+
+    def _add_server(self, args: list[str]) -> str:
+        backend, _, name = (args[0] if args else "").partition("/")
+        if backend not in self.backends:
+            return "No such backend.\n"
+        if self.algorithms[backend] not in ("roundrobin", "leastconn", "first", "random"):
+            return "Backend must use a dynamic load balancing to support dynamic servers.\n"
+        if name in self.backends[backend]:
+            return "Already exists a server with the same name in backend.\n\n"
+        address, _, port = args[1].rpartition(":") if len(args) > 1 else ("", "", "")
+        options = args[2:]
+        weight = int(options[options.index("weight") + 1]) if "weight" in options else 1
+        if not 0 <= weight <= HAPROXY_MAX_WEIGHT:
+            return f"weight of server {name} is not within 0 and {HAPROXY_MAX_WEIGHT} ({weight})..\n\n"
+        self.backends[backend][name] = FakeServer(
+            address.strip("[]"), int(port), weight, checked="check" in options, admin="maint"
+        )
+        return "New server registered.\n\n"
+
+    def _del_server(self, args: list[str]) -> str:
+        found = self._find(args)
+        if isinstance(found, str):
+            return found.rstrip("\n") + "\n"  # `del server` ends its refusals with one newline
+        backend, name, server = found
+        if server.admin != "maint":
+            return "Only servers in maintenance mode can be deleted.\n"
+        if server.sessions:
+            return "Server still has connections attached to it, cannot remove it.\n"
+        del self.backends[backend][name]
+        return "Server deleted.\n"
+
+    def _set_admin(self, args: list[str], admin: str) -> str:
+        found = self._find(args)
+        if isinstance(found, str):
+            return found
+        found[2].admin = admin
+        return DONE
+
+    def _enable_health(self, args: list[str]) -> str:
+        found = self._find(args)
+        if isinstance(found, str):
+            return found
+        if not found[2].checked:
+            return "Health check was not configured on this server, cannot enable.\n\n"
+        found[2].health_enabled = True
+        return DONE
+
+    def _set_server(self, args: list[str]) -> str:
+        found = self._find(args)
+        if isinstance(found, str):
+            return found
+        if args[1:2] != ["state"] or len(args) < 3 or args[2] not in ADMIN_STATE_BITS:
+            return "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"
+        found[2].admin = args[2]
+        return DONE
+
+    def _set_weight(self, args: list[str]) -> str:
+        found = self._find(args)
+        if isinstance(found, str):
+            return found
+        try:
+            weight = int(args[1])
+        except (IndexError, ValueError):
+            return "Require <weight> or <weight%>.\n\n"
+        if not 0 <= weight <= HAPROXY_MAX_WEIGHT:
+            return f"Absolute weight can only be between 0 and {HAPROXY_MAX_WEIGHT} inclusive.\n\n"
+        found[2].weight = weight
+        return DONE
+
+    def _get_weight(self, args: list[str]) -> str:
+        found = self._find(args)
+        if isinstance(found, str):
+            return found
+        return f"{found[2].weight} (initial {found[2].initial_weight})\n\n"
+
+    def _enable_dynamic_cookie(self, args: list[str]) -> str:
+        return DONE if args and args[0] in self.backends else NO_SUCH_BACKEND
+
+    def _handler_class(self) -> type[socketserver.StreamRequestHandler]:
+        admin = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                command = self.rfile.readline().decode(errors="replace").rstrip("\r\n")
+                self.wfile.write(admin.answer(command).encode())
+
+        return Handler
+
+
 class FakePlatform:
     """A Platform whose instances are records; `fail_versions` never start."""
 
@@ -119,6 +413,25 @@ class FakePlatform:
 
     async def close(self) -> None:
         await self.stop(list(self.running))
+
+
+class FakeNotifier:
+    """A Notifier that keeps every event it was given, in order, and delivers them at once."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kind of each event given ("started", "step", ...), in order."""
+        return [event["event"] for event in self.events]
+
+    def send_in_background(self, event: dict[str, Any]) -> list[asyncio.Task[bool]]:
+        self.events.append(event)
+        return []
+
+    def stats(self) -> dict[str, Any]:
+        return {"sent": len(self.events), "failed": 0, "skipped": 0, "targets": []}
 
 
 class MemoryMetricStore:
@@ -189,6 +502,7 @@ class ControllerHarness:
         platform: FakePlatform | None = None,
         rps: int = 200,
         ab_share: float = 0.2,
+        notifier: Notifier | None = None,
     ) -> None:
         from fridaymorning.controller.state import StateStore
 
@@ -197,6 +511,8 @@ class ControllerHarness:
         self.router = FakeRouter()
         self.platform = platform or FakePlatform()
         self.metrics = MemoryMetricStore()
+        # None: the service's own webhooks, as in production.
+        self.notifier = notifier
         self.states = StateStore(state_path)
         self.canary_failure_rate = canary_failure_rate
         self.rps = rps
@@ -207,7 +523,13 @@ class ControllerHarness:
         from fridaymorning.controller.loop import ServiceController
 
         return ServiceController(
-            self.service, self.router, self.platform, self.metrics, self.states, clock=self.clock
+            self.service,
+            self.router,
+            self.platform,
+            self.metrics,
+            self.states,
+            clock=self.clock,
+            notifier=self.notifier,
         )
 
     async def restart(self) -> None:

@@ -30,7 +30,7 @@ from fridaymorning.controller.hooks import (
     describe_failures,
     run_hooks,
 )
-from fridaymorning.controller.notify import Notifiers, build_event
+from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
@@ -46,6 +46,7 @@ from fridaymorning.controller.strategy import (
 from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
 from fridaymorning.models import Instance, ServerStatus, baseline_label
+from fridaymorning.notify import Notifier, Notifiers
 from fridaymorning.platform.base import Platform
 from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
@@ -148,6 +149,7 @@ class ServiceController:
         clock: Callable[[], float] = time.time,
         data_lag_s: float = 0.0,
         hooks_cwd: str | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.service = service
         self.router = router
@@ -167,7 +169,8 @@ class ServiceController:
         # The latest verdict, and the rollout it judged: a verdict belongs to its rollout only.
         self.last_verdict: Verdict | None = None
         self.last_verdict_rollout: int | None = None
-        self.notifiers = Notifiers(service.notifications)
+        # Unless given one, the service's webhooks.
+        self.notifier: Notifier = notifier if notifier is not None else Notifiers(service.notifications)
         self._load_tests: list[LoadTest] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
@@ -730,10 +733,8 @@ class ServiceController:
 
         Each webhook receives the rollout's events in the order they happened.
         """
-        if not self.service.notifications:
-            return
         event = build_event(kind, state, reason, evidence)  # type: ignore[arg-type]
-        for task in self.notifiers.send_in_background(event):
+        for task in self.notifier.send_in_background(event):
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
@@ -750,7 +751,7 @@ class ServiceController:
             "config_stable": self.service.stable,
             "rollout": rollout_dict(active) if active else None,
             "verdict": self.current_verdict(active),
-            "notifications": self.notifiers.stats(),
+            "notifications": self.notifier.stats(),
         }
 
     def current_verdict(self, active: RolloutState | None) -> dict[str, Any] | None:

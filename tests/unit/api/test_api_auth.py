@@ -1,7 +1,8 @@
 """Every state-changing route, found in the app's own route table, needs the bearer token.
 
-The routes are read from `app.routes`, not listed here: a new POST (or PUT, PATCH, DELETE) route is
-covered the day it is added, and one whose path parameters have no sample value here fails loudly.
+The routes are read from the app's route table (through the routers it includes), not listed here: a new
+POST (or PUT, PATCH, DELETE) route is covered the day it is added, and one whose path parameters have no
+sample value here fails loudly.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from fridaymorning.controller.loop import rollout_dict
 
@@ -36,10 +37,9 @@ NOT_THE_TOKEN: dict[str, dict[str, Any]] = {
 
 def state_changing_routes(served: Served) -> list[APIRoute]:
     """The app's routes that take any method other than a read."""
+    routes = [context.original_route for context in iter_route_contexts(served.app.routes)]
     return [
-        route
-        for route in served.app.routes
-        if isinstance(route, APIRoute) and set(route.methods or ()) - READ_METHODS
+        route for route in routes if isinstance(route, APIRoute) and set(route.methods or ()) - READ_METHODS
     ]
 
 

@@ -46,3 +46,41 @@ def test_the_event_stream_answers_with_the_declared_media_type(served: Served) -
         assert response.headers["content-type"].startswith("text/event-stream")
         first = next(response.iter_lines())
     assert first == ": connected"
+
+
+# Every operation the API offered when its routes were written inside create_app, read from that app's
+# OpenAPI document: moving the routes into modules must neither add, drop nor rename one.
+OPERATIONS = [
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/rollouts"),
+    ("GET", "/api/v1/rollouts/{rollout_id}"),
+    ("GET", "/api/v1/services"),
+    ("GET", "/api/v1/services/{service}/metrics"),
+    ("GET", "/api/v1/status"),
+    ("POST", "/api/v1/haproxy/reload"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/retry"),
+    ("POST", "/api/v1/rollouts/{rollout_id}/{action}"),
+    ("POST", "/api/v1/services/{service}/deploy"),
+]
+# The operations that change state: each must declare the bearer token, and only they.
+TOKEN_OPERATIONS = [operation for operation in OPERATIONS if operation[0] == "POST"]
+
+
+def test_openapi_lists_the_same_operations(served: Served) -> None:
+    """The OpenAPI document lists exactly the paths and methods the API has always offered."""
+    paths = served.client.get("/openapi.json").json()["paths"]
+    assert sorted((method.upper(), path) for path, operations in paths.items() for method in operations) == (
+        OPERATIONS
+    )
+
+
+def test_openapi_declares_the_token_on_every_change_and_only_there(served: Served) -> None:
+    """Exactly the state-changing operations declare the bearer token, and document its 401."""
+    paths = served.client.get("/openapi.json").json()["paths"]
+    secured = sorted(
+        (method.upper(), path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if operation.get("security") == [{"HTTPBearer": []}] and "401" in operation["responses"]
+    )
+    assert secured == TOKEN_OPERATIONS

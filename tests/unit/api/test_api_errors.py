@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fridaymorning.api.app import MAX_QUERY_SPAN_S, SQLITE_MAX_INTEGER
+from fridaymorning.api.dependencies import SQLITE_MAX_INTEGER
+from fridaymorning.api.metrics import MAX_QUERY_SPAN_S
 from fridaymorning.errors import StoreError
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from fridaymorning.api.app import EventHub
+from fridaymorning.api.events import EventHub
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.controller.state import StateStore
 

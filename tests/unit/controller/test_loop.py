@@ -10,7 +10,7 @@ import pytest
 from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError, StoreError
-from fridaymorning.testing import ControllerHarness, FakePlatform
+from fridaymorning.testing import ControllerHarness, FakeNotifier, FakePlatform
 
 
 def service_config() -> ServiceConfig:
@@ -33,9 +33,14 @@ def service_config() -> ServiceConfig:
 
 
 def make_harness(
-    tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None
+    tmp_path: Path,
+    canary_failure_rate: float = 0.0,
+    platform: FakePlatform | None = None,
+    notifier: FakeNotifier | None = None,
 ) -> ControllerHarness:
-    return ControllerHarness(service_config(), tmp_path / "state.db", canary_failure_rate, platform)
+    return ControllerHarness(
+        service_config(), tmp_path / "state.db", canary_failure_rate, platform, notifier=notifier
+    )
 
 
 async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> None:
@@ -177,3 +182,40 @@ async def test_dead_canary_server_is_rolled_back(tmp_path: Path) -> None:
     final = await asyncio.wait_for(harness.controller.wait(), 5)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "down" in final.reason
+
+
+async def test_each_transition_is_notified_in_order(tmp_path: Path) -> None:
+    """The controller hands its notifier one event per transition, in the order they happened, each
+    naming the rollout and its weight at that moment."""
+    notifier = FakeNotifier()
+    harness = make_harness(tmp_path, notifier=notifier)
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    await harness.drive(60)
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.PROMOTED
+    assert notifier.kinds == ["started", "step", "step", "promoted"]
+    assert [(event["step"], event["canary_weight"]) for event in notifier.events] == [
+        (1, 0),
+        (1, 10),
+        (2, 50),
+        (2, 100),
+    ]
+    assert {(event["service"], event["version"], event["baseline"]) for event in notifier.events} == {
+        ("web", "v2", "v1")
+    }
+
+
+async def test_a_rollback_is_notified_with_the_failing_check(tmp_path: Path) -> None:
+    """A rolled-back canary's last notification is "rolled_back", explained by the check that failed."""
+    notifier = FakeNotifier()
+    harness = make_harness(tmp_path, canary_failure_rate=0.2, notifier=notifier)
+    await harness.controller.start()
+    harness.controller.deploy("v2")
+    await harness.drive(30)
+    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
+    assert notifier.kinds[0] == "started"
+    assert notifier.kinds[-1] == "rolled_back"
+    assert "error_rate" in notifier.events[-1]["explanation"]
+    assert harness.controller.snapshot()["notifications"]["sent"] == len(notifier.events)

@@ -15,15 +15,10 @@ import pytest
 
 from fridaymorning.analysis.verdict import Check, VerdictPhase, combine
 from fridaymorning.config import NotificationConfig
-from fridaymorning.controller.notify import (
-    Notifiers,
-    WebhookNotifier,
-    build_event,
-    explain,
-    generic_payload,
-    slack_payload,
-)
+from fridaymorning.controller.notify import build_event, explain
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.notify import Notifier, Notifiers, WebhookNotifier
+from fridaymorning.notify.webhook import generic_payload, slack_payload
 from fridaymorning.testing import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(30)
@@ -240,7 +235,7 @@ async def test_events_reach_each_webhook_one_at_a_time_in_the_order_they_happene
 ) -> None:
     """A slow webhook gets "started", "step", "promoted" in that order, never two at once."""
     receiver.stall_s = 0.2
-    notifiers = Notifiers([notification(receiver.url)])
+    notifiers: Notifier = Notifiers([notification(receiver.url)])
     kinds = ["started", "step", "step", "promoted"]
     tasks = [
         task
