@@ -57,8 +57,8 @@ def test_binding_requirement_is_where_the_judges_bound_passes() -> None:
 def test_latency_checks_wait_for_the_end_of_the_warm_up() -> None:
     """The warm-up's latencies are not judged: a latency-bound step passes warmup_s seconds later."""
     step = [Step(10, 0, 3600, 1)]
-    cold = plan_evidence(Traffic(1000), Policy(warmup_s=0), step).steps[0]
-    warm = plan_evidence(Traffic(1000), Policy(warmup_s=120), step).steps[0]
+    cold = plan_evidence(Traffic(1000), Policy(warmup_s=0, latency_tolerance=1.25), step).steps[0]
+    warm = plan_evidence(Traffic(1000), Policy(warmup_s=120, latency_tolerance=1.25), step).steps[0]
     assert cold.binding.name == warm.binding.name == "p99_vs_baseline"
     assert warm.seconds == pytest.approx(cold.seconds + 120, abs=1)
     by_name = {requirement.name: requirement.seconds for requirement in warm.requirements}
@@ -73,10 +73,10 @@ def test_more_confidence_asks_for_more_requests() -> None:
 
 
 def test_a_looser_latency_tolerance_moves_the_binding_requirement() -> None:
-    """p99 against the baseline binds the default first step; with a 1.5x tolerance it stops binding."""
-    default = plan_evidence(Traffic(100), Policy(), STEPS).steps[0]
+    """p99 against the baseline binds the first step at a 1.25x tolerance; at 1.5x (default) it does not."""
+    default = plan_evidence(Traffic(100), Policy(latency_tolerance=1.25), STEPS).steps[0]
     assert default.binding.name == "p99_vs_baseline"
-    looser = plan_evidence(Traffic(100), Policy(latency_tolerance=1.5), STEPS).steps[0]
+    looser = plan_evidence(Traffic(100), Policy(), STEPS).steps[0]
     assert looser.binding.name != "p99_vs_baseline" and looser.seconds < default.seconds
 
 
