@@ -11,6 +11,10 @@ would show: its errors and latency quantiles at their expected values, moved `z`
 against the pass (z = 1.645 by default, so about 95% of identical canaries have passed by the time given,
 each check taken alone). Latencies are those of a lognormal with the given median and 99th percentile;
 the judge reads them from histogram bins 1% wide, which the plan charges against the tolerance too.
+The canary's first `warmup_s` seconds of traffic are not judged on latency (analysis.evidence), so the
+latency checks count only the requests of both versions after them. The plan takes the warm-up at its
+full length: an identical canary at high traffic often ends it after a few seconds, and then passes a
+latency-bound step up to `warmup_s` seconds sooner than planned.
 Pure: no I/O.
 """
 
@@ -147,15 +151,27 @@ def plan_evidence(
     stable at the canary's weight, so it serves as many requests as the canary.
     """
     canary_total = baseline_total = 0.0
+    warm_canary = warm_baseline = 0.0  # requests of the warm-up's seconds in earlier steps
+    elapsed = 0.0  # seconds since the rollout began, at the start of the step
     plans: list[StepPlan] = []
     for index, step in enumerate(steps, start=1):
         canary_rps = traffic.rps * step.weight / 100.0
         baseline_rps = canary_rps if fresh_baseline else traffic.rps - canary_rps
         start_canary, start_baseline = canary_total, baseline_total
+        warmup_left = max(policy.warmup_s - elapsed, 0.0)
 
         at = partial(_counts_at, start_canary, start_baseline, canary_rps, baseline_rps)
+        judged = partial(
+            _latency_counts_at,
+            at,
+            warm_canary,
+            warm_baseline,
+            canary_rps,
+            baseline_rps,
+            warmup_left,
+        )
         requirements = _requirements(
-            traffic, policy, step, at, canary_rps, compare=compare and baseline_rps > 0, z=z
+            traffic, policy, step, at, judged, canary_rps, compare=compare and baseline_rps > 0, z=z
         )
         binding = max(requirements, key=lambda requirement: requirement.seconds)
         seconds = binding.seconds
@@ -174,6 +190,10 @@ def plan_evidence(
             )
         )
         canary_total, baseline_total = canary, baseline
+        in_warmup = min(seconds, warmup_left)
+        warm_canary += canary_rps * in_warmup
+        warm_baseline += baseline_rps * in_warmup
+        elapsed += seconds
     return EvidencePlan(traffic, tuple(plans), compare)
 
 
@@ -182,15 +202,23 @@ def _requirements(
     policy: Policy,
     step: StepLike,
     at: Callable[[float], tuple[float, float]],
+    judged: Callable[[float], tuple[float, float]],
     canary_rps: float,
     *,
     compare: bool,
     z: float,
 ) -> list[Requirement]:
-    """Every requirement of one step, each with the seconds into the step at which it is met."""
+    """Every requirement of one step, each with the seconds into the step at which it is met.
+
+    `at` gives the canary's and the baseline's requests since the rollout began, `judged` those whose
+    latencies are judged (after the warm-up), each at a number of seconds into the step.
+    """
 
     def first(name: str, met: Callable[[float, float], bool], detail: str) -> Requirement:
         return Requirement(name, _first_second(lambda seconds: met(*at(seconds))), detail)
+
+    def first_judged(name: str, met: Callable[[float, float], bool], detail: str) -> Requirement:
+        return Requirement(name, _first_second(lambda seconds: met(*judged(seconds))), detail)
 
     error = traffic.error_rate
     requirements = [
@@ -218,7 +246,7 @@ def _requirements(
         )
     if policy.gates(0.01):
         requirements.append(
-            first(
+            first_judged(
                 "p99_slo",
                 lambda canary, _: (
                     _canary_upper_ms(traffic, canary, 0.99, policy.alpha, z) <= policy.max_p99_ms
@@ -247,7 +275,7 @@ def _requirements(
         name = f"p{q * 100:g}".replace(".", "_") + "_vs_baseline"
         within = partial(_latency_within, traffic, q, policy.alpha, z, policy.latency_tolerance)
         detail = f"canary's upper bound over the baseline's lower bound within {policy.latency_tolerance:g}x"
-        requirements.append(first(name, within, detail))
+        requirements.append(first_judged(name, within, detail))
     return requirements
 
 
@@ -256,6 +284,28 @@ def _counts_at(
 ) -> tuple[float, float]:
     """Canary and baseline requests since the rollout began, `seconds` into a step that started with these."""
     return canary + canary_rps * seconds, baseline + baseline_rps * seconds
+
+
+def _latency_counts_at(
+    at: Callable[[float], tuple[float, float]],
+    warm_canary: float,
+    warm_baseline: float,
+    canary_rps: float,
+    baseline_rps: float,
+    warmup_left: float,
+    seconds: float,
+) -> tuple[float, float]:
+    """Canary and baseline requests whose latencies are judged, `seconds` into a step.
+
+    The requests of the warm-up's seconds are left out: `warm_canary` and `warm_baseline` from earlier
+    steps, and the step's own first `warmup_left` seconds.
+    """
+    canary, baseline = at(seconds)
+    in_warmup = min(seconds, warmup_left)
+    return (
+        max(canary - warm_canary - canary_rps * in_warmup, 0.0),
+        max(baseline - warm_baseline - baseline_rps * in_warmup, 0.0),
+    )
 
 
 def _more(rate: float, trials: float, z: float) -> float:

@@ -29,7 +29,10 @@ class AnalysisConfig(BaseModel):
         default=0.005, ge=0, lt=1, description="to pass: canary error rate at most the baseline's plus this"
     )
     latency_tolerance: float = Field(
-        default=1.25, ge=1, description="to pass: canary quantiles at most this times the baseline's"
+        default=1.5,
+        ge=1,
+        description="to pass: canary quantiles shown to be at most this times the baseline's (a canary "
+        "surely slower than the baseline is still rolled back: latency_fail_ratio)",
     )
     latency_fail_ratio: float = Field(
         default=1.0,

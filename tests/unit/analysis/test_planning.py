@@ -26,9 +26,9 @@ def test_fast_traffic_fits_every_step_and_slow_traffic_warns() -> None:
 
 
 def test_requests_needed_do_not_depend_on_the_rate() -> None:
-    """The first step needs about the same canary requests at 100 and 1000 req/s, so ten times the time."""
-    slow = plan_evidence(Traffic(100), Policy(), STEPS).steps[0]
-    fast = plan_evidence(Traffic(1000), Policy(), STEPS).steps[0]
+    """Without a warm-up, the first step needs about the same canary requests at 100 and 1000 req/s."""
+    slow = plan_evidence(Traffic(100), Policy(warmup_s=0), STEPS).steps[0]
+    fast = plan_evidence(Traffic(1000), Policy(warmup_s=0), STEPS).steps[0]
     assert slow.step_requests == pytest.approx(fast.step_requests, rel=0.02)
     assert slow.seconds == pytest.approx(10 * fast.seconds, rel=0.02)
 
@@ -44,12 +44,25 @@ def test_evidence_carries_over_to_later_steps() -> None:
 
 def test_binding_requirement_is_where_the_judges_bound_passes() -> None:
     """With only the error SLO to bound, the step ends at the first second the judge's upper bound passes."""
-    policy = Policy(max_error_rate=0.005, error_rate_tolerance=0.5, quantiles=(0.5,), max_p99_ms=1e9)
+    policy = Policy(
+        max_error_rate=0.005, error_rate_tolerance=0.5, quantiles=(0.5,), max_p99_ms=1e9, warmup_s=0
+    )
     traffic = Traffic(rps=100, error_rate=0.0)
     step = plan_evidence(traffic, policy, [Step(100, 0, 3600, 1)], compare=False, z=0.0).steps[0]
     assert step.binding.name == "error_rate_slo"
     assert rate_upper_bound(0, 100 * step.seconds, policy.alpha) <= 0.005
     assert rate_upper_bound(0, 100 * (step.seconds - 1), policy.alpha) > 0.005
+
+
+def test_latency_checks_wait_for_the_end_of_the_warm_up() -> None:
+    """The warm-up's latencies are not judged: a latency-bound step passes warmup_s seconds later."""
+    step = [Step(10, 0, 3600, 1)]
+    cold = plan_evidence(Traffic(1000), Policy(warmup_s=0, latency_tolerance=1.25), step).steps[0]
+    warm = plan_evidence(Traffic(1000), Policy(warmup_s=120, latency_tolerance=1.25), step).steps[0]
+    assert cold.binding.name == warm.binding.name == "p99_vs_baseline"
+    assert warm.seconds == pytest.approx(cold.seconds + 120, abs=1)
+    by_name = {requirement.name: requirement.seconds for requirement in warm.requirements}
+    assert by_name["evidence"] == pytest.approx(10, abs=1)  # requests and errors count from the start
 
 
 def test_more_confidence_asks_for_more_requests() -> None:
@@ -60,10 +73,10 @@ def test_more_confidence_asks_for_more_requests() -> None:
 
 
 def test_a_looser_latency_tolerance_moves_the_binding_requirement() -> None:
-    """p99 against the baseline binds the default first step; with a 1.5x tolerance it stops binding."""
-    default = plan_evidence(Traffic(100), Policy(), STEPS).steps[0]
+    """p99 against the baseline binds the first step at a 1.25x tolerance; at 1.5x (default) it does not."""
+    default = plan_evidence(Traffic(100), Policy(latency_tolerance=1.25), STEPS).steps[0]
     assert default.binding.name == "p99_vs_baseline"
-    looser = plan_evidence(Traffic(100), Policy(latency_tolerance=1.5), STEPS).steps[0]
+    looser = plan_evidence(Traffic(100), Policy(), STEPS).steps[0]
     assert looser.binding.name != "p99_vs_baseline" and looser.seconds < default.seconds
 
 
