@@ -44,8 +44,8 @@ import numpy as np
 from fridaymorning.ingest._receive import _IoVec as IoVec
 from fridaymorning.ingest._receive import _MMsgHdr as Message
 from fridaymorning.ingest.framing import frame_octet_counted
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.summarize import summarize
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import new_sketch
 from fridaymorning.sketches import merge_sketches
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
 from fridaymorning.testing import wait_for
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from fridaymorning.config import PlatformConfig
-from fridaymorning.demo.traffic import TrafficGenerator
 from fridaymorning.errors import PlatformError
+from fridaymorning.loadgen.traffic import TrafficGenerator
 from fridaymorning.platform.local import (
     STATE_FILE_NAME,
     LocalPlatform,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts, process_alive
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(120)]
