@@ -7,15 +7,17 @@ the logic, not the component, is under test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -162,8 +164,32 @@ def synthetic_window(
     return window
 
 
+@contextlib.contextmanager
+def local_time_zone(spec: str) -> Iterator[None]:
+    """Run with the local time zone `spec` (a TZ value such as "UTC0"), then restore the machine's.
+
+    HAProxy's httplog dates are local time, so tests of the log parsers pin the zone. The parser's
+    date cache is cleared on entry and on exit, so no date read in one zone is reused in another.
+    """
+    from fridaymorning.ingest.haproxy_log import clear_date_cache
+
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = spec
+    time.tzset()
+    clear_date_cache()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+        clear_date_cache()
+
+
 class FakeClock:
-    """Virtual time for the controller: advanced by hand, one second per driven tick."""
+    """Virtual time: advanced by hand (the controller harness moves it one second per driven tick)."""
 
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
