@@ -18,45 +18,13 @@ import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
 from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
-from fridaymorning.testing import wait_for
+from fridaymorning.testing import logging_haproxy_config, wait_for
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(600)]
 
 # How long after an interval its lines may still arrive: generous, for a collector starved of CPU.
 SETTLE_S = 10.0
-
-CONFIG = """\
-global
-    log 127.0.0.1:{collector_port} local0
-    stats socket {admin_socket} mode 600 level admin
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe_logged
-    bind 127.0.0.1:{logged_port}
-    log global
-    option dontlognull
-    log-format "{compact_format}"
-    default_backend app
-frontend fe_quiet
-    bind 127.0.0.1:{quiet_port}
-    default_backend app
-backend app
-    balance roundrobin
-    server v1-1 127.0.0.1:{instance1}
-    server v1-2 127.0.0.1:{instance2}
-frontend instance1
-    bind 127.0.0.1:{instance1}
-    http-request return status 200 content-type text/plain string ok
-frontend instance2
-    bind 127.0.0.1:{instance2}
-    http-request return status 200 content-type text/plain string ok
-"""
 
 
 @dataclass
@@ -72,20 +40,21 @@ async def setup(haproxy_binary: str, free_port: Callable[[], int], tmp_path: Pat
     """A UDP collector and a real HAProxy logging to it, with its admin socket."""
     collector = UdpCollector("127.0.0.1", 0, lambda windows: None, flush_interval_s=0.2)
     await collector.start()
-    ports = {name: free_port() for name in ("logged_port", "quiet_port", "instance1", "instance2")}
+    logged_port, quiet_port = free_port(), free_port()
     admin_socket = tmp_path / "admin.sock"
-    config = CONFIG.format(
+    config = logging_haproxy_config(
         collector_port=collector.address[1],
         admin_socket=admin_socket,
-        compact_format=COMPACT_LOG_FORMAT,
-        **ports,
+        logged={"fe_logged": logged_port},
+        quiet={"fe_quiet": quiet_port},
+        servers={"v1-1": free_port(), "v1-2": free_port()},
     )
     config_path = tmp_path / "haproxy.cfg"
     config_path.write_text(config, encoding="utf-8")
     haproxy = HAProxyProcess(config_path, binary=haproxy_binary)
     await haproxy.start()
     try:
-        yield Setup(collector, HAProxyRouter(admin_socket), ports["logged_port"], ports["quiet_port"])
+        yield Setup(collector, HAProxyRouter(admin_socket), logged_port, quiet_port)
     finally:
         await haproxy.stop()
         await collector.stop()

@@ -20,43 +20,13 @@ import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
 from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts, process_alive
+from fridaymorning.testing import logging_haproxy_config
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(120)]
 
 # As fridaymorning renders it: an old worker closes idle keep-alive connections after answering,
 # and stops for good after `hard-stop-after`.
-CONFIG = """\
-global
-    log 127.0.0.1:{collector_port} local0
-    stats socket {admin_socket} mode 600 level admin expose-fd listeners
-    maxconn 2000
-    hard-stop-after 5s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    option idle-close-on-response
-frontend fe
-    bind 127.0.0.1:{frontend}
-    log global
-    option dontlognull
-    log-format "{compact_format}"
-    default_backend app
-backend app
-    balance roundrobin
-    server v1-1 127.0.0.1:{instance1}
-    server v1-2 127.0.0.1:{instance2}
-frontend instance1
-    bind 127.0.0.1:{instance1}
-    http-request return status 200 content-type text/plain string ok
-frontend instance2
-    bind 127.0.0.1:{instance2}
-    http-request return status 200 content-type text/plain string ok
-"""
-
 LOAD_SECONDS = 90
 
 
@@ -73,22 +43,21 @@ async def setup(haproxy_binary: str, free_port: Callable[[], int], tmp_path: Pat
     """A UDP collector and a master-worker HAProxy logging every request to it."""
     collector = UdpCollector("127.0.0.1", 0, lambda windows: None, flush_interval_s=0.2)
     await collector.start()
-    ports = {name: free_port() for name in ("frontend", "instance1", "instance2")}
+    frontend = free_port()
     admin_socket = tmp_path / "admin.sock"
     config_path = tmp_path / "haproxy.cfg"
-    config_path.write_text(
-        CONFIG.format(
-            collector_port=collector.address[1],
-            admin_socket=admin_socket,
-            compact_format=COMPACT_LOG_FORMAT,
-            **ports,
-        ),
-        encoding="utf-8",
+    config = logging_haproxy_config(
+        collector_port=collector.address[1],
+        admin_socket=admin_socket,
+        logged={"fe": frontend},
+        servers={"v1-1": free_port(), "v1-2": free_port()},
+        seamless_reload=True,
     )
+    config_path.write_text(config, encoding="utf-8")
     haproxy = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=StopTimeouts(graceful_s=3.0))
     await haproxy.start()
     try:
-        yield Setup(collector, haproxy, HAProxyRouter(admin_socket), ports["frontend"])
+        yield Setup(collector, haproxy, HAProxyRouter(admin_socket), frontend)
     finally:
         await haproxy.stop()
         await collector.stop()

@@ -7,35 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError, StoreError
-from fridaymorning.testing import ControllerHarness, FakePlatform
-
-
-def service_config() -> ServiceConfig:
-    return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {
-                "judge_interval_s": 0.001,
-                "steps": [
-                    {"weight": 10, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50},
-                    {"weight": 50, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50},
-                ],
-            },
-            "analysis": {"min_requests": 50},
-        }
-    )
+from fridaymorning.testing import ControllerHarness, FakePlatform, harness_service
 
 
 def make_harness(
     tmp_path: Path, canary_failure_rate: float = 0.0, platform: FakePlatform | None = None
 ) -> ControllerHarness:
-    return ControllerHarness(service_config(), tmp_path / "state.db", canary_failure_rate, platform)
+    return ControllerHarness(harness_service(10, 50), tmp_path / "state.db", canary_failure_rate, platform)
 
 
 async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> None:
