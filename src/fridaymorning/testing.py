@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ from fridaymorning.models import Instance, ServerState, ServerStatus, Window
 
 if TYPE_CHECKING:
     from fridaymorning.config import ServiceConfig
+    from fridaymorning.ingest.syslog import UdpCollector
+    from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
 
 
 class FakeRouter:
@@ -232,6 +235,16 @@ def logging_haproxy_config(
         lines += [f"frontend serve-{server}", f"    bind 127.0.0.1:{port}"]
         lines += ["    http-request return status 200 content-type text/plain string ok"]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class LoggingHAProxy:
+    """A UDP collector and a HAProxy logging every request of its logged frontends to it."""
+
+    collector: UdpCollector
+    haproxy: HAProxyProcess
+    router: HAProxyRouter
+    ports: dict[str, int]  # frontend name → port
 
 
 class FakeClock:

@@ -12,55 +12,23 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
-from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts, process_alive
-from fridaymorning.testing import logging_haproxy_config
+from fridaymorning.router.haproxy import StopTimeouts, process_alive
+from fridaymorning.testing import LoggingHAProxy
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(120)]
 
-# As fridaymorning renders it: an old worker closes idle keep-alive connections after answering,
-# and stops for good after `hard-stop-after`.
 LOAD_SECONDS = 90
 
 
-@dataclass
-class Setup:
-    collector: UdpCollector
-    haproxy: HAProxyProcess
-    router: HAProxyRouter
-    frontend: int
-
-
 @pytest.fixture
-async def setup(haproxy_binary: str, free_port: Callable[[], int], tmp_path: Path) -> AsyncIterator[Setup]:
-    """A UDP collector and a master-worker HAProxy logging every request to it."""
-    collector = UdpCollector("127.0.0.1", 0, lambda windows: None, flush_interval_s=0.2)
-    await collector.start()
-    frontend = free_port()
-    admin_socket = tmp_path / "admin.sock"
-    config_path = tmp_path / "haproxy.cfg"
-    config = logging_haproxy_config(
-        collector_port=collector.address[1],
-        admin_socket=admin_socket,
-        logged={"fe": frontend},
-        servers={"v1-1": free_port(), "v1-2": free_port()},
-        seamless_reload=True,
-    )
-    config_path.write_text(config, encoding="utf-8")
-    haproxy = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=StopTimeouts(graceful_s=3.0))
-    await haproxy.start()
-    try:
-        yield Setup(collector, haproxy, HAProxyRouter(admin_socket), frontend)
-    finally:
-        await haproxy.stop()
-        await collector.stop()
+async def setup(logging_haproxy: Callable[..., Awaitable[LoggingHAProxy]]) -> LoggingHAProxy:
+    """A master-worker HAProxy that reloads as fridaymorning's own does, logging every request."""
+    return await logging_haproxy(seamless_reload=True, stop_timeouts=StopTimeouts(graceful_s=3.0))
 
 
 async def start_wrk(binary: str, port: int) -> asyncio.subprocess.Process:
@@ -76,7 +44,7 @@ async def start_wrk(binary: str, port: int) -> asyncio.subprocess.Process:
     )
 
 
-async def reload_and_wait_for_old_worker(setup: Setup) -> None:
+async def reload_and_wait_for_old_worker(setup: LoggingHAProxy) -> None:
     """Reload; return once the old worker has exited, so its last lines fall in this interval."""
     old_worker = await setup.haproxy.worker_pid()
     await setup.haproxy.reload()
@@ -87,13 +55,13 @@ async def reload_and_wait_for_old_worker(setup: Setup) -> None:
 
 
 async def test_reloads_under_traffic_leave_no_line_missing_and_none_negative(
-    setup: Setup, wrk_binary: str
+    setup: LoggingHAProxy, wrk_binary: str
 ) -> None:
     """Two reloads under wrk load: the intervals across them are recognised as counter resets, no
     server is reported missing a line (nor a negative number), and the cumulative count of missing
     lines equals the true loss, which is 0 on loopback."""
     reconciler = Reconciler(setup.router, setup.collector, settle_s=1.5, backends={"app"}, poll_s=0.2)
-    load = await start_wrk(wrk_binary, setup.frontend)
+    load = await start_wrk(wrk_binary, setup.ports["fe"])
     await asyncio.sleep(0.5)
     snapshots = [await reconciler.snapshot()]
     results = []
