@@ -170,11 +170,13 @@ def units_in(source_root: Path) -> set[str]:
 
 
 def test_every_import_follows_the_written_layering() -> None:
+    """No module of src/fridaymorning imports a package that its README line does not allow."""
     rules, _ = parse_rules(README.read_text(encoding="utf-8"))
     assert violations(SOURCE, rules) == []
 
 
 def test_every_package_has_a_rule() -> None:
+    """Each package and top-level module has exactly one line in the README, and no line names a ghost."""
     rules, order = parse_rules(README.read_text(encoding="utf-8"))
     assert sorted(units_in(SOURCE) - set(rules)) == []
     assert sorted(set(rules) - units_in(SOURCE)) == []
@@ -194,6 +196,7 @@ def test_the_written_layering_runs_one_way() -> None:
 
 
 def test_a_wrong_way_import_is_named_with_file_line_and_rule(tmp_path: Path) -> None:
+    """A made-up analysis module importing config (inside a function, relatively) is reported."""
     source_root = tmp_path / PACKAGE
     (source_root / "analysis").mkdir(parents=True)
     (source_root / "analysis" / "__init__.py").write_text("")
@@ -210,6 +213,7 @@ def test_a_wrong_way_import_is_named_with_file_line_and_rule(tmp_path: Path) -> 
 
 
 def test_analysis_may_not_reach_files_or_processes(tmp_path: Path) -> None:
+    """analysis may use numpy, but not process pools or rich: those belong to simulation/ or cli."""
     source_root = tmp_path / PACKAGE
     (source_root / "analysis").mkdir(parents=True)
     (source_root / "analysis" / "simulate.py").write_text(
@@ -225,6 +229,7 @@ def test_analysis_may_not_reach_files_or_processes(tmp_path: Path) -> None:
 
 
 def test_rules_are_read_from_the_readme_list() -> None:
+    """Only the marked list is read; `anything`, `nothing` and remarks after a dash are understood."""
     readme = (
         "prose\n<!-- layering: begin -->\n- `cli`, `testing`: anything — the top\n"
         "- `api`: controller, `__init__` — never the router\n- `controller`: nothing\n"
