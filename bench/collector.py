@@ -44,10 +44,10 @@ import numpy as np
 from fridaymorning.ingest._receive import _IoVec as IoVec
 from fridaymorning.ingest._receive import _MMsgHdr as Message
 from fridaymorning.ingest.framing import frame_octet_counted
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.summarize import summarize
 from fridaymorning.models import new_sketch
 from fridaymorning.sketches import merge_sketches
+from fridaymorning.testing import logging_haproxy_config
 
 PYTHON = sys.executable
 SCRIPT = str(Path(__file__).resolve())
@@ -231,34 +231,6 @@ def bench_tcp(quick: bool) -> dict[str, Any]:
 
 # --- Live: wrk through a real HAProxy ---------------------------------------------------------------
 
-LIVE_CONFIG = """\
-global
-    log 127.0.0.1:{collector_port} local0
-    stats socket {admin_socket} mode 600 level admin
-    maxconn 4000
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend fe
-    bind 127.0.0.1:{frontend_port}
-    log global
-    option dontlognull
-    log-format "{compact_format}"
-    default_backend app
-backend app
-    balance roundrobin
-    server v1-1 127.0.0.1:{instance1}
-    server v2-1 127.0.0.1:{instance2}
-frontend instance1
-    bind 127.0.0.1:{instance1}
-    http-request return status 200 content-type text/plain string ok
-frontend instance2
-    bind 127.0.0.1:{instance2}
-    http-request return status 200 content-type text/plain string ok
-"""
-
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -291,15 +263,16 @@ def bench_live(quick: bool) -> dict[str, Any]:
     seconds = 5 if quick else 10
     collector = CollectorProcess("udp")
     with tempfile.TemporaryDirectory() as directory:
-        ports = {name: free_port() for name in ("frontend_port", "instance1", "instance2")}
+        frontend_port = free_port()
         admin_socket = Path(directory, "admin.sock")
         config = Path(directory, "haproxy.cfg")
         config.write_text(
-            LIVE_CONFIG.format(
+            logging_haproxy_config(
                 collector_port=collector.port,
                 admin_socket=admin_socket,
-                compact_format=COMPACT_LOG_FORMAT,
-                **ports,
+                logged={"fe": frontend_port},
+                servers={"v1-1": free_port(), "v2-1": free_port()},
+                maxconn=4000,
             )
         )
         haproxy = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=subprocess.DEVNULL)
@@ -309,7 +282,7 @@ def bench_live(quick: bool) -> dict[str, Any]:
                 time.sleep(0.05)
             cpu_before, started = collector.cpu_seconds(), time.time()
             wrk = subprocess.run(
-                ["wrk", "-t2", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{ports['frontend_port']}/"],
+                ["wrk", "-t2", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{frontend_port}/"],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -6,14 +6,14 @@ What it compares: for each scenario in bench/scenarios/ (5% canary errors at 100
 versions, a p99 regression of 25%, no traffic, too little traffic), many virtual rollouts are decided by
 
 - fm: fridaymorning's judge (analysis.judge) and controller.strategy.next_action with the default
-  policy (alpha 0.01) and analysis.simulate.DEFAULT_PLAN (10/25/50%, 30 s bake per step);
+  policy (alpha 0.01) and simulation.simulate.DEFAULT_PLAN (10/25/50%, 30 s bake per step);
 - flagger: Flagger's Istio-tutorial analysis as its scheduler runs it (1 min interval, success ≥ 99%,
   p99 ≤ 500 ms from Istio's buckets, threshold 5 acted upon at the next tick, stepWeight 10, maxWeight 50);
 - kayenta: Kayenta's NetflixACAJudge (IQR outlier removal, Mann-Whitney with a 98% Hodges-Lehmann
   interval, tolerance 0.25, effect size), 60 s intervals, marginal 75, pass 95, 5 minutes at 10% canary.
 
 The simulated traffic is production's: HAProxy's whole-millisecond Tr, the collector's lateness and flush
-(analysis.scenario gives the defaults).
+(simulation.scenario gives the defaults).
 
 Then the reality matrix, fm only: conditions production has and lognormal traffic lacks (a shared
 incident at 1000 and 100 req/s, a canary's cold start, sticky clients of unequal health, a sub-millisecond
@@ -44,8 +44,8 @@ from typing import Any
 
 from rich.console import Console
 
-from fridaymorning.analysis.scenario import load_scenario
-from fridaymorning.analysis.simulate import JUDGES, JudgeName, plan_and_policy, simulate, summary_table
+from fridaymorning.simulation.scenario import load_scenario
+from fridaymorning.simulation.simulate import JUDGES, JudgeName, plan_and_policy, simulate, summary_table
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 MATRIX = (

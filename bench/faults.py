@@ -63,7 +63,7 @@ import yaml
 from fridaymorning.client import TOKEN_FILE
 from fridaymorning.config import Config
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.demo.traffic import NO_VERSION, VERSION_HEADER, TrafficGenerator
+from fridaymorning.loadgen.traffic import NO_VERSION, VERSION_HEADER, TrafficGenerator
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.haproxy import PIDFILE_LINE, read_pid, runs_haproxy_master
 from fridaymorning.runtime import Runtime

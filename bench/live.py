@@ -60,10 +60,10 @@ from typing import Any
 
 import yaml
 
-from fridaymorning.analysis.simulate import DEFAULT_PLAN
 from fridaymorning.client import ApiClient, ApiUnavailableError
 from fridaymorning.config import Config, load_config
 from fridaymorning.errors import RolloutError
+from fridaymorning.simulation.simulate import DEFAULT_PLAN
 from fridaymorning.testing import FmUpProcess
 
 HERE = Path(__file__).resolve().parent / "live"

@@ -3,13 +3,13 @@
     .venv/bin/python bench/nuisances.py [--runs N] [--rates 1000,100] [--only NAME] [--json]
 
 What it compares: fridaymorning's judge (analysis.judge with the default analysis policy, or the
-fields given with --policy key=value) deciding analysis.simulate.DEFAULT_PLAN through
+fields given with --policy key=value) deciding simulation.simulate.DEFAULT_PLAN through
 controller.strategy.next_action, as `fm simulate` runs it, against the targets of the judge's issue
 on real services: at most 1% false rollbacks of an identical canary in each nuisance scenario, and
 each bad canary still rolled back (5% errors within 3 s p95 at 1000 req/s with at most 20 excess
 failed requests; p99 +25% within 60 s p95; +40 ms).
 
-The traffic is drawn here, second by second, by its own generator (not analysis.traffic), so that
+The traffic is drawn here, second by second, by its own generator (not simulation.traffic), so that
 the nuisances can be varied beside `fm simulate`'s scenarios: Poisson requests split binomially at
 the weight in force, binomial failures, and one multinomial latency histogram per second over
 DDSketch's bins, from a lognormal fitted to p50/p99, scaled by a factor (incident, cold start),
@@ -45,11 +45,11 @@ from scipy.stats import norm
 from fridaymorning.analysis.evidence import EMPTY_SECOND, ArmSecond, Evidence
 from fridaymorning.analysis.judge import fails, verdict_of
 from fridaymorning.analysis.policy import Policy
-from fridaymorning.analysis.simulate import DEFAULT_PLAN
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, UPPER_EDGES, index_of_value, lognormal_parameters
 from fridaymorning.analysis.verdict import Verdict, VerdictPhase
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.strategy import ActionKind, next_action
+from fridaymorning.simulation.simulate import DEFAULT_PLAN
 
 COMPARES = (
     "fm judge (default analysis policy, DEFAULT_PLAN) under real-traffic nuisances vs the targets: "
@@ -174,7 +174,7 @@ _PROBES = (Verdict(VerdictPhase.PASS, (), "probe"), Verdict(VerdictPhase.HOLD, (
 
 
 def run(scenario: Scenario, rps: float, policy: Policy, seed: int) -> dict[str, Any]:
-    """One rollout of DEFAULT_PLAN, judged as analysis.simulate.run_fm judges it."""
+    """One rollout of DEFAULT_PLAN, judged as simulation.simulate.run_fm judges it."""
     rng = np.random.default_rng(seed)
     plan = DEFAULT_PLAN
     state = RolloutState(

@@ -381,9 +381,9 @@ def simulate(
     as_json: bool = JsonOption,
 ) -> None:
     """Simulate whole rollouts in virtual time through the production judge and decision function."""
-    from fridaymorning.analysis.scenario import load_scenario
-    from fridaymorning.analysis.simulate import plan_and_policy, summary_table
-    from fridaymorning.analysis.simulate import simulate as run_simulation
+    from fridaymorning.simulation.scenario import load_scenario
+    from fridaymorning.simulation.simulate import plan_and_policy, summary_table
+    from fridaymorning.simulation.simulate import simulate as run_simulation
 
     try:
         scenario = load_scenario(scenario_path)

@@ -7,6 +7,7 @@ the logic, not the component, is under test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import json
@@ -17,14 +18,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fridaymorning.errors import RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
 from fridaymorning.notify.base import Notifier
+
+if TYPE_CHECKING:
+    from fridaymorning.config import ServiceConfig
+    from fridaymorning.ingest.syslog import UdpCollector
+    from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
 
 
 class FakeRouter:
@@ -475,14 +482,112 @@ def synthetic_window(
     return window
 
 
+@contextlib.contextmanager
+def local_time_zone(spec: str) -> Iterator[None]:
+    """Run with the local time zone `spec` (a TZ value such as "UTC0"), then restore the machine's.
+
+    HAProxy's httplog dates are local time, so tests of the log parsers pin the zone. The parser's
+    date cache is cleared on entry and on exit, so no date read in one zone is reused in another.
+    """
+    from fridaymorning.ingest.haproxy_log import clear_date_cache
+
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = spec
+    time.tzset()
+    clear_date_cache()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+        clear_date_cache()
+
+
+def logging_haproxy_config(
+    *,
+    collector_port: int,
+    admin_socket: str | Path,
+    logged: Mapping[str, int],
+    servers: Mapping[str, int],
+    quiet: Mapping[str, int] | None = None,
+    maxconn: int = 2000,
+    seamless_reload: bool = False,
+) -> str:
+    """A haproxy.cfg whose frontends log every request in the compact format to a collector on loopback.
+
+    `logged` and `quiet` name frontends (name → port) with and without logging; all balance over one
+    backend `app` of `servers` (server name → port). HAProxy itself plays each server: a frontend on
+    the server's port answers 200 "ok". `seamless_reload` passes the listeners to a reloaded worker
+    and closes idle keep-alive connections on the old one, as fridaymorning's own config does.
+    """
+    from fridaymorning.logformat import COMPACT_LOG_FORMAT
+
+    stats_socket = f"    stats socket {admin_socket} mode 600 level admin"
+    lines = ["global", f"    log 127.0.0.1:{collector_port} local0"]
+    lines += [stats_socket + " expose-fd listeners" if seamless_reload else stats_socket]
+    lines += [f"    maxconn {maxconn}"] + (["    hard-stop-after 5s"] if seamless_reload else [])
+    lines += ["defaults", "    mode http", "    timeout connect 2s", "    timeout client 10s"]
+    lines += ["    timeout server 10s"] + (["    option idle-close-on-response"] if seamless_reload else [])
+    for name, port in logged.items():
+        lines += [
+            f"frontend {name}",
+            f"    bind 127.0.0.1:{port}",
+            "    log global",
+            "    option dontlognull",
+        ]
+        lines += [f'    log-format "{COMPACT_LOG_FORMAT}"', "    default_backend app"]
+    for name, port in (quiet or {}).items():
+        lines += [f"frontend {name}", f"    bind 127.0.0.1:{port}", "    default_backend app"]
+    lines += ["backend app", "    balance roundrobin"]
+    lines += [f"    server {server} 127.0.0.1:{port}" for server, port in servers.items()]
+    for server, port in servers.items():
+        lines += [f"frontend serve-{server}", f"    bind 127.0.0.1:{port}"]
+        lines += ["    http-request return status 200 content-type text/plain string ok"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class LoggingHAProxy:
+    """A UDP collector and a HAProxy logging every request of its logged frontends to it."""
+
+    collector: UdpCollector
+    haproxy: HAProxyProcess
+    router: HAProxyRouter
+    ports: dict[str, int]  # frontend name → port
+
+
 class FakeClock:
-    """Virtual time for the controller: advanced by hand, one second per driven tick."""
+    """Virtual time: advanced by hand (the controller harness moves it one second per driven tick)."""
 
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
 
     def __call__(self) -> float:
         return self.now
+
+
+def harness_service(*weights: int) -> ServiceConfig:
+    """A service for ControllerHarness: one step per canary weight (percent), each of 5 to 20 s and at
+    least 50 canary requests, judged at every driven second."""
+    from fridaymorning.config import ServiceConfig
+
+    step = {"min_duration_s": 5, "max_duration_s": 20, "min_requests": 50}
+    return ServiceConfig.model_validate(
+        {
+            "name": "web",
+            "frontend": "127.0.0.1:8080",
+            "stable": "v1",
+            "platform": {"command": ["app", "{port}"]},
+            "rollout": {
+                "judge_interval_s": 0.001,
+                "steps": [{"weight": weight, **step} for weight in weights],
+            },
+            "analysis": {"min_requests": 50},
+        }
+    )
 
 
 class ControllerHarness:

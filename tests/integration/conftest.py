@@ -9,14 +9,16 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fridaymorning.router.haproxy import HAProxyProcess
-from fridaymorning.testing import VERSIONED_APP
+from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.procfs import process_alive, read_cmdline
+from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts
+from fridaymorning.testing import VERSIONED_APP, LoggingHAProxy, logging_haproxy_config
 
 UPSTREAM_CONFIG = """\
 global
@@ -90,22 +92,15 @@ def processes_using() -> Callable[[Path], list[int]]:
 
 def live_processes_using(path: Path) -> list[int]:
     """Pids of live processes whose command line mentions `path` (e.g. a haproxy.cfg)."""
-    needle = str(path).encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes() and stat_state(entry) != b"Z":
-                pids.append(int(entry.name))
-        except OSError:
-            continue  # the process ended while we looked
-    return pids
-
-
-def stat_state(entry: Path) -> bytes:
-    """The state letter of /proc/PID/stat ('Z' for a zombie, which is already dead)."""
-    return (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    needle = str(path)
+    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+    return [
+        pid
+        for pid in pids
+        if pid != os.getpid()
+        and any(needle in argument for argument in read_cmdline(pid) or ())
+        and process_alive(pid)
+    ]
 
 
 @pytest.fixture
@@ -134,6 +129,49 @@ async def http_upstreams(
     yield start
     for process in started:
         await process.stop()
+
+
+@pytest.fixture
+async def logging_haproxy(
+    haproxy_binary: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[LoggingHAProxy]]]:
+    """A factory: `await logging_haproxy(logged=("fe",))` starts a collector and a HAProxy logging to it.
+
+    The HAProxy balances its frontends over two servers it answers itself (testing.logging_haproxy_config);
+    `quiet` frontends do not log. Both are stopped at teardown.
+    """
+    started: list[LoggingHAProxy] = []
+
+    async def start(
+        logged: Sequence[str] = ("fe",),
+        quiet: Sequence[str] = (),
+        seamless_reload: bool = False,
+        stop_timeouts: StopTimeouts | None = None,
+    ) -> LoggingHAProxy:
+        collector = UdpCollector("127.0.0.1", 0, lambda windows: None, flush_interval_s=0.2)
+        await collector.start()
+        ports = {name: find_free_port() for name in (*logged, *quiet)}
+        admin_socket = tmp_path / "admin.sock"
+        config = logging_haproxy_config(
+            collector_port=collector.address[1],
+            admin_socket=admin_socket,
+            logged={name: ports[name] for name in logged},
+            quiet={name: ports[name] for name in quiet},
+            servers={"v1-1": find_free_port(), "v1-2": find_free_port()},
+            seamless_reload=seamless_reload,
+        )
+        config_path = tmp_path / "haproxy.cfg"
+        config_path.write_text(config, encoding="utf-8")
+        timeouts = {} if stop_timeouts is None else {"stop_timeouts": stop_timeouts}
+        haproxy = HAProxyProcess(config_path, binary=haproxy_binary, **timeouts)
+        started.append(LoggingHAProxy(collector, haproxy, HAProxyRouter(admin_socket), ports))
+        await haproxy.start()
+        return started[-1]
+
+    yield start
+    for setup in started:
+        await setup.haproxy.stop()
+        await setup.collector.stop()
 
 
 @pytest.fixture

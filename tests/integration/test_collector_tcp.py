@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import TcpCollector
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import Window
 from fridaymorning.router.haproxy import HAProxyProcess
 from fridaymorning.testing import EVENT_DEADLINE_S

@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from fridaymorning.errors import MissingBinaryError
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import STATUS_CLASSES, Window
 from fridaymorning.testing import EVENT_DEADLINE_S
 

@@ -16,17 +16,16 @@ import httpx
 import pytest
 
 from fridaymorning.config import PlatformConfig
-from fridaymorning.demo.traffic import TrafficGenerator
 from fridaymorning.errors import PlatformError
+from fridaymorning.loadgen.traffic import TrafficGenerator
 from fridaymorning.platform.local import (
     STATE_FILE_NAME,
     LocalPlatform,
     build_argv,
     cleanup_stale,
     free_port,
-    read_cmdline,
-    read_start_time,
 )
+from fridaymorning.procfs import process_alive, read_cmdline, read_start_time
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -86,15 +85,6 @@ def demo_config(**overrides: object) -> PlatformConfig:
     return PlatformConfig.model_validate(settings)
 
 
-def is_gone(pid: int) -> bool:
-    """True when no process has this pid, or only a zombie does (it no longer runs anything)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # gone, or going while being read (ProcessLookupError)
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 async def wait_healthy(url: str) -> None:
     async with httpx.AsyncClient(trust_env=False, timeout=1) as client:
         while True:
@@ -109,10 +99,10 @@ async def wait_healthy(url: str) -> None:
 async def wait_until_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if is_gone(pid):
+        if not process_alive(pid):
             return True
         await asyncio.sleep(0.05)
-    return is_gone(pid)
+    return not process_alive(pid)
 
 
 @pytest.fixture
@@ -294,7 +284,7 @@ async def test_demo_app_exits_zero_on_sigterm() -> None:
 
 def kill_if_running(pid: int) -> None:
     """Test cleanup: SIGKILL a process (and its group) this test started, unless it is already gone."""
-    if not is_gone(pid):
+    if process_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             if os.getpgid(pid) == pid:  # never the test runner's own group
                 os.killpg(pid, signal.SIGKILL)
@@ -398,7 +388,7 @@ async def test_instances_survive_a_killed_fm_and_are_adopted_by_the_next(tmp_pat
 
         await asyncio.sleep(0.3)  # would a dying parent take them down, it would have by now
         for pid, port in started.items():
-            assert not is_gone(pid)
+            assert process_alive(pid)
             await asyncio.wait_for(wait_healthy(f"http://127.0.0.1:{port}/healthz"), timeout=5)
 
         adopted = await asyncio.wait_for(platform.adopt(), timeout=EVENT_DEADLINE_S)
@@ -444,7 +434,7 @@ async def test_reused_pid_is_neither_adopted_nor_killed(tmp_path: Path) -> None:
         assert await asyncio.wait_for(platform.adopt(health_timeout_s=0.5), timeout=EVENT_DEADLINE_S) == []
         await asyncio.wait_for(platform.close(), timeout=EVENT_DEADLINE_S)
         await asyncio.sleep(0.2)
-        assert not is_gone(sleeper.pid)
+        assert process_alive(sleeper.pid)
         assert sleeper.returncode is None
         assert not (tmp_path / STATE_FILE_NAME).exists()
     finally:

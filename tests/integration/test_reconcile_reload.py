@@ -12,86 +12,23 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
-from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts, process_alive
+from fridaymorning.router.haproxy import StopTimeouts, process_alive
+from fridaymorning.testing import LoggingHAProxy
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(120)]
-
-# As fridaymorning renders it: an old worker closes idle keep-alive connections after answering,
-# and stops for good after `hard-stop-after`.
-CONFIG = """\
-global
-    log 127.0.0.1:{collector_port} local0
-    stats socket {admin_socket} mode 600 level admin expose-fd listeners
-    maxconn 2000
-    hard-stop-after 5s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-    option idle-close-on-response
-frontend fe
-    bind 127.0.0.1:{frontend}
-    log global
-    option dontlognull
-    log-format "{compact_format}"
-    default_backend app
-backend app
-    balance roundrobin
-    server v1-1 127.0.0.1:{instance1}
-    server v1-2 127.0.0.1:{instance2}
-frontend instance1
-    bind 127.0.0.1:{instance1}
-    http-request return status 200 content-type text/plain string ok
-frontend instance2
-    bind 127.0.0.1:{instance2}
-    http-request return status 200 content-type text/plain string ok
-"""
 
 LOAD_SECONDS = 90
 
 
-@dataclass
-class Setup:
-    collector: UdpCollector
-    haproxy: HAProxyProcess
-    router: HAProxyRouter
-    frontend: int
-
-
 @pytest.fixture
-async def setup(haproxy_binary: str, free_port: Callable[[], int], tmp_path: Path) -> AsyncIterator[Setup]:
-    """A UDP collector and a master-worker HAProxy logging every request to it."""
-    collector = UdpCollector("127.0.0.1", 0, lambda windows: None, flush_interval_s=0.2)
-    await collector.start()
-    ports = {name: free_port() for name in ("frontend", "instance1", "instance2")}
-    admin_socket = tmp_path / "admin.sock"
-    config_path = tmp_path / "haproxy.cfg"
-    config_path.write_text(
-        CONFIG.format(
-            collector_port=collector.address[1],
-            admin_socket=admin_socket,
-            compact_format=COMPACT_LOG_FORMAT,
-            **ports,
-        ),
-        encoding="utf-8",
-    )
-    haproxy = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=StopTimeouts(graceful_s=3.0))
-    await haproxy.start()
-    try:
-        yield Setup(collector, haproxy, HAProxyRouter(admin_socket), ports["frontend"])
-    finally:
-        await haproxy.stop()
-        await collector.stop()
+async def setup(logging_haproxy: Callable[..., Awaitable[LoggingHAProxy]]) -> LoggingHAProxy:
+    """A master-worker HAProxy that reloads as fridaymorning's own does, logging every request."""
+    return await logging_haproxy(seamless_reload=True, stop_timeouts=StopTimeouts(graceful_s=3.0))
 
 
 async def start_wrk(binary: str, port: int) -> asyncio.subprocess.Process:
@@ -107,7 +44,7 @@ async def start_wrk(binary: str, port: int) -> asyncio.subprocess.Process:
     )
 
 
-async def reload_and_wait_for_old_worker(setup: Setup) -> None:
+async def reload_and_wait_for_old_worker(setup: LoggingHAProxy) -> None:
     """Reload; return once the old worker has exited, so its last lines fall in this interval."""
     old_worker = await setup.haproxy.worker_pid()
     await setup.haproxy.reload()
@@ -118,13 +55,13 @@ async def reload_and_wait_for_old_worker(setup: Setup) -> None:
 
 
 async def test_reloads_under_traffic_leave_no_line_missing_and_none_negative(
-    setup: Setup, wrk_binary: str
+    setup: LoggingHAProxy, wrk_binary: str
 ) -> None:
     """Two reloads under wrk load: the intervals across them are recognised as counter resets, no
     server is reported missing a line (nor a negative number), and the cumulative count of missing
     lines equals the true loss, which is 0 on loopback."""
     reconciler = Reconciler(setup.router, setup.collector, settle_s=1.5, backends={"app"}, poll_s=0.2)
-    load = await start_wrk(wrk_binary, setup.frontend)
+    load = await start_wrk(wrk_binary, setup.ports["fe"])
     await asyncio.sleep(0.5)
     snapshots = [await reconciler.snapshot()]
     results = []

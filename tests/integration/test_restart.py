@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.procfs import process_alive
 from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, descendants, run_fm, wait_for_sync
 
 pytestmark = pytest.mark.haproxy
@@ -63,13 +64,4 @@ def test_kill_9_keeps_serving_and_the_rollout_resumes(
             second.stop()
     assert sum(counts["errors"] + counts["transport_errors"] for counts in tally.values()) == 0, tally
     assert tally["v1"]["requests"] > 0 and tally["v2"]["requests"] > 0
-    wait_for_sync(lambda: not [pid for pid in data_plane if is_running(pid)], "the data plane gone")
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (this sandbox's init may not reap orphans)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+    wait_for_sync(lambda: not [pid for pid in data_plane if process_alive(pid)], "the data plane gone")

@@ -21,8 +21,8 @@ import httpx
 
 from fridaymorning.config import HookConfig, HookKind, LoadTestConfig, parse_address
 from fridaymorning.controller.phases import RolloutState
-from fridaymorning.demo.traffic import TrafficGenerator
 from fridaymorning.errors import ConfigError
+from fridaymorning.loadgen.traffic import TrafficGenerator
 
 log = logging.getLogger(__name__)
 

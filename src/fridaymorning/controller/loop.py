@@ -38,10 +38,9 @@ from fridaymorning.controller.strategy import (
     Action,
     ActionKind,
     ManualCommand,
-    Plan,
-    Step,
     manual_action,
     next_action,
+    plan_of,
 )
 from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
@@ -61,24 +60,6 @@ ROLLBACK_RETRY_MAX_S = 5.0
 
 # Why a rollout ends when `fm up` is stopped in order (Ctrl-C, SIGTERM) while it runs.
 STOPPED_BY_OPERATOR = "stopped by the operator"
-
-
-def plan_of(service: ServiceConfig) -> Plan:
-    """The pure strategy's view of a service's rollout config.
-
-    Blue/green is one step at 100%: the rollback window, judged like any step.
-    """
-    rollout = service.rollout
-    if rollout.strategy == "blue_green":
-        first = rollout.steps[0]
-        window = rollout.blue_green.rollback_window_s
-        step = Step(100, window, max(window, first.max_duration_s), first.min_requests)
-        return Plan((step,), rollout.on_insufficient_evidence)
-    steps = tuple(
-        Step(step.weight, step.min_duration_s, step.max_duration_s, step.min_requests, step.approval)
-        for step in rollout.steps
-    )
-    return Plan(steps, rollout.on_insufficient_evidence)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Literal
 
 from fridaymorning.analysis.verdict import Verdict, VerdictPhase
+from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.errors import RolloutError
 
@@ -32,6 +33,24 @@ class Plan:
 
     steps: tuple[Step, ...]
     on_insufficient_evidence: Literal["hold", "rollback"] = "hold"
+
+
+def plan_of(service: ServiceConfig) -> Plan:
+    """The pure strategy's view of a service's rollout config.
+
+    Blue/green is one step at 100%: the rollback window, judged like any step.
+    """
+    rollout = service.rollout
+    if rollout.strategy == "blue_green":
+        first = rollout.steps[0]
+        window = rollout.blue_green.rollback_window_s
+        step = Step(100, window, max(window, first.max_duration_s), first.min_requests)
+        return Plan((step,), rollout.on_insufficient_evidence)
+    steps = tuple(
+        Step(step.weight, step.min_duration_s, step.max_duration_s, step.min_requests, step.approval)
+        for step in rollout.steps
+    )
+    return Plan(steps, rollout.on_insufficient_evidence)
 
 
 class ActionKind(StrEnum):

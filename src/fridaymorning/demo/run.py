@@ -27,7 +27,7 @@ from rich.table import Table
 from fridaymorning.analysis.verdict import Verdict, VerdictPhase
 from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
-from fridaymorning.demo.traffic import UNKNOWN_VERSION, TrafficGenerator
+from fridaymorning.loadgen.traffic import UNKNOWN_VERSION, TrafficGenerator
 from fridaymorning.runtime import Runtime
 
 RELEASES = (("v2", "promoted"), ("v3", "rolled_back"))

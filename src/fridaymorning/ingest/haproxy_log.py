@@ -52,9 +52,10 @@ import re
 import time
 from datetime import datetime
 
-# The log-format fridaymorning asks HAProxy for; the HAProxy router renders it into haproxy.cfg.
-COMPACT_LOG_FORMAT = "fm1 %Ts.%ms %b %s %ST %Tr %Ta %B %ts %ci"
-COMPACT_TAG = "fm1"  # first word of every compact message: names the format and its version
+# The format this module parses: fridaymorning.logformat, which the router renders into haproxy.cfg.
+from fridaymorning.logformat import COMPACT_LOG_FORMAT as COMPACT_LOG_FORMAT
+from fridaymorning.logformat import COMPACT_TAG as COMPACT_TAG
+
 _COMPACT_PREFIX = COMPACT_TAG + " "
 
 # The server HAProxy logs when a request never reached one (denied, bad request, no server up).

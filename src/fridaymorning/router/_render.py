@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fridaymorning.config import ABConfig, Config, ServiceConfig, parse_address
 from fridaymorning.errors import ConfigError
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router.base import ServerSpec
 
 # HAProxy 2.6 refuses a `stats socket` path longer than this (it keeps room for a temporary suffix).

@@ -7,29 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError, StoreError
-from fridaymorning.testing import ControllerHarness, FakeNotifier, FakePlatform
-
-
-def service_config() -> ServiceConfig:
-    return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {
-                "judge_interval_s": 0.001,
-                "steps": [
-                    {"weight": 10, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50},
-                    {"weight": 50, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50},
-                ],
-            },
-            "analysis": {"min_requests": 50},
-        }
-    )
+from fridaymorning.testing import ControllerHarness, FakeNotifier, FakePlatform, harness_service
 
 
 def make_harness(
@@ -39,7 +19,7 @@ def make_harness(
     notifier: FakeNotifier | None = None,
 ) -> ControllerHarness:
     return ControllerHarness(
-        service_config(), tmp_path / "state.db", canary_failure_rate, platform, notifier=notifier
+        harness_service(10, 50), tmp_path / "state.db", canary_failure_rate, platform, notifier=notifier
     )
 
 

@@ -7,26 +7,9 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.loop import STOPPED_BY_OPERATOR
 from fridaymorning.controller.phases import RolloutPhase
-from fridaymorning.testing import ControllerHarness
-
-
-def service_config() -> ServiceConfig:
-    return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {
-                "judge_interval_s": 0.001,
-                "steps": [{"weight": 10, "min_duration_s": 5, "max_duration_s": 20, "min_requests": 50}],
-            },
-            "analysis": {"min_requests": 50},
-        }
-    )
+from fridaymorning.testing import ControllerHarness, harness_service
 
 
 async def drive_until(
@@ -43,7 +26,7 @@ async def drive_until(
 async def test_status_shows_no_verdict_for_a_rollout_not_yet_judged(tmp_path: Path) -> None:
     """Right after a deploy, the snapshot (`fm status`, GET /api/v1/status) has no verdict: the previous
     rollout's last verdict is not shown as the new one's."""
-    harness = ControllerHarness(service_config(), tmp_path / "state.db")
+    harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
     controller = harness.controller
     await controller.start()
     controller.deploy("v2")
@@ -65,7 +48,7 @@ async def test_status_shows_no_verdict_for_a_rollout_not_yet_judged(tmp_path: Pa
 async def test_each_rollout_records_its_own_first_verdict(tmp_path: Path) -> None:
     """Two rollouts without traffic in a row: the second records its own first verdict (hold), even
     though the first rollout's last verdict had the same phase."""
-    harness = ControllerHarness(service_config(), tmp_path / "state.db")
+    harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
     controller = harness.controller
     await controller.start()
     for version in ("v2", "v3"):
@@ -84,7 +67,7 @@ async def test_each_rollout_records_its_own_first_verdict(tmp_path: Path) -> Non
 async def test_orderly_stop_aborts_the_running_rollout(tmp_path: Path) -> None:
     """Stopping the controller mid-rollout aborts it "stopped by the operator": recorded in the state
     store, canary removed, and a new controller on the same store resumes nothing."""
-    harness = ControllerHarness(service_config(), tmp_path / "state.db")
+    harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
     await harness.controller.start()
     rollout = harness.controller.deploy("v2")
     await drive_until(harness, lambda: harness.controller.last_verdict_rollout == rollout.id)
@@ -105,7 +88,7 @@ async def test_orderly_stop_aborts_the_running_rollout(tmp_path: Path) -> None:
 async def test_orderly_stop_before_the_canary_is_in_haproxy_ends_at_once(tmp_path: Path) -> None:
     """A stop that comes after the canary's instances started but before HAProxy holds their servers
     aborts the rollout and stops them: "No such server" is not retried for ever."""
-    harness = ControllerHarness(service_config(), tmp_path / "state.db")
+    harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
     never = asyncio.Event()
 
     async def add_server_stuck(*_: object, **__: object) -> None:
@@ -130,7 +113,7 @@ async def test_orderly_stop_before_the_canary_is_in_haproxy_ends_at_once(tmp_pat
 async def test_stable_from_the_store_wins_and_snapshot_names_the_config_one(tmp_path: Path) -> None:
     """After a promotion a new controller uses the store's stable version, and its snapshot carries the
     config's `stable:` too, so `fm status` can say which one wins."""
-    harness = ControllerHarness(service_config(), tmp_path / "state.db")
+    harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(60)

@@ -21,6 +21,7 @@ from fridaymorning.ingest.accounting import (
     socket_drops,
     udp_rcvbuf_errors,
 )
+from fridaymorning.testing import FakeClock
 
 BE = "web"
 
@@ -144,16 +145,6 @@ async def test_reconciler_checks_the_interval_between_two_snapshots() -> None:
     collector.logged = {(BE, "v1-1"): 6}
     assert (await reconciler.check(first, last)).mismatches == [Mismatch(BE, "v1-1", 6, 7, 7)]
     assert reconciler.stats()["mismatched_intervals"] == 1
-
-
-class FakeClock:
-    """A clock that jumps forward when the code sleeps (asyncio.sleep is patched by the test)."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(autouse=True)

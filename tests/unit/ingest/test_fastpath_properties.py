@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fridaymorning.ingest.aggregate import Aggregator
-from fridaymorning.ingest.haproxy_log import clear_date_cache, dropped_count, parse_event, parse_line
+from fridaymorning.ingest.haproxy_log import dropped_count, parse_event, parse_line
 from fridaymorning.ingest.pipeline import IngestPipeline
 from fridaymorning.ingest.summarize import summarize
+from fridaymorning.testing import local_time_zone
 
 VALID_LINES = [
     b"<134>Nov 26 12:38:53 haproxy[6027]: fm1 1795696733.462 be v1-1 200 4 9 73 -- 127.0.0.1",
@@ -31,18 +31,9 @@ ALPHABET = b" -/.:[]<>0123456789abfmv\n\r\t\x0b\xc3\xa9\x1cSCD"
 
 @pytest.fixture(autouse=True)
 def utc_time_zone() -> Iterator[None]:
-    """httplog dates are local time: fix the zone so results are reproducible."""
-    previous = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC0"
-    time.tzset()
-    clear_date_cache()
-    yield
-    if previous is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = previous
-    time.tzset()
-    clear_date_cache()
+    """httplog dates are local time: run every test in UTC, whatever the machine's zone."""
+    with local_time_zone("UTC0"):
+        yield
 
 
 @st.composite

@@ -5,7 +5,6 @@ The sample messages were captured from HAProxy 2.6.12 on this project's machines
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -13,7 +12,6 @@ import pytest
 
 from fridaymorning.ingest.haproxy_log import (
     COMPACT_LOG_FORMAT,
-    clear_date_cache,
     dropped_count,
     is_failure,
     parse_event,
@@ -22,6 +20,7 @@ from fridaymorning.ingest.haproxy_log import (
     split_syslog,
     syslog_second,
 )
+from fridaymorning.testing import local_time_zone
 
 # 2026-11-26 12:38:53 UTC
 SECOND = 1795696733
@@ -37,23 +36,8 @@ COMPACT_REQUEST = (SECOND, "be", "v1-1", 200, 4, 9, 73, "--")
 @pytest.fixture(autouse=True)
 def utc_time_zone() -> Iterator[None]:
     """httplog dates are local time: run every test in UTC, whatever the machine's zone."""
-    yield from _time_zone("UTC0")
-
-
-def _time_zone(spec: str) -> Iterator[None]:
-    previous = os.environ.get("TZ")
-    os.environ["TZ"] = spec
-    time.tzset()
-    clear_date_cache()
-    try:
+    with local_time_zone("UTC0"):
         yield
-    finally:
-        if previous is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = previous
-        time.tzset()
-        clear_date_cache()
 
 
 def test_compact_format_constant_is_the_one_verified_against_haproxy() -> None:
@@ -153,7 +137,7 @@ def test_httplog_without_captures() -> None:
 
 def test_httplog_date_is_read_in_local_time() -> None:
     """HAProxy writes local time without a zone: 12:38:53 in UTC+1 is 11:38:53 UTC."""
-    for _ in _time_zone("CET-1"):
+    with local_time_zone("CET-1"):
         request = parse_line(HTTPLOG)
         assert request is not None
         assert request[0] == SECOND - 3600

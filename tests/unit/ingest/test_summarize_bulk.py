@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib
 import io
-import os
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +20,10 @@ from hypothesis import strategies as st
 
 from fridaymorning.ingest.bulk import scan_httplog
 from fridaymorning.ingest.fastpath import DateCache, HeaderCache
-from fridaymorning.ingest.haproxy_log import clear_date_cache, is_failure, parse_event, parse_line
+from fridaymorning.ingest.haproxy_log import is_failure, parse_event, parse_line
 from fridaymorning.ingest.summarize import summarize
 from fridaymorning.models import STATUS_CLASSES
+from fridaymorning.testing import local_time_zone
 
 summarize_module = importlib.import_module("fridaymorning.ingest.summarize")
 
@@ -276,17 +275,9 @@ def text_lines(path: Path) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def utc_time_zone() -> Iterator[None]:
-    previous = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC0"
-    time.tzset()
-    clear_date_cache()
-    yield
-    if previous is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = previous
-    time.tzset()
-    clear_date_cache()
+    """httplog dates are local time: run every test in UTC, whatever the machine's zone."""
+    with local_time_zone("UTC0"):
+        yield
 
 
 @pytest.fixture(params=[4 * 1024 * 1024, 997], ids=["one-chunk", "small-chunks"])

@@ -16,9 +16,8 @@ from fridaymorning.platform.local import (
     STATE_FILE_NAME,
     LocalPlatform,
     cleanup_stale,
-    read_cmdline,
-    read_start_time,
 )
+from fridaymorning.procfs import read_cmdline, read_start_time
 from fridaymorning.testing import wait_for_sync
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")

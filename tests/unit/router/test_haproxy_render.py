@@ -9,7 +9,7 @@ import pytest
 
 from fridaymorning.config import Config
 from fridaymorning.errors import ConfigError
-from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
+from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router import (
     ServerSpec,
     ab_backend,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fridaymorning.analysis.judge import Policy
-from fridaymorning.analysis.reference import (
+from fridaymorning.analysis.stats import HISTOGRAM_SIZE, index_of_value
+from fridaymorning.simulation.reference import (
     FlaggerAnalysis,
     KayentaAnalysis,
     commons_percentile,
@@ -19,9 +20,8 @@ from fridaymorning.analysis.reference import (
     prometheus_quantile,
     without_outliers,
 )
-from fridaymorning.analysis.scenario import Scenario
-from fridaymorning.analysis.simulate import DEFAULT_PLAN, run_flagger, run_kayenta
-from fridaymorning.analysis.stats import HISTOGRAM_SIZE, index_of_value
+from fridaymorning.simulation.scenario import Scenario
+from fridaymorning.simulation.simulate import DEFAULT_PLAN, run_flagger, run_kayenta
 
 
 def scenario(**changes: Any) -> Scenario:

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from fridaymorning.demo.loopback_http import LoopbackClient
-from fridaymorning.demo.traffic import TrafficGenerator
+from fridaymorning.loadgen.loopback_http import LoopbackClient
+from fridaymorning.loadgen.traffic import TrafficGenerator
 
 OK = b"HTTP/1.1 200 OK\r\nX-Version: v2\r\nContent-Length: 5\r\n\r\nhello"
 CHUNKED = (

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fridaymorning.analysis import simulate as simulate_module
 from fridaymorning.analysis.judge import Policy
-from fridaymorning.analysis.scenario import Scenario, load_scenario, parse_scenario
-from fridaymorning.analysis.simulate import DEFAULT_PLAN, JUDGES, run_fm, simulate
-from fridaymorning.analysis.traffic import TrafficStream
 from fridaymorning.controller import loop, strategy
 from fridaymorning.errors import ConfigError
+from fridaymorning.simulation import simulate as simulate_module
+from fridaymorning.simulation.scenario import Scenario, load_scenario, parse_scenario
+from fridaymorning.simulation.simulate import DEFAULT_PLAN, JUDGES, run_fm, simulate
+from fridaymorning.simulation.traffic import TrafficStream
 
 SCENARIOS = Path(__file__).parents[3] / "bench" / "scenarios"
 

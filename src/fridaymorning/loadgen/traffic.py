@@ -1,6 +1,6 @@
-"""A paced HTTP load generator for the demo, tallying answers by the version that served them.
+"""A paced HTTP load generator for `fm demo` and load-test hooks, tallying answers by serving version.
 
-It only ever targets loopback: the demo must not be usable to load someone else's server. Plain http
+It only ever targets loopback: it must not be usable to load someone else's server. Plain http
 goes through the lean LoopbackClient (loopback_http.py), so that generating load costs little CPU on a
 busy machine; https, or a test's httpx transport, goes through httpx.
 """
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fridaymorning.demo.loopback_http import LoopbackClient
+from fridaymorning.loadgen.loopback_http import LoopbackClient
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from fridaymorning.analysis.evidence import EMPTY_SECOND, ArmSecond
-from fridaymorning.analysis.scenario import Scenario, Version
 from fridaymorning.analysis.stats import (
     HISTOGRAM_SIZE,
     UPPER_EDGES,
     FloatArray,
     lognormal_parameters,
 )
+from fridaymorning.simulation.scenario import Scenario, Version
 
 IntArray = npt.NDArray[np.int64]
 

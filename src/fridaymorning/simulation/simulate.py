@@ -16,7 +16,7 @@ controller/loop.py moves it:
 At a tick the verdict is only built when it can change the decision (run_fm says when); the runs end
 exactly as if it were built at every tick (a unit test compares both).
 
-`flagger` and `kayenta` are the reference judges of analysis.reference, with their own step plans.
+`flagger` and `kayenta` are the reference judges of simulation.reference, with their own step plans.
 Virtual time: docs/statistics.md gives the measured cost of 1,000 runs of 15 minutes at 1,000 req/s
 (bench/scenarios/full-length.yaml).
 """
@@ -37,19 +37,19 @@ from rich.table import Table
 from fridaymorning.analysis.evidence import Evidence
 from fridaymorning.analysis.judge import fails, verdict_of
 from fridaymorning.analysis.policy import Policy
-from fridaymorning.analysis.reference import (
+from fridaymorning.analysis.stats import HISTOGRAM_SIZE, FloatArray
+from fridaymorning.analysis.verdict import Verdict, VerdictPhase
+from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.controller.strategy import ActionKind, Plan, Step, next_action
+from fridaymorning.simulation.reference import (
     FlaggerAnalysis,
     KayentaAnalysis,
     flagger_check,
     kayenta_score,
     per_second_metrics,
 )
-from fridaymorning.analysis.scenario import Scenario
-from fridaymorning.analysis.stats import HISTOGRAM_SIZE, FloatArray
-from fridaymorning.analysis.traffic import TrafficStream
-from fridaymorning.analysis.verdict import Verdict, VerdictPhase
-from fridaymorning.controller.phases import RolloutPhase, RolloutState
-from fridaymorning.controller.strategy import ActionKind, Plan, Step, next_action
+from fridaymorning.simulation.scenario import Scenario
+from fridaymorning.simulation.traffic import TrafficStream
 
 JudgeName = Literal["fm", "flagger", "kayenta"]
 JUDGES: Final[tuple[JudgeName, ...]] = ("fm", "flagger", "kayenta")
@@ -238,7 +238,7 @@ def run_flagger(
     """One rollout decided as Flagger's scheduler decides (its own step plan; `plan` is not used).
 
     A tick first rolls back if the failed checks have reached the threshold, then runs the checks:
-    the check that reaches the threshold is acted upon at the next tick (analysis.reference).
+    the check that reaches the threshold is acted upon at the next tick (simulation.reference).
     """
     analysis = FlaggerAnalysis()
     traffic = TrafficStream(scenario, rng)
@@ -386,7 +386,7 @@ def plan_and_policy(config_path: str | Path | None, service: str | None = None) 
     if config_path is None:
         return DEFAULT_PLAN, Policy(), DEFAULT_JUDGE_INTERVAL_S
     from fridaymorning.config import load_config
-    from fridaymorning.controller.loop import plan_of
+    from fridaymorning.controller.strategy import plan_of
 
     chosen = load_config(config_path).service(service)
     return plan_of(chosen), chosen.analysis, chosen.rollout.judge_interval_s

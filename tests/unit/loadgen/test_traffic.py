@@ -8,7 +8,7 @@ import itertools
 import httpx
 import pytest
 
-from fridaymorning.demo.traffic import CATCH_UP_S, TrafficGenerator, check_loopback_url
+from fridaymorning.loadgen.traffic import CATCH_UP_S, TrafficGenerator, check_loopback_url
 
 
 @pytest.mark.parametrize(

@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 
 from fridaymorning.analysis.judge import Policy
-from fridaymorning.analysis.scenario import (
-    COLLECTOR_LATENESS_S,
-    HAPROXY_TIMEOUT_SERVER_S,
-    Scenario,
-    load_scenario,
-)
-from fridaymorning.analysis.simulate import DEFAULT_PLAN, run_fm
 from fridaymorning.analysis.stats import index_of_value, lognormal_parameters
-from fridaymorning.analysis.traffic import TrafficStream, latency_support
 from fridaymorning.config import CollectorConfig
 from fridaymorning.controller.loop import judged_seconds
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.errors import ConfigError
 from fridaymorning.router._render import render_defaults
+from fridaymorning.simulation.scenario import (
+    COLLECTOR_LATENESS_S,
+    HAPROXY_TIMEOUT_SERVER_S,
+    Scenario,
+    load_scenario,
+)
+from fridaymorning.simulation.simulate import DEFAULT_PLAN, run_fm
+from fridaymorning.simulation.traffic import TrafficStream, latency_support
 
 SCENARIOS = Path(__file__).parents[3] / "bench" / "scenarios"
 SAME = {"error_rate": 0.001, "latency_ms": {"p50": 40, "p99": 180}}
@@ -176,7 +176,7 @@ def test_an_incident_hits_both_versions() -> None:
 
 def median_ms(arms: list[Any]) -> float:
     """The median latency of these seconds together, from their histograms."""
-    from fridaymorning.analysis.reference import histogram_quantile
+    from fridaymorning.simulation.reference import histogram_quantile
 
     return histogram_quantile(sum(arm.histogram for arm in arms), 0.5)
 
