@@ -1,12 +1,12 @@
 """The Router role and its HAProxy implementation."""
 
 from fridaymorning.router._render import ab_backend, affinity_backends, backends_of, render_haproxy_config
-from fridaymorning.router.base import Router, ServerSpec
+from fridaymorning.router._weights import weights_for_shares
+from fridaymorning.router.base import Router, ServerSpec, Share
 from fridaymorning.router.haproxy import (
     HAProxyProcess,
     HAProxyRouter,
     StopTimeouts,
-    split_weights,
     write_live_config,
 )
 
@@ -15,11 +15,12 @@ __all__ = [
     "HAProxyRouter",
     "Router",
     "ServerSpec",
+    "Share",
     "StopTimeouts",
     "ab_backend",
     "affinity_backends",
     "backends_of",
     "render_haproxy_config",
-    "split_weights",
+    "weights_for_shares",
     "write_live_config",
 ]

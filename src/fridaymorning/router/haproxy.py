@@ -6,7 +6,8 @@
 - `HAProxyRouter` implements the Router role over the admin socket: one command per connection, each
   answer checked against what that command answers on success. Anything else is a RouterError. After
   each change it dumps the server state, so a reload by anyone keeps every weight.
-- `split_weights` turns a canary percentage into per-server weights.
+  It is told each version's share in percent, and sets the per-server weights (router._weights) that
+  give exactly those shares.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import contextlib
 import csv
 import ipaddress
 import logging
-import math
 import os
 import re
 import shutil
@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,11 +36,10 @@ from fridaymorning.errors import MissingBinaryError, PortInUseError, RouterError
 from fridaymorning.models import ServerState, ServerStatus
 from fridaymorning.procfs import process_alive, read_pid
 from fridaymorning.router._render import MAX_WEIGHT, health_check_options, render_haproxy_config
-from fridaymorning.router.base import ServerSpec
+from fridaymorning.router._weights import realised_percents, requested_percents, weights_for_shares
+from fridaymorning.router.base import ServerSpec, Share
 
 log = logging.getLogger(__name__)
-# The canary and stable weights sum to about this much, so each weight stays well under MAX_WEIGHT.
-TARGET_TOTAL_WEIGHT = 200
 
 # Backend and server names we send: no spaces, slashes or newlines can reach the admin socket.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -59,56 +58,6 @@ SIGNAL_REPEAT_S = 0.5
 
 # Balance algorithms that accept dynamic servers (HAProxy refuses `add server` with the others).
 DYNAMIC_ALGORITHMS = frozenset({"roundrobin", "leastconn", "first", "random"})
-
-
-# --------------------------------------------------------------------------------------------------
-# Weights
-# --------------------------------------------------------------------------------------------------
-
-
-def split_weights(
-    canary_percent: int, stable_servers: list[str], canary_servers: list[str]
-) -> dict[str, int]:
-    """Per-server weights that give the canary servers `canary_percent` of the traffic, exactly.
-
-    Each arm gets a total of percent * K (K about 2, so the weights sum to about 200) and shares it evenly
-    among its servers. K grows when an arm has more servers than weight, so that no server idles,
-    but never so far that a weight exceeds 256. 0 % gives the canaries weight 0; 100 % the stable ones.
-    """
-    check_split(canary_percent, stable_servers, canary_servers)
-    stable_percent = 100 - canary_percent
-    scale = weight_scale([(canary_percent, len(canary_servers)), (stable_percent, len(stable_servers))])
-    weights = spread(canary_percent * scale, canary_servers)
-    weights.update(spread(stable_percent * scale, stable_servers))
-    return weights
-
-
-def check_split(canary_percent: int, stable_servers: list[str], canary_servers: list[str]) -> None:
-    """Refuse a split that cannot be honoured."""
-    if not 0 <= canary_percent <= 100:
-        raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
-    if set(stable_servers) & set(canary_servers):
-        raise ValueError("a server cannot be both stable and canary")
-    if canary_percent > 0 and not canary_servers:
-        raise ValueError(f"cannot send {canary_percent}% of the traffic to no canary server")
-    if canary_percent < 100 and not stable_servers:
-        raise ValueError(f"cannot send {100 - canary_percent}% of the traffic to no stable server")
-
-
-def weight_scale(arms: list[tuple[int, int]]) -> int:
-    """The K of split_weights for arms of (percent, server count)."""
-    busy = [(percent, count) for percent, count in arms if percent > 0]
-    wanted = max([TARGET_TOTAL_WEIGHT // 100, *(math.ceil(count / percent) for percent, count in busy)])
-    allowed = min((MAX_WEIGHT * count) // percent for percent, count in busy)
-    return min(wanted, allowed)
-
-
-def spread(total: int, servers: list[str]) -> dict[str, int]:
-    """Share `total` among `servers` as evenly as integers allow (the first ones get the remainder)."""
-    if not servers:
-        return {}
-    base, remainder = divmod(total, len(servers))
-    return {server: base + (1 if position < remainder else 0) for position, server in enumerate(servers)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,16 +322,17 @@ class HAProxyRouter:
             await self.enable_health(backend, server)
             await self.enable(backend, server)
 
-    async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
-        async with self.changing():
-            for server, weight in weights.items():
-                await self.set_weight(backend, server, weight)
-            actual = {server: await self.get_weight(backend, server) for server in weights}
-        if actual != weights:
-            raise WeightMismatchError(f"backend {backend!r}: weights set {weights}, read back {actual}")
-
-    async def get_weights(self, backend: str) -> dict[str, int]:
-        return {state.server: state.weight for state in await self.server_states(backend)}
+    async def set_shares(self, backend: str, shares: Mapping[str, Share]) -> None:
+        """Set the per-server weights that give each arm its share, then read back the shares they give."""
+        weights = weights_for_shares(shares)
+        actual = await self.write_weights(backend, weights)
+        realised = realised_percents(actual, shares)
+        if realised != requested_percents(shares):
+            asked = {arm: share.percent for arm, share in shares.items()}
+            given = {arm: float(percent) for arm, percent in realised.items()}
+            raise WeightMismatchError(
+                f"backend {backend!r}: shares asked {asked}, read back {given} (weights {actual})"
+            )
 
     async def drain(self, backend: str, server: str) -> None:
         async with self.changing():
@@ -451,6 +401,23 @@ class HAProxyRouter:
         for problem in errors:
             log.error("after a change of HAProxy's servers: %s", problem)
         self.record_error = "; ".join(errors) or None
+
+    async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
+        """Set each server's weight (HAProxy's units), read each back; WeightMismatchError on a difference."""
+        actual = await self.write_weights(backend, weights)
+        if actual != weights:
+            raise WeightMismatchError(f"backend {backend!r}: weights set {weights}, read back {actual}")
+
+    async def write_weights(self, backend: str, weights: Mapping[str, int]) -> dict[str, int]:
+        """Set each server's weight, as one change; the weights then read back."""
+        async with self.changing():
+            for server, weight in weights.items():
+                await self.set_weight(backend, server, weight)
+            return {server: await self.get_weight(backend, server) for server in weights}
+
+    async def get_weights(self, backend: str) -> dict[str, int]:
+        """The current weight of every server of `backend`, in HAProxy's units."""
+        return {state.server: state.weight for state in await self.server_states(backend)}
 
     async def set_weight(self, backend: str, server: str, weight: int) -> None:
         await self.command(f"set weight {server_ref(backend, server)} {check_weight(weight)}")

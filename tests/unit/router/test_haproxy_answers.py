@@ -9,7 +9,7 @@ import pytest
 
 from fridaymorning.errors import RouterError, WeightMismatchError
 from fridaymorning.models import ServerState, ServerStatus
-from fridaymorning.router import HAProxyRouter
+from fridaymorning.router import HAProxyRouter, Share
 from fridaymorning.router.haproxy import parse_get_weight, parse_show_info, parse_show_stat, status_of
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
@@ -122,6 +122,30 @@ async def test_weight_read_back_different_raises(fake_admin_socket: FakeAdminSoc
     fake_admin_socket.answers = {"set weight": "\n", "get weight": "10 (initial 10)\n\n"}
     with pytest.raises(WeightMismatchError, match=r"set \{'v2-1': 50\}, read back \{'v2-1': 10\}"):
         await router_for(fake_admin_socket).set_weights("web", {"v2-1": 50})
+
+
+async def test_set_shares_sets_the_weights_of_the_shares(fake_admin_socket: FakeAdminSocket) -> None:
+    """set_shares turns 90%/10% into weights 180/20, sets them, and reads them back."""
+    fake_admin_socket.answers = {"set weight": "\n", "get weight web/v1-1": "180 (initial 1)\n\n"}
+    fake_admin_socket.answers["get weight web/v2-1"] = "20 (initial 1)\n\n"
+    shares = {"stable": Share(90, ("v1-1",)), "canary": Share(10, ("v2-1",))}
+    await router_for(fake_admin_socket).set_shares("web", shares)
+    assert fake_admin_socket.commands == [
+        "set weight web/v1-1 180",
+        "set weight web/v2-1 20",
+        "get weight web/v1-1",
+        "get weight web/v2-1",
+    ]
+
+
+async def test_shares_read_back_different_raise(fake_admin_socket: FakeAdminSocket) -> None:
+    """Weights read back that give other shares than asked raise WeightMismatchError naming both."""
+    fake_admin_socket.answers = {"set weight": "\n", "get weight": "10 (initial 10)\n\n"}
+    shares = {"stable": Share(90, ("v1-1",)), "canary": Share(10, ("v2-1",))}
+    with pytest.raises(
+        WeightMismatchError, match=r"asked \{'stable': 90, 'canary': 10\}, read back \{'stable': 50"
+    ):
+        await router_for(fake_admin_socket).set_shares("web", shares)
 
 
 @pytest.mark.parametrize(
