@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fridaymorning.router.haproxy import HAProxyProcess
+from fridaymorning.router import HAProxyProcess
 from fridaymorning.testing import VERSIONED_APP
 
 UPSTREAM_CONFIG = """\

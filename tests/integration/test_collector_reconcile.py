@@ -19,7 +19,7 @@ import pytest
 from fridaymorning.ingest.accounting import Reconciler
 from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
+from fridaymorning.router import HAProxyProcess, HAProxyRouter
 from fridaymorning.testing import wait_for
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(600)]

@@ -25,6 +25,7 @@ import pytest
 from fridaymorning.config import Config
 from fridaymorning.errors import RouterError
 from fridaymorning.models import ServerStatus
+from fridaymorning.procfs import parent_pid, process_alive
 from fridaymorning.router import (
     HAProxyProcess,
     HAProxyRouter,
@@ -34,7 +35,6 @@ from fridaymorning.router import (
     render_haproxy_config,
     write_live_config,
 )
-from fridaymorning.router.haproxy import parent_pid, process_alive
 from fridaymorning.testing import EVENT_DEADLINE_S
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]

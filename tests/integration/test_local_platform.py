@@ -24,9 +24,8 @@ from fridaymorning.platform.local import (
     build_argv,
     cleanup_stale,
     free_port,
-    read_cmdline,
-    read_start_time,
 )
+from fridaymorning.procfs import read_cmdline, read_start_time
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
 
 pytestmark = pytest.mark.timeout(600)

@@ -21,7 +21,8 @@ import pytest
 from fridaymorning.ingest.accounting import Reconciler
 from fridaymorning.ingest.haproxy_log import COMPACT_LOG_FORMAT
 from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts, process_alive
+from fridaymorning.procfs import process_alive
+from fridaymorning.router import HAProxyProcess, HAProxyRouter, StopTimeouts
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(120)]
 

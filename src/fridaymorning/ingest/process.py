@@ -40,7 +40,7 @@ from typing import Any
 from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import FridayMorningError, PortInUseError
 from fridaymorning.ingest.accounting import write_atomically
-from fridaymorning.procfs import process_alive, read_pid
+from fridaymorning.procfs import process_alive, read_cmdline, read_pid
 
 logger = logging.getLogger(__name__)
 
@@ -258,10 +258,7 @@ class CollectorProcess:
 
 def runs_collector(pid: int, settings_path: Path) -> bool:
     """True when `pid` is a live `python -m fridaymorning.ingest.process <settings_path>`."""
-    try:
-        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return False
+    arguments = read_cmdline(pid) or []
     return process_alive(pid) and MODULE in arguments and str(settings_path) in arguments
 
 

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fridaymorning.config import PlatformConfig
 from fridaymorning.errors import PlatformError
 from fridaymorning.models import VERSION_PATTERN, Instance, server_name
+from fridaymorning.procfs import read_cmdline, read_start_time
 
 log = logging.getLogger(__name__)
 
@@ -129,32 +130,6 @@ def signal_group(pid: int, signum: int) -> None:
                 os.killpg(pid, signum)
                 return
         os.kill(pid, signum)
-
-
-def read_cmdline(pid: int) -> list[str] | None:
-    """The argv of a live process from /proc, or None when it is gone, a zombie, or unreadable."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    if not raw:  # zombies and kernel threads have an empty cmdline
-        return None
-    return [part.decode("utf-8", errors="surrogateescape") for part in raw.rstrip(b"\0").split(b"\0")]
-
-
-def read_start_time(pid: int) -> int | None:
-    """When a live process started, in clock ticks after boot (/proc/<pid>/stat field 22); None when it is
-    gone, a zombie, or there is no /proc. A reused pid belongs to a later process, so (pid, start time)
-    names one process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # Field 2, the command name, is in parentheses and may contain spaces and ')': split after the last ')'.
-    fields = stat.rpartition(b")")[2].split()
-    if len(fields) < 20 or fields[0] in (b"Z", b"X"):  # fields[0] is field 3 (state), fields[19] field 22
-        return None
-    return int(fields[19])
 
 
 class InstanceRecord(BaseModel):

@@ -15,11 +15,10 @@ from fridaymorning.platform.local import (
     STATE_FILE_NAME,
     InstanceRecord,
     next_index,
-    read_cmdline,
     read_instance_file,
-    read_start_time,
     write_instance_file,
 )
+from fridaymorning.procfs import read_cmdline, read_start_time
 
 HAS_PROC = Path("/proc/self/stat").exists()
 
