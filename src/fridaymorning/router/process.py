@@ -2,8 +2,8 @@
 
 `HAProxyProcess` runs HAProxy in master-worker mode (`-W`, foreground, in its own session) and adopts
 one a previous `fm` left running: the data plane never depends on the controller being alive. It
-talks to the admin socket only to learn that a worker answers (and which one); moving traffic is the
-Router's work (router.haproxy).
+uses the admin socket only to learn which worker answers, and to dump the server state before a
+reload; moving traffic is the Router's work (router.haproxy). It watches the master through /proc.
 """
 
 from __future__ import annotations
