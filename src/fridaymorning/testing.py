@@ -69,9 +69,6 @@ class FakeRouter:
             if backend is None or where == backend
         ]
 
-    async def get_weights(self, backend: str) -> dict[str, int]:
-        return {name: state.weight for name, state in self.servers.get(backend, {}).items()}
-
     async def drain(self, backend: str, server: str) -> None:
         self._server(backend, server)
 
