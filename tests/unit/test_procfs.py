@@ -10,16 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fridaymorning.procfs import (
-    handles_signals,
-    parent_pid,
-    process_alive,
-    read_cmdline,
-    read_cwd,
-    read_environ,
-    read_start_time,
-    stat_fields,
-)
+from fridaymorning import procfs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -36,12 +27,12 @@ def test_a_running_process_is_described(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "import sys; sys.stdin.read()", "marker"]
     child = subprocess.Popen(argv, cwd=tmp_path, env={"FM_MARK": "1"}, stdin=subprocess.PIPE)
     try:
-        assert process_alive(child.pid)
-        assert parent_pid(child.pid) == os.getpid()
-        assert read_cmdline(child.pid) == argv
-        assert read_cwd(child.pid) == str(tmp_path.resolve())
-        assert b"FM_MARK=1" in (read_environ(child.pid) or [])
-        assert read_start_time(child.pid) is not None
+        assert procfs.process_alive(child.pid)
+        assert procfs.parent_pid(child.pid) == os.getpid()
+        assert procfs.read_cmdline(child.pid) == argv
+        assert procfs.read_cwd(child.pid) == str(tmp_path.resolve())
+        assert b"FM_MARK=1" in (procfs.read_environ(child.pid) or [])
+        assert procfs.read_start_time(child.pid) is not None
     finally:
         child.communicate(b"")
 
@@ -49,14 +40,14 @@ def test_a_running_process_is_described(tmp_path: Path) -> None:
 def test_a_gone_process_reads_as_none() -> None:
     """Every reader answers None (or False) for a pid that no longer runs."""
     pid = gone_pid()
-    assert stat_fields(pid) is None
-    assert not process_alive(pid)
-    assert parent_pid(pid) is None
-    assert read_start_time(pid) is None
-    assert read_cmdline(pid) is None
-    assert read_cwd(pid) is None
-    assert read_environ(pid) is None
-    assert not handles_signals(pid, signal.SIGUSR1)
+    assert procfs.stat_fields(pid) is None
+    assert not procfs.process_alive(pid)
+    assert procfs.parent_pid(pid) is None
+    assert procfs.read_start_time(pid) is None
+    assert procfs.read_cmdline(pid) is None
+    assert procfs.read_cwd(pid) is None
+    assert procfs.read_environ(pid) is None
+    assert not procfs.handles_signals(pid, signal.SIGUSR1)
 
 
 def test_a_zombie_is_not_alive() -> None:
@@ -64,9 +55,9 @@ def test_a_zombie_is_not_alive() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     try:
         os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
-        assert stat_fields(child.pid) is not None
-        assert not process_alive(child.pid)
-        assert read_start_time(child.pid) is None
+        assert procfs.stat_fields(child.pid) is not None
+        assert not procfs.process_alive(child.pid)
+        assert procfs.read_start_time(child.pid) is None
     finally:
         child.wait()
 
@@ -75,8 +66,8 @@ def test_signal_handlers_are_read() -> None:
     """handles_signals is True for a signal with a handler, False for one left at its default action."""
     previous = signal.signal(signal.SIGUSR1, lambda *_: None)
     try:
-        assert handles_signals(os.getpid(), signal.SIGUSR1)
+        assert procfs.handles_signals(os.getpid(), signal.SIGUSR1)
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-        assert not handles_signals(os.getpid(), signal.SIGUSR1)
+        assert not procfs.handles_signals(os.getpid(), signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
