@@ -64,8 +64,9 @@ from fridaymorning.client import TOKEN_FILE
 from fridaymorning.config import Config
 from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.loadgen.traffic import NO_VERSION, VERSION_HEADER, TrafficGenerator
+from fridaymorning.procfs import read_pid
 from fridaymorning.router import HAProxyRouter
-from fridaymorning.router.haproxy import PIDFILE_LINE, read_pid, runs_haproxy_master
+from fridaymorning.router.process import PIDFILE_LINE, runs_haproxy_master
 from fridaymorning.runtime import Runtime
 from fridaymorning.testing import VERSIONED_APP, FmUpProcess
 

@@ -86,6 +86,13 @@ class PlatformConfig(StrictModel):
     stop_grace_s: float = Field(default=5.0, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("url")
+    @classmethod
+    def known_scheme(cls, value: str) -> str:
+        from fridaymorning.registry import check_scheme
+
+        return check_scheme("platform", value)
+
     @field_validator("command")
     @classmethod
     def command_uses_port(cls, command: list[str]) -> list[str]:
@@ -330,12 +337,9 @@ class StoreConfig(StrictModel):
     @field_validator("url")
     @classmethod
     def known_scheme(cls, value: str) -> str:
-        from fridaymorning.registry import IMPLEMENTATIONS, scheme_of
+        from fridaymorning.registry import check_scheme
 
-        if scheme_of(value) not in IMPLEMENTATIONS["store"]:
-            valid = ", ".join(f"{name}://" for name in IMPLEMENTATIONS["store"])
-            raise ValueError(f"unknown store scheme in {value!r}; valid schemes: {valid}")
-        return value
+        return check_scheme("store", value)
 
 
 class ApiConfig(StrictModel):

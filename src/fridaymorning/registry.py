@@ -1,7 +1,9 @@
 """Implementations chosen by URL scheme, imported only when used.
 
 Optional dependencies (docker, influx clients) are therefore imported only by those who choose them.
-An unknown scheme is a ConfigError that lists the valid ones.
+An unknown scheme is a ConfigError that lists the valid ones. The runtime builds every role through
+here: the store from `store.url`, each service's platform from `platform.url`, and the router from
+`haproxy+unix://<admin socket>`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
 def scheme_of(url: str) -> str:
     """Return the scheme of `url`, e.g. 'sqlite' for 'sqlite:///var/lib/fm/metrics.db'."""
     return urlsplit(url).scheme
+
+
+def check_scheme(role: str, url: str) -> str:
+    """`url` when its scheme names an implementation of `role`; else a ValueError listing the valid ones.
+
+    For config validators, which turn a ValueError into a message at the field.
+    """
+    if scheme_of(url) not in IMPLEMENTATIONS[role]:
+        valid = ", ".join(f"{name}://" for name in sorted(IMPLEMENTATIONS[role]))
+        raise ValueError(f"unknown {role} scheme in {url!r}; valid schemes: {valid}")
+    return url
 
 
 def resolve(role: str, url: str) -> Any:

@@ -32,7 +32,7 @@ from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import AlreadyRunningError, FridayMorningError, PortInUseError
 from fridaymorning.ingest.process import CollectorProcess, collector_settings
 from fridaymorning.models import Window
-from fridaymorning.platform.local import LocalPlatform
+from fridaymorning.platform.base import Platform
 from fridaymorning.registry import resolve
 from fridaymorning.router import (
     HAProxyProcess,
@@ -128,7 +128,7 @@ class Runtime:
         self.collector: CollectorProcess | None = None
         self.haproxy: HAProxyProcess | None = None
         self.router: HAProxyRouter | None = None
-        self.platforms: list[LocalPlatform] = []
+        self.platforms: list[Platform] = []
         self._api: QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._api_socket: socket.socket | None = None
@@ -178,8 +178,9 @@ class Runtime:
         config_path = self.state_dir / "haproxy.cfg"
         self.haproxy = HAProxyProcess(config_path, binary=self.config.haproxy.binary)
         adopted = config_path.exists() and await self.haproxy.adopt()
-        self.router = HAProxyRouter(
-            self.config.runtime_path(self.config.haproxy.admin_socket),
+        router_url = f"haproxy+unix://{self.config.runtime_path(self.config.haproxy.admin_socket)}"
+        self.router = resolve("router", router_url).from_url(
+            router_url,
             check_interval_ms=self.config.haproxy.health_check_interval_ms,
             state_file=self.config.runtime_path(self.config.haproxy.state_file),
             affinity_backends=affinity_backends(self.config),
@@ -229,7 +230,7 @@ class Runtime:
         assert self.router is not None and self.metrics is not None
         workdir = self.state_dir / "instances" / service.name
         workdir.mkdir(parents=True, exist_ok=True)
-        platform = LocalPlatform(service.platform, workdir=str(workdir))
+        platform: Platform = resolve("platform", service.platform.url)(service.platform, workdir=str(workdir))
         self.platforms.append(platform)
         # A second reaches the store `lateness_s` after it ends, at the next flush (every second).
         data_lag_s = self.config.collector.lateness_s + 1.0

@@ -27,23 +27,28 @@ from typing import TYPE_CHECKING, Any
 from fridaymorning.errors import RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
 from fridaymorning.notify.base import Notifier
+from fridaymorning.router import Share, weights_for_shares
 
 if TYPE_CHECKING:
     from fridaymorning.config import ServiceConfig
     from fridaymorning.ingest.syslog import UdpCollector
-    from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter
+    from fridaymorning.router import HAProxyProcess, HAProxyRouter
 
 
 class FakeRouter:
-    """A Router that keeps servers in memory and records every weight it was given."""
+    """A Router that keeps servers in memory and records every share it was given.
+
+    It refuses the shares HAProxyRouter refuses, and gives servers the weights HAProxy would.
+    """
 
     def __init__(self) -> None:
         self.servers: dict[str, dict[str, ServerState]] = {}
-        self.weight_history: list[dict[str, int]] = []
+        # Every set_shares call: the backend, and each arm's percent.
+        self.share_history: list[tuple[str, dict[str, int]]] = []
         self.removed: list[str] = []
         self.down: set[str] = set()
-        # The next this-many set_weights calls fail, as a HAProxy that times out would.
-        self.failing_set_weights = 0
+        # The next this-many set_shares calls fail, as a HAProxy that times out would.
+        self.failing_set_shares = 0
 
     async def ensure_backend(self, backend: str) -> None:
         self.servers.setdefault(backend, {})
@@ -54,19 +59,25 @@ class FakeRouter:
             raise RouterError(f"server {backend}/{server} already exists")
         servers[server] = ServerState(backend, server, ServerStatus.UP, weight, 0, 0, f"{address}:{port}")
 
-    async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
-        if self.failing_set_weights > 0:
-            self.failing_set_weights -= 1
+    async def set_shares(self, backend: str, shares: Mapping[str, Share]) -> None:
+        weights = weights_for_shares(shares)
+        if self.failing_set_shares > 0:
+            self.failing_set_shares -= 1
             raise RouterError("HAProxy did not answer 'set weight' in time")
         for server, weight in weights.items():
             state = self._server(backend, server)
             self.servers[backend][server] = ServerState(
                 backend, server, state.status, weight, state.total_requests, 0, state.address
             )
-        self.weight_history.append(dict(weights))
+        self.share_history.append((backend, {arm: share.percent for arm, share in shares.items()}))
 
-    async def get_weights(self, backend: str) -> dict[str, int]:
-        return {name: state.weight for name, state in self.servers.get(backend, {}).items()}
+    def percents_of(self, arm: str, backend: str | None = None) -> list[int]:
+        """The percent each set_shares call gave `arm` (0 when it was not named), on `backend` or any."""
+        return [
+            percents.get(arm, 0)
+            for where, percents in self.share_history
+            if backend is None or where == backend
+        ]
 
     async def drain(self, backend: str, server: str) -> None:
         self._server(backend, server)

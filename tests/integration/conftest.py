@@ -17,7 +17,7 @@ import pytest
 
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.procfs import process_alive, read_cmdline
-from fridaymorning.router.haproxy import HAProxyProcess, HAProxyRouter, StopTimeouts
+from fridaymorning.router import HAProxyProcess, HAProxyRouter, StopTimeouts
 from fridaymorning.testing import VERSIONED_APP, LoggingHAProxy, logging_haproxy_config
 
 UPSTREAM_CONFIG = """\

@@ -16,7 +16,7 @@ import pytest
 from fridaymorning.ingest.syslog import TcpCollector
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import Window
-from fridaymorning.router.haproxy import HAProxyProcess
+from fridaymorning.router import HAProxyProcess
 from fridaymorning.testing import EVENT_DEADLINE_S
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]

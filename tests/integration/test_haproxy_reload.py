@@ -25,16 +25,16 @@ import pytest
 from fridaymorning.config import Config
 from fridaymorning.errors import RouterError
 from fridaymorning.models import ServerStatus
+from fridaymorning.procfs import parent_pid, process_alive
 from fridaymorning.router import (
     HAProxyProcess,
     HAProxyRouter,
+    Share,
     StopTimeouts,
     affinity_backends,
     render_haproxy_config,
-    split_weights,
     write_live_config,
 )
-from fridaymorning.router.haproxy import parent_pid, process_alive
 from fridaymorning.testing import EVENT_DEADLINE_S
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
@@ -235,8 +235,10 @@ async def test_external_reload_keeps_weights_and_drain(
     ports = await http_upstreams(3)
     for name, port in zip(["v1-1", "v1-2", "v2-1"], ports, strict=True):
         await web.router.add_server("web", name, "127.0.0.1", port, weight=100 if name < "v2" else 0)
-    weights = split_weights(10, ["v1-1", "v1-2"], ["v2-1"])
-    await web.router.set_weights("web", weights)
+    weights = {"v1-1": 90, "v1-2": 90, "v2-1": 20}
+    await web.router.set_shares(
+        "web", {"stable": Share(90, ("v1-1", "v1-2")), "canary": Share(10, ("v2-1",))}
+    )
     await web.router.drain("web", "v1-2")
 
     on_disk = web.config_path.read_text(encoding="utf-8")
@@ -436,7 +438,7 @@ async def test_affinity_cookie_keeps_a_client_on_one_server_across_a_reload(
     ports = await labelled_upstreams(["stable", "canary"])
     await web.router.add_server("web", "v1-1", "127.0.0.1", ports[0], weight=0)
     await web.router.add_server("web", "v2-1", "127.0.0.1", ports[1], weight=0)
-    await web.router.set_weights("web", split_weights(50, ["v1-1"], ["v2-1"]))
+    await web.router.set_shares("web", {"stable": Share(50, ("v1-1",)), "canary": Share(50, ("v2-1",))})
     await wait_until_up(web.router, "web", ["v1-1", "v2-1"])
     async with httpx.AsyncClient(timeout=2) as newcomer:
         spread = set()

@@ -18,9 +18,9 @@ from fridaymorning.models import ServerStatus
 from fridaymorning.router import (
     HAProxyProcess,
     HAProxyRouter,
+    Share,
     StopTimeouts,
     render_haproxy_config,
-    split_weights,
 )
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
 
@@ -152,6 +152,16 @@ async def test_set_weight_reads_back(haproxy: RunningHAProxy, http_upstreams) ->
     assert await router.get_weights("web") == {"v1-1": 50}
 
 
+async def test_shares_become_weights_that_give_them(haproxy: RunningHAProxy, http_upstreams) -> None:
+    """70% over two stable servers and 30% on one canary are set as weights 70+70 and 60, read back."""
+    ports = await http_upstreams(3)
+    router = haproxy.router
+    for name, port in zip(["v1-1", "v1-2", "v2-1"], ports, strict=True):
+        await router.add_server("web", name, "127.0.0.1", port)
+    await router.set_shares("web", {"stable": Share(70, ("v1-1", "v1-2")), "canary": Share(30, ("v2-1",))})
+    assert await router.get_weights("web") == {"v1-1": 70, "v1-2": 70, "v2-1": 60}
+
+
 async def test_errors_of_haproxy_become_router_errors(haproxy: RunningHAProxy) -> None:
     """HAProxy's refusals ('No such server', out-of-range weight) raise RouterError with its answer."""
     with pytest.raises(RouterError, match="No such server"):
@@ -211,9 +221,9 @@ async def test_servers_change_under_load_without_failed_requests(
         await served_by(router, "v1-1")
         await router.add_server("web", "v2-1", "127.0.0.1", canary_port, weight=0)
         await wait_for_status(router, "v2-1", ServerStatus.UP)
-        await router.set_weights("web", split_weights(10, ["v1-1"], ["v2-1"]))
+        await router.set_shares("web", {"stable": Share(90, ("v1-1",)), "canary": Share(10, ("v2-1",))})
         await served_by(router, "v2-1")
-        await router.set_weights("web", split_weights(100, ["v1-1"], ["v2-1"]))
+        await router.set_shares("web", {"stable": Share(0, ("v1-1",)), "canary": Share(100, ("v2-1",))})
         await router.drain("web", "v1-1")
         await served_by(router, "v2-1", more_than=await requests_of(router, "v2-1"))
         await router.remove_server("web", "v1-1")

@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from fridaymorning.ingest.accounting import Reconciler
-from fridaymorning.router.haproxy import StopTimeouts, process_alive
+from fridaymorning.procfs import process_alive
+from fridaymorning.router import StopTimeouts
 from fridaymorning.testing import LoggingHAProxy
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow, pytest.mark.timeout(120)]

@@ -28,6 +28,7 @@ def test_example_config_is_valid() -> None:
         ("stable: v1 ", "stable: 'v 1' ", "stable: 'v 1'", "services[0].stable"),
         ('"{port}"', '"8080"', '"8080"', "services[0].platform.command"),
         ("url: sqlite:///metrics.db", "url: mysql://db/metrics", "mysql://", "store.url"),
+        ("url: local://", "url: k8s://cluster", "k8s://", "services[0].platform.url"),
         (
             "weight: 50, min_duration_s: 60",
             "weight: 20, min_duration_s: 60",

@@ -32,6 +32,7 @@ from fridaymorning.controller.hooks import (
 )
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.controller.shares import all_or_nothing, version_shares
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
     WATCHED_PHASES,
@@ -42,7 +43,6 @@ from fridaymorning.controller.strategy import (
     next_action,
     plan_of,
 )
-from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
 from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.notify import Notifier, Notifiers
@@ -257,7 +257,7 @@ class ServiceController:
             present = {state.server for state in await self.router.server_states(backend)}
             for instance in instances:
                 if instance.server not in present:
-                    await self.router.add_server(backend, instance.server, instance.host, instance.port, 0)
+                    await self.router.add_server(backend, instance.server, instance.host, instance.port)
             names = {instance.server for instance in instances}
             for stale in sorted(present - names):
                 await self.router.drain(backend, stale)
@@ -382,11 +382,9 @@ class ServiceController:
                 state.baseline, replicas, label=baseline_label(state.baseline)
             )
         for instance in self.canary_instances:
-            await self.router.add_server(
-                self.canary_backend, instance.server, instance.host, instance.port, 0
-            )
+            await self.router.add_server(self.canary_backend, instance.server, instance.host, instance.port)
         for instance in self.baseline_instances:
-            await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
+            await self.router.add_server(self.backend, instance.server, instance.host, instance.port)
         await self._wait_servers_up(self.canary_instances, self.canary_backend)
         await self._wait_servers_up(self.baseline_instances, self.backend)
 
@@ -566,7 +564,7 @@ class ServiceController:
         present = {s.server for s in await self.router.server_states(self.backend)}
         for instance in self.canary_instances:
             if instance.server not in present:
-                await self.router.add_server(self.backend, instance.server, instance.host, instance.port, 0)
+                await self.router.add_server(self.backend, instance.server, instance.host, instance.port)
         await self._wait_servers_up(self.canary_instances, self.backend)
         await self._apply_weight(100)
         in_ab = {s.server for s in await self.router.server_states(self.canary_backend)}
@@ -649,19 +647,11 @@ class ServiceController:
             canary_in_main = [server for server in canary if server in in_main]
             if canary and not canary_in_main:
                 # A/B: the canary gets every matched request, or none; the main backend keeps stable.
-                await self.router.set_weights(
-                    self.canary_backend, dict.fromkeys(canary, 1 if canary_percent else 0)
-                )
-                await self.router.set_weights(self.backend, share_weights([(100, stable)]))
+                await self.router.set_shares(self.canary_backend, all_or_nothing(canary_percent > 0, canary))
+                await self.router.set_shares(self.backend, version_shares(0, stable, [], []))
                 return
             canary = canary_in_main
-        baseline_percent = canary_percent if baseline and canary_percent < 100 else 0
-        arms = [
-            (100 - canary_percent - baseline_percent, stable),
-            (baseline_percent, baseline),
-            (canary_percent, canary),
-        ]
-        await self.router.set_weights(self.backend, share_weights(arms))
+        await self.router.set_shares(self.backend, version_shares(canary_percent, stable, baseline, canary))
 
     async def _remove(self, instances: list[Instance]) -> None:
         """Drain, delete from HAProxy, then stop: no request is cut in flight."""

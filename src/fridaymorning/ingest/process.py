@@ -258,13 +258,8 @@ class CollectorProcess:
 
 def runs_collector(pid: int, settings_path: Path) -> bool:
     """True when `pid` is a live `python -m fridaymorning.ingest.process <settings_path>`."""
-    arguments = read_cmdline(pid)
-    return (
-        arguments is not None
-        and process_alive(pid)
-        and MODULE in arguments
-        and str(settings_path) in arguments
-    )
+    arguments = read_cmdline(pid) or []
+    return process_alive(pid) and MODULE in arguments and str(settings_path) in arguments
 
 
 # --------------------------------------------------------------------------------------------------

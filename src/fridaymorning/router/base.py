@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,23 +24,36 @@ class ServerSpec:
     weight: int
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One version's part of a backend's traffic: `percent` of it, spread evenly over `servers`.
+
+    A backend's shares are named by version, or arm ("stable", "baseline", "canary"). Their percents add
+    up to 100, or are all 0 when the backend is to serve no request at all.
+    """
+
+    percent: int
+    servers: tuple[str, ...]
+
+
 class Router(Protocol):
-    """Moves traffic between servers of a backend. Every weight it sets is read back and verified."""
+    """Moves traffic between versions of a backend. It is told shares in percent, and each implementation
+    turns them into its own units; every share it sets is read back and verified."""
 
     async def ensure_backend(self, backend: str) -> None:
         """Fail unless `backend` exists and accepts dynamic servers."""
         ...
 
-    async def add_server(self, backend: str, server: str, address: str, port: int, weight: int = 0) -> None:
-        """Add a dynamic server at `weight`, with health checks, then enable its health checks and itself."""
+    async def add_server(self, backend: str, server: str, address: str, port: int) -> None:
+        """Add a server with health checks and no traffic yet (set_shares gives it some), and enable it."""
         ...
 
-    async def set_weights(self, backend: str, weights: dict[str, int]) -> None:
-        """Set each server's weight, then read each back; raises WeightMismatchError on a difference."""
-        ...
+    async def set_shares(self, backend: str, shares: Mapping[str, Share]) -> None:
+        """Give each version its share of `backend`'s traffic, then read the shares back.
 
-    async def get_weights(self, backend: str) -> dict[str, int]:
-        """Current weight of every server of `backend`."""
+        Servers of the backend that no share names keep what they had. Raises ValueError for shares
+        that cannot be honoured, and WeightMismatchError when the shares read back differ.
+        """
         ...
 
     async def drain(self, backend: str, server: str) -> None:

@@ -77,7 +77,7 @@ def everything(served: Served) -> Any:
         [runtime.states.events(state.id) for state in runtime.states.rollouts(limit=1000)],
         {name: controller.snapshot() for name, controller in runtime.controllers.items()},
         {name: list(platform.running) for name, platform in runtime.platforms.items()},
-        {name: list(router.weight_history) for name, router in runtime.routers.items()},
+        {name: list(router.share_history) for name, router in runtime.routers.items()},
     )
 
 

@@ -31,11 +31,7 @@ async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> No
     await harness.drive(60)
     final = await asyncio.wait_for(harness.controller.wait(), 5)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
-    canary_shares = [
-        round(100 * weights.get("v2-1", 0) / max(1, sum(weights.values())))
-        for weights in harness.router.weight_history
-    ]
-    assert canary_shares == [0, 10, 50, 100]  # stable alone, then each step
+    assert harness.router.percents_of("canary") == [0, 10, 50, 100]  # stable alone, then each step
     assert harness.router.removed == ["v1-1"]
     assert [i.version for i in harness.platform.running] == ["v2"]
     assert harness.states.stable_version("web", "v1") == "v2"
@@ -51,7 +47,7 @@ async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> N
     final = await asyncio.wait_for(harness.controller.wait(), 5)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "error_rate" in final.reason
-    assert harness.router.weight_history[-1]["v2-1"] == 0
+    assert harness.router.percents_of("canary")[-1] == 0
     assert harness.router.removed == ["v2-1"]
     assert [i.version for i in harness.platform.running] == ["v1"]
     assert harness.states.stable_version("web", "v1") == "v1"
@@ -63,12 +59,12 @@ async def test_rollback_retries_until_haproxy_takes_weight_zero(tmp_path: Path) 
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(1)
-    harness.router.failing_set_weights = 3
+    harness.router.failing_set_shares = 3
     await harness.drive(30)
     final = await asyncio.wait_for(harness.controller.wait(), 60)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
-    assert harness.router.failing_set_weights == 0
-    assert harness.router.weight_history[-1]["v2-1"] == 0
+    assert harness.router.failing_set_shares == 0
+    assert harness.router.percents_of("canary")[-1] == 0
     assert harness.router.removed == ["v2-1"]
     assert [i.version for i in harness.platform.running] == ["v1"]
 

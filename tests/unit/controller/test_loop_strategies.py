@@ -40,12 +40,6 @@ def harness(tmp_path: Path, config: ServiceConfig, failure_rate: float = 0.0) ->
     return ControllerHarness(config, tmp_path / "state.db", canary_failure_rate=failure_rate)
 
 
-def shares(weights: dict[str, int]) -> dict[str, int]:
-    """Percent of traffic per server."""
-    total = sum(weights.values())
-    return {server: round(100 * weight / total) for server, weight in weights.items()}
-
-
 async def finish(h: ControllerHarness, seconds: int = 120) -> Any:
     await h.drive(seconds)
     return await asyncio.wait_for(h.controller.wait(), 5)
@@ -105,7 +99,7 @@ async def test_fresh_baseline_gets_the_canary_weight(tmp_path: Path) -> None:
     await h.controller.start()
     h.controller.deploy("v2")
     await h.drive(3)
-    assert shares(h.router.weight_history[-1]) == {"v1-1": 80, "v1__baseline-1": 10, "v2-1": 10}
+    assert h.router.share_history[-1] == ("web", {"stable": 80, "baseline": 10, "canary": 10})
     final = await finish(h)
     assert final.phase is RolloutPhase.PROMOTED
     assert {i.server for i in h.platform.running} == {"v2-1"}
@@ -120,6 +114,10 @@ async def test_ab_routes_matched_traffic_to_its_own_backend(tmp_path: Path) -> N
     await h.drive(3)
     assert set(h.router.servers["web__ab"]) == {"v2-1"}
     assert set(h.router.servers["web"]) == {"v1-1"}
+    assert h.router.share_history[-2:] == [
+        ("web__ab", {"canary": 100}),
+        ("web", {"stable": 100, "baseline": 0, "canary": 0}),
+    ]
     final = await finish(h)
     assert final.phase is RolloutPhase.PROMOTED
     assert set(h.router.servers["web"]) == {"v2-1"}
@@ -134,10 +132,10 @@ async def test_blue_green_rolls_back_instantly(tmp_path: Path) -> None:
     await h.controller.start()
     h.controller.deploy("v2")
     await h.drive(1)
-    assert shares(h.router.weight_history[1]) == {"v1-1": 0, "v2-1": 100}  # [0] is stable alone
+    assert h.router.share_history[1] == ("web", {"stable": 0, "baseline": 0, "canary": 100})  # [0]: stable
     final = await finish(h)
     assert final.phase is RolloutPhase.ROLLED_BACK
-    assert shares(h.router.weight_history[-1]) == {"v1-1": 100, "v2-1": 0}
+    assert h.router.share_history[-1] == ("web", {"stable": 100, "baseline": 0, "canary": 0})
     assert {i.server for i in h.platform.running} == {"v1-1"}
 
 
@@ -194,7 +192,7 @@ async def test_failing_hooks(tmp_path: Path, kind: str, expected: RolloutPhase, 
     assert state is not None and state.phase is expected, state
     assert reason in state.reason and "exit status 3" in state.reason
     if kind == "pre_rollout":
-        assert all(shares(weights).get("v2-1", 0) == 0 for weights in h.router.weight_history)
+        assert set(h.router.percents_of("canary")) == {0}
     await h.controller.stop()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,7 @@ import pytest
 
 from fridaymorning.errors import RouterError, WeightMismatchError
 from fridaymorning.models import ServerState, ServerStatus
-from fridaymorning.router import HAProxyRouter
+from fridaymorning.router import HAProxyRouter, Share
 from fridaymorning.router.haproxy import parse_get_weight, parse_show_info, parse_show_stat, status_of
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
@@ -25,6 +26,8 @@ SHOW_STAT = (
     "other,BACKEND,0,0,0,UP,0,0,,static-rr\n"
     "\n"
 )
+
+NINETY_TEN = {"stable": Share(90, ("v1-1",)), "canary": Share(10, ("v2-1",))}
 
 
 def router_for(fake: FakeAdminSocket) -> HAProxyRouter:
@@ -104,11 +107,23 @@ async def test_add_server_sends_the_documented_sequence(fake_admin_socket: FakeA
     ]
 
 
-async def test_set_weights_reads_each_weight_back(fake_admin_socket: FakeAdminSocket) -> None:
-    """set_weights sets every weight and then reads every one back."""
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda router: router.set_weights("web", {"v1-1": 180, "v2-1": 20}),
+        lambda router: router.set_shares(
+            "web", {"stable": Share(90, ("v1-1",)), "canary": Share(10, ("v2-1",))}
+        ),
+    ],
+    ids=["weights", "shares of 90% and 10%"],
+)
+async def test_weights_are_set_then_read_back(
+    fake_admin_socket: FakeAdminSocket, change: Callable[[HAProxyRouter], Awaitable[None]]
+) -> None:
+    """set_weights, and set_shares through the weights it computes, set every weight then read each back."""
     fake_admin_socket.answers = {"set weight": "\n", "get weight web/v1-1": "180 (initial 1)\n\n"}
     fake_admin_socket.answers["get weight web/v2-1"] = "20 (initial 1)\n\n"
-    await router_for(fake_admin_socket).set_weights("web", {"v1-1": 180, "v2-1": 20})
+    await change(router_for(fake_admin_socket))
     assert fake_admin_socket.commands == [
         "set weight web/v1-1 180",
         "set weight web/v2-1 20",
@@ -122,6 +137,15 @@ async def test_weight_read_back_different_raises(fake_admin_socket: FakeAdminSoc
     fake_admin_socket.answers = {"set weight": "\n", "get weight": "10 (initial 10)\n\n"}
     with pytest.raises(WeightMismatchError, match=r"set \{'v2-1': 50\}, read back \{'v2-1': 10\}"):
         await router_for(fake_admin_socket).set_weights("web", {"v2-1": 50})
+
+
+async def test_shares_read_back_different_raise(fake_admin_socket: FakeAdminSocket) -> None:
+    """Weights read back that give other shares than asked raise WeightMismatchError naming both."""
+    fake_admin_socket.answers = {"set weight": "\n", "get weight": "10 (initial 10)\n\n"}
+    with pytest.raises(
+        WeightMismatchError, match=r"asked \{'stable': 90, 'canary': 10\}, read back \{'stable': 50"
+    ):
+        await router_for(fake_admin_socket).set_shares("web", NINETY_TEN)
 
 
 @pytest.mark.parametrize(

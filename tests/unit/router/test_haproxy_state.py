@@ -14,16 +14,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from fridaymorning.errors import RouterError
+from fridaymorning.procfs import handles_signals, process_alive, read_pid
 from fridaymorning.router import HAProxyProcess, HAProxyRouter, ServerSpec
-from fridaymorning.router.haproxy import (
-    failed_reloads,
-    handles_signals,
-    parse_servers_state,
-    process_alive,
-    read_pid,
-    runs_haproxy_master,
-    write_atomically,
-)
+from fridaymorning.router.haproxy import parse_servers_state, write_atomically
+from fridaymorning.router.process import failed_reloads, runs_haproxy_master
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
     from conftest import FakeAdminSocket

@@ -16,12 +16,13 @@ def test_all_lists_the_public_api() -> None:
         "HAProxyRouter",
         "Router",
         "ServerSpec",
+        "Share",
         "StopTimeouts",
         "ab_backend",
         "affinity_backends",
         "backends_of",
         "render_haproxy_config",
-        "split_weights",
+        "weights_for_shares",
         "write_live_config",
     ]
     assert all(hasattr(router, name) for name in router.__all__)

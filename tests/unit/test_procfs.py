@@ -1,0 +1,73 @@
+"""fridaymorning.procfs: what /proc tells of a process, and None for one that is gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fridaymorning import procfs
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+
+def gone_pid() -> int:
+    """The pid of a child that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_running_process_is_described(tmp_path: Path) -> None:
+    """For a running child: alive, its parent, its argv, working directory and environment."""
+    argv = [sys.executable, "-c", "import sys; sys.stdin.read()", "marker"]
+    child = subprocess.Popen(argv, cwd=tmp_path, env={"FM_MARK": "1"}, stdin=subprocess.PIPE)
+    try:
+        assert procfs.process_alive(child.pid)
+        assert procfs.parent_pid(child.pid) == os.getpid()
+        assert procfs.read_cmdline(child.pid) == argv
+        assert procfs.read_cwd(child.pid) == str(tmp_path.resolve())
+        assert b"FM_MARK=1" in (procfs.read_environ(child.pid) or [])
+        assert procfs.read_start_time(child.pid) is not None
+    finally:
+        child.communicate(b"")
+
+
+def test_a_gone_process_reads_as_none() -> None:
+    """Every reader answers None (or False) for a pid that no longer runs."""
+    pid = gone_pid()
+    assert procfs.stat_fields(pid) is None
+    assert not procfs.process_alive(pid)
+    assert procfs.parent_pid(pid) is None
+    assert procfs.read_start_time(pid) is None
+    assert procfs.read_cmdline(pid) is None
+    assert procfs.read_cwd(pid) is None
+    assert procfs.read_environ(pid) is None
+    assert not procfs.handles_signals(pid, signal.SIGUSR1)
+
+
+def test_a_zombie_is_not_alive() -> None:
+    """A child that has exited but is not reaped yet counts as gone, though /proc still lists it."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
+        assert procfs.stat_fields(child.pid) is not None
+        assert not procfs.process_alive(child.pid)
+        assert procfs.read_start_time(child.pid) is None
+    finally:
+        child.wait()
+
+
+def test_signal_handlers_are_read() -> None:
+    """handles_signals is True for a signal with a handler, False for one left at its default action."""
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        assert procfs.handles_signals(os.getpid(), signal.SIGUSR1)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        assert not procfs.handles_signals(os.getpid(), signal.SIGUSR1)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
