@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fridaymorning.analysis.judge import judge
+from fridaymorning.analysis.evidence import RunningEvidence
+from fridaymorning.analysis.judge import verdict_of
+from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
 from fridaymorning.controller.hooks import (
@@ -45,7 +47,7 @@ from fridaymorning.controller.strategy import (
 )
 from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
-from fridaymorning.models import Instance, ServerStatus, baseline_label
+from fridaymorning.models import Instance, ServerStatus, Window, baseline_label
 from fridaymorning.platform.base import Platform
 from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
@@ -172,6 +174,8 @@ class ServiceController:
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
         self._task: asyncio.Task[RolloutState] | None = None
+        # The running rollout's evidence, kept between judgements (and the rollout it belongs to).
+        self._running: tuple[int, RunningEvidence] | None = None
 
     @property
     def backend(self) -> str:
@@ -448,8 +452,11 @@ class ServiceController:
     async def _measure(self, state: RolloutState) -> Measurement:
         """Judge every closed second since the rollout began, and count the current step's canary requests.
 
-        Only seconds the collector has already written are judged, so `fm replay` later sees exactly
-        the same data. A dead canary server or a failing store is evidence too: fail, or error.
+        The rollout's evidence is kept between judgements: only the seconds closed since the last one
+        are read and folded in (all of them once, after a restart), with the same verdict as folding
+        every second again. Only seconds the collector has already written are judged, so `fm replay`
+        later sees exactly the same data. A dead canary server or a failing store is evidence too:
+        fail, or error.
         """
         start, end = judged_seconds(state, self.clock(), self.data_lag_s)
         down = await self._canary_servers_down()
@@ -459,18 +466,36 @@ class ServiceController:
             )
             return Measurement(verdict, 0, start, end)
         series = judged_series(self.service, state)
+        running = self._running_evidence(state)
+        first = running.unread_from(start)
+        step_start = math.floor(state.step_started_at) + 1
         query = self.metrics.query
         try:
-            canary = await asyncio.to_thread(query, series.canary_backend, state.version, start, end)
+            canary = await asyncio.to_thread(query, series.canary_backend, state.version, first, end)
             baseline = await asyncio.to_thread(
-                query, series.baseline_backend, series.baseline_version, start, end
+                query, series.baseline_backend, series.baseline_version, first, end
             )
+            counted = 0
+            if step_start != running.step_start and step_start < first:
+                # The step began in seconds already folded (a clock that moved back): count them once.
+                folded = await asyncio.to_thread(
+                    query, series.canary_backend, state.version, step_start, first
+                )
+                counted = sum(window.requests for window in folded)
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
-        step_start = math.floor(state.step_started_at) + 1
-        step_requests = sum(window.requests for window in canary if window.second >= step_start)
-        verdict = judge(canary, baseline, self.service.analysis, compare=series.compare)
-        return Measurement(verdict, step_requests, start, end)
+        if step_start != running.step_start:
+            running.start_step(step_start, counted)
+        verdict = await asyncio.to_thread(
+            _fold_and_judge, running, canary, baseline, self.service.analysis, series.compare
+        )
+        return Measurement(verdict, running.step_requests, start, end)
+
+    def _running_evidence(self, state: RolloutState) -> RunningEvidence:
+        """The evidence kept for `state`'s rollout; a new one (folding from its start) for another rollout."""
+        if self._running is None or self._running[0] != state.id:
+            self._running = (state.id, RunningEvidence(self.service.analysis))
+        return self._running[1]
 
     async def _canary_servers_down(self) -> list[str]:
         names = {instance.server for instance in self.canary_instances}
@@ -763,6 +788,18 @@ class ServiceController:
         if self.last_verdict is not None and self.last_verdict_rollout == active.id:
             return self.last_verdict.to_dict()
         return self.states.latest_verdict(active.id)
+
+
+def _fold_and_judge(
+    running: RunningEvidence,
+    canary: Sequence[Window],
+    baseline: Sequence[Window],
+    policy: Policy,
+    compare: bool,
+) -> Verdict:
+    """Fold the new windows into the rollout's evidence, and judge it."""
+    running.fold(canary, baseline)
+    return verdict_of(running.evidence, policy, compare=compare)
 
 
 def rollout_dict(state: RolloutState) -> dict[str, object]:
