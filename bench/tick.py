@@ -94,8 +94,10 @@ def fill(store: SqliteMetricStore, first: int, end: int, variants: list[tuple[Wi
 
 def evidence_bytes(evidence: Evidence) -> int:
     """The bytes of the numpy arrays the evidence keeps (histograms of its totals, blocks and snapshots)."""
-    blocks = [evidence.totals, *evidence.slo_blocks, *evidence._snapshots]
-    return sum(block.canary_cumulative.nbytes + block.baseline_cumulative.nbytes for block in blocks)
+    blocks = [evidence.totals, *evidence.slo_blocks]
+    kept = sum(block.canary_cumulative.nbytes + block.baseline_cumulative.nbytes for block in blocks)
+    suffixes = evidence.suffixes()
+    return kept + suffixes.counts.nbytes + suffixes.canary_before.nbytes
 
 
 def rss_mb() -> float:

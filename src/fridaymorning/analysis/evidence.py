@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from ddsketch import DDSketch
 
 from fridaymorning.analysis.policy import Policy
@@ -133,14 +134,45 @@ class SloBlock:
         if baseline_cumulative is not None:
             self.baseline_cumulative += baseline_cumulative
 
-    def copy(self, index: int, start: int) -> SloBlock:
-        """The same traffic, as a block numbered `index` starting at second `start`."""
-        block = SloBlock(index, start)
-        block.canary_requests, block.canary_failed = self.canary_requests, self.canary_failed
-        block.baseline_requests, block.baseline_failed = self.baseline_requests, self.baseline_failed
-        block.canary_cumulative = self.canary_cumulative.copy()
-        block.baseline_cumulative = self.baseline_cumulative.copy()
-        return block
+
+@dataclass(frozen=True, slots=True)
+class Suffixes:
+    """The traffic since each SLO block's start until now, one row per block (block k in row k - 1).
+
+    Counts as arrays; the canary's cumulative histogram of a suffix is computed on demand (the totals
+    minus the totals when the block opened), one bin for every block, or every bin for one block.
+    """
+
+    indexes: npt.NDArray[np.int64]
+    counts: npt.NDArray[np.int64]  # canary requests, canary failed, baseline requests, baseline failed
+    canary_total: FloatArray
+    canary_before: FloatArray  # the canary's cumulative histogram when each block opened
+
+    @property
+    def canary_requests(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 0]
+
+    @property
+    def canary_failed(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 1]
+
+    @property
+    def baseline_requests(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 2]
+
+    @property
+    def baseline_failed(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 3]
+
+    def canary_cumulative(self, row: int) -> FloatArray:
+        """The canary's cumulative histogram of the suffix in `row`."""
+        suffix: FloatArray = self.canary_total - self.canary_before[row]
+        return suffix
+
+    def canary_cumulative_at(self, index: int) -> FloatArray:
+        """Entry `index` of every suffix's canary cumulative histogram (judged latencies up to that bin)."""
+        column: FloatArray = self.canary_total[index] - self.canary_before[:, index]
+        return column
 
 
 class Evidence:
@@ -170,7 +202,8 @@ class Evidence:
         "_settled_latencies",
         "_slo_half",
         "_slo_window",
-        "_snapshots",
+        "_snapshot_canary",
+        "_snapshot_counts",
         "_tolerance",
         "_warmup_s",
         "baseline_compared",
@@ -220,8 +253,11 @@ class Evidence:
         self.baseline_exceeding = [0.0 for _ in policy.quantiles]
         self.slo_blocks: list[SloBlock] = []
         self.blocks_started = 0
-        # The totals when each SLO block opened: the pass side also bounds the traffic since then.
-        self._snapshots: list[SloBlock] = []
+        # The totals when each SLO block opened (row k - 1 for block k): the pass side also bounds the
+        # traffic since then. Counts (canary requests, failed; baseline requests, failed) and the canary's
+        # cumulative histogram; the arrays grow by doubling.
+        self._snapshot_counts = np.zeros((0, 4), dtype=np.int64)
+        self._snapshot_canary = np.zeros((0, HISTOGRAM_SIZE))
 
     def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
         """Fold one second of both versions into the evidence."""
@@ -241,7 +277,7 @@ class Evidence:
             self._count_slower(canary_cumulative, baseline_cumulative, canary_events, baseline_events, shares)
         self._update(canary_events, baseline_events, shares)
         if (self.seconds - 1) % self._slo_half == 0:
-            self._snapshots.append(self.totals.copy(self.blocks_started + 1, self.seconds))
+            self._snapshot_totals()
         self.totals.add(canary, baseline, canary_cumulative, baseline_cumulative)
         self._add_to_slo_blocks(canary, baseline, canary_cumulative, baseline_cumulative)
 
@@ -372,23 +408,42 @@ class Evidence:
         """The baseline's judged latencies since the rollout began, as a cumulative histogram."""
         return self.totals.baseline_cumulative
 
-    def suffixes(self) -> list[SloBlock]:
+    def _snapshot_totals(self) -> None:
+        """Keep the totals as they are when block number blocks_started + 1 opens."""
+        row = self.blocks_started
+        if row == len(self._snapshot_counts):
+            capacity = max(8, 2 * row)
+            counts = np.zeros((capacity, 4), dtype=np.int64)
+            counts[:row] = self._snapshot_counts
+            canary = np.zeros((capacity, HISTOGRAM_SIZE))
+            canary[:row] = self._snapshot_canary
+            self._snapshot_counts, self._snapshot_canary = counts, canary
+        totals = self.totals
+        self._snapshot_counts[row] = (
+            totals.canary_requests,
+            totals.canary_failed,
+            totals.baseline_requests,
+            totals.baseline_failed,
+        )
+        self._snapshot_canary[row] = totals.canary_cumulative
+
+    def suffixes(self) -> Suffixes:
         """For every SLO block opened so far, the traffic from its first second until now.
 
         The pass side bounds these as well as the whole rollout, so that an incident both versions
         shared stops weighing on a pass once it lies before some block's start.
         """
-        suffixes = []
-        for snapshot in self._snapshots:
-            suffix = SloBlock(snapshot.index, snapshot.start)
-            suffix.canary_requests = self.canary_requests - snapshot.canary_requests
-            suffix.canary_failed = self.canary_failed - snapshot.canary_failed
-            suffix.baseline_requests = self.baseline_requests - snapshot.baseline_requests
-            suffix.baseline_failed = self.baseline_failed - snapshot.baseline_failed
-            suffix.canary_cumulative = self.canary_cumulative - snapshot.canary_cumulative
-            suffix.baseline_cumulative = self.baseline_cumulative - snapshot.baseline_cumulative
-            suffixes.append(suffix)
-        return suffixes
+        totals, blocks = self.totals, self.blocks_started
+        now = np.array(
+            [totals.canary_requests, totals.canary_failed, totals.baseline_requests, totals.baseline_failed],
+            dtype=np.int64,
+        )
+        return Suffixes(
+            np.arange(1, blocks + 1),
+            now - self._snapshot_counts[:blocks],
+            totals.canary_cumulative,
+            self._snapshot_canary[:blocks],
+        )
 
     @property
     def warming_up(self) -> bool:

@@ -293,6 +293,72 @@ def rate_lower_bound(
     )
 
 
+# --- cheap floors of the bounds, to skip bounds that cannot be the smallest --------------------------------
+
+# Kept below the threshold, against the rounding of the mixtures' logarithms.
+_FLOOR_SLACK = 1e-4
+
+
+def _bernoulli_kl(x: FloatArray, p: FloatArray) -> FloatArray:
+    """KL(Bernoulli(x) || Bernoulli(p)), elementwise, with 0·log 0 = 0 (callers silence numpy's warnings)."""
+    ones = np.where(x > 0.0, x * np.log(x / p), 0.0)
+    zeros = np.where(x < 1.0, (1.0 - x) * np.log((1.0 - x) / (1.0 - p)), 0.0)
+    kl: FloatArray = ones + zeros
+    return kl
+
+
+def _kl_crossing(
+    trials: FloatArray, fixed: FloatArray, alphas: FloatArray, *, moving_first: bool, upward: bool
+) -> FloatArray:
+    """Per element, how far from `fixed` a point may move (up, or down) with trials·KL below log(1/alpha).
+
+    The moving point is KL's first argument (`moving_first`) or its second. The point returned never
+    reaches the threshold, nor does any point between it and `fixed`: KL grows away from `fixed`.
+    Bisection to 2^-24 of the distance to 0 or 1: a floor a little low only skips fewer bounds.
+    """
+    target = np.log(1.0 / alphas) * (1.0 - 1e-9) - _FLOOR_SLACK
+    inside = fixed.copy()
+    outside = np.ones_like(fixed) if upward else np.zeros_like(fixed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(24):
+            middle = (inside + outside) / 2.0
+            kl = _bernoulli_kl(middle, fixed) if moving_first else _bernoulli_kl(fixed, middle)
+            reached = trials * kl >= target
+            outside = np.where(reached, middle, outside)
+            inside = np.where(reached, inside, middle)
+    return inside
+
+
+def rate_upper_bound_floors(events: FloatArray, trials: FloatArray, alphas: FloatArray) -> FloatArray:
+    """Per element, a value at most rate_upper_bound(events, trials, alpha).
+
+    The mixture averages likelihood ratios, none larger than the one at the estimate, exp(trials·KL):
+    below the rate where trials·KL(estimate || p) reaches log(1/alpha) the mixture cannot reach it.
+    """
+    full = (trials <= 0) | (events >= trials)
+    estimate = np.where(full, 0.0, events / np.maximum(trials, 1))
+    floors = _kl_crossing(trials, estimate, alphas, moving_first=False, upward=True)
+    bounded: FloatArray = np.where(full, 1.0, floors)
+    return bounded
+
+
+def rate_lower_bound_ceilings(events: FloatArray, trials: FloatArray, alphas: FloatArray) -> FloatArray:
+    """Per element, a value at least rate_lower_bound(events, trials, alpha) (as rate_upper_bound_floors)."""
+    empty = (trials <= 0) | (events <= 0)
+    estimate = np.where(empty, 0.0, np.minimum(events / np.maximum(trials, 1), 1.0))
+    ceilings = _kl_crossing(trials, estimate, alphas, moving_first=False, upward=False)
+    bounded: FloatArray = np.where(empty, 0.0, ceilings)
+    return bounded
+
+
+def quantile_upper_rank_floors(counts: FloatArray, q: float, alphas: FloatArray) -> FloatArray:
+    """Per element, a value below quantile_upper_rank(count, q, alpha) (as rate_upper_bound_floors)."""
+    fixed = np.full_like(counts, q, dtype=np.float64)
+    shares = _kl_crossing(counts, fixed, alphas, moving_first=True, upward=True)
+    floors: FloatArray = shares * counts
+    return floors
+
+
 def _rate_crossing(excess: Callable[[float], float], low: float, high: float, *, rising: bool) -> float:
     """Where `excess` (negative at the estimate, growing away from it) turns nonnegative, rounded outward.
 
