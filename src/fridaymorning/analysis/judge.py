@@ -32,7 +32,7 @@ from fridaymorning.analysis.stats import (
     FloatArray,
     quantile_lower_rank,
     quantile_upper_rank,
-    quantile_upper_rank_floors,
+    quantile_upper_ranks_may_reach,
     rate_lower_bound,
     rate_lower_bound_ceilings,
     rate_upper_bound,
@@ -236,24 +236,28 @@ def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float
 def smallest_p99_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
     """The smallest of `whole` and the canary's p99 upper bounds since each SLO block's start.
 
-    A block's bound is at most the smallest so far only if its suffix holds at least its rank's worth
-    of latencies up to that bound's bin; blocks that surely hold fewer (quantile_upper_rank_floors)
-    are skipped, and the test is made again each time the smallest comes down.
+    Only a block whose bound may lie strictly below the smallest so far is computed exactly: its
+    suffix must hold at least its rank's worth of latencies below that bound's bin, which is tested for
+    every block at once (quantile_upper_ranks_may_reach); again each time the smallest comes down.
     """
     suffixes, alphas = evidence.suffixes(), _pass_alphas(evidence, policy)
     counts = suffixes.canary_cumulative_at(-1)
-    floors = quantile_upper_rank_floors(counts, 0.99, alphas)
     best = whole
     candidates = np.flatnonzero(counts > 0)
     while candidates.size:
-        best_bin = int(np.searchsorted(UPPER_EDGES, best, side="right")) - 1
-        spare = suffixes.canary_cumulative_at(best_bin)[candidates] - floors[candidates]
-        candidates = candidates[spare > 0]
+        # A bound below `best` ends in a bin below best's (any finite bin, when best is infinite).
+        below = (
+            len(UPPER_EDGES) - 1 if math.isinf(best) else int(np.searchsorted(UPPER_EDGES, best, "left")) - 1
+        )
+        if below < 0:
+            break
+        available = suffixes.canary_cumulative_at(below)[candidates]
+        candidates = candidates[
+            quantile_upper_ranks_may_reach(available, counts[candidates], 0.99, alphas[candidates])
+        ]
         if not candidates.size:
             break
-        # the block with the most latencies to spare below the bound first: likely the smallest bound
-        row = int(candidates[int(np.argmax(spare[spare > 0] / counts[candidates]))])
-        candidates = candidates[candidates != row]
+        row, candidates = int(candidates[0]), candidates[1:]
         rank = quantile_upper_rank(float(counts[row]), 0.99, float(alphas[row]))
         best = min(best, _order_statistic(suffixes.canary_cumulative(row), rank, UPPER_EDGES))
     return best

@@ -351,12 +351,34 @@ def rate_lower_bound_ceilings(events: FloatArray, trials: FloatArray, alphas: Fl
     return bounded
 
 
-def quantile_upper_rank_floors(counts: FloatArray, q: float, alphas: FloatArray) -> FloatArray:
-    """Per element, a value below quantile_upper_rank(count, q, alpha) (as rate_upper_bound_floors)."""
-    fixed = np.full_like(counts, q, dtype=np.float64)
-    shares = _kl_crossing(counts, fixed, alphas, moving_first=True, upward=True)
-    floors: FloatArray = shares * counts
-    return floors
+def quantile_upper_ranks_may_reach(
+    ranks: FloatArray, counts: FloatArray, q: float, alphas: FloatArray, *, optimize_at: float = OPTIMIZE_AT
+) -> npt.NDArray[np.bool_]:
+    """Per element, False where quantile_upper_rank(count, q, alpha) is surely above `rank`.
+
+    The rank is the smallest count at which the one-sided mixture reaches 1/alpha (the search takes
+    the mixture as growing with the count), so it is above `rank` when the mixture at `rank` stays
+    below; all elements at once, with a margin against rounding (True when in doubt).
+    """
+    starts = np.floor(counts * q)
+    log_inverse = np.log(1.0 / (2.0 * alphas))
+    concentrations = np.maximum(optimize_at / (2.0 * log_inverse + np.log1p(2.0 * log_inverse)) - 1.0, 1e-3)
+    betainc, betaln = _special()
+    a0, b0 = concentrations * (1.0 - q), concentrations * q
+    a, b = a0 + counts - ranks, b0 + ranks
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mixture = (
+            np.log(betainc(a, b, 1.0 - q))
+            + betaln(a, b)
+            - (np.log(betainc(a0, b0, 1.0 - q)) + betaln(a0, b0))
+            - ranks * math.log(q)
+            - (counts - ranks) * math.log1p(-q)
+        )
+        # the logarithms' rounding grows with the terms' size (betaln of up to the count)
+        margin = _FLOOR_SLACK + 1e-9 * np.abs(betaln(a, b))
+        doubtful = ~(mixture < np.log(1.0 / alphas) - margin)
+    reach: npt.NDArray[np.bool_] = (ranks >= starts) & (counts > 0) & doubtful
+    return reach
 
 
 def _rate_crossing(excess: Callable[[float], float], low: float, high: float, *, rising: bool) -> float:
