@@ -486,9 +486,7 @@ class ServiceController:
             return Measurement(error_verdict(str(error)), 0, start, end)
         if step_start != running.step_start:
             running.start_step(step_start, counted)
-        verdict = await asyncio.to_thread(
-            _fold_and_judge, running, canary, baseline, self.service.analysis, series.compare
-        )
+        verdict = _fold_and_judge(running, canary, baseline, self.service.analysis, series.compare)
         return Measurement(verdict, running.step_requests, start, end)
 
     def _running_evidence(self, state: RolloutState) -> RunningEvidence:
