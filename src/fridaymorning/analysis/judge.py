@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, evidence_of
+from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, Suffixes, evidence_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     LOWER_EDGES,
@@ -194,6 +194,21 @@ def _pass_alphas(evidence: Evidence, policy: Policy) -> FloatArray:
     return alphas
 
 
+# Up to this many SLO blocks every pass bound is computed: ruling some out would cost more than it saves.
+FEW_BLOCKS = 8
+
+
+def _excess_bounds(suffixes: Suffixes, halves: FloatArray) -> list[float]:
+    """Every block's canary upper bound minus baseline lower bound, each at the block's half alpha."""
+    return [
+        rate_upper_bound(int(suffixes.canary_failed[row]), int(suffixes.canary_requests[row]), float(alpha))
+        - rate_lower_bound(
+            int(suffixes.baseline_failed[row]), int(suffixes.baseline_requests[row]), float(alpha)
+        )
+        for row, alpha in enumerate(halves.tolist())
+    ]
+
+
 def smallest_error_rate_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
     """The smallest of `whole` and the canary's error-rate upper bounds since each SLO block's start.
 
@@ -202,7 +217,10 @@ def smallest_error_rate_bound(evidence: Evidence, policy: Policy, whole: float) 
     """
     suffixes, alphas = evidence.suffixes(), _pass_alphas(evidence, policy)
     failed, requests = suffixes.canary_failed, suffixes.canary_requests
-    floors = rate_upper_bound_floors(failed.astype(np.float64), requests.astype(np.float64), alphas)
+    if len(alphas) <= FEW_BLOCKS:
+        floors = np.zeros(len(alphas))
+    else:
+        floors = rate_upper_bound_floors(failed.astype(np.float64), requests.astype(np.float64), alphas)
     best = whole
     for row in np.argsort(floors, kind="stable").tolist():
         if floors[row] > best:
@@ -217,6 +235,8 @@ def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float
     suffixes, halves = evidence.suffixes(), _pass_alphas(evidence, policy) / 2
     canary_failed, canary_requests = suffixes.canary_failed, suffixes.canary_requests
     baseline_failed, baseline_requests = suffixes.baseline_failed, suffixes.baseline_requests
+    if len(halves) <= FEW_BLOCKS:
+        return min([whole, *_excess_bounds(suffixes, halves)])
     floors = rate_upper_bound_floors(
         canary_failed.astype(np.float64), canary_requests.astype(np.float64), halves
     ) - rate_lower_bound_ceilings(
