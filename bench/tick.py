@@ -34,6 +34,7 @@ import numpy as np
 from fridaymorning.analysis.evidence import Evidence, RunningEvidence
 from fridaymorning.analysis.judge import judge, verdict_of
 from fridaymorning.analysis.policy import Policy
+from fridaymorning.controller.loop import read_chunks
 from fridaymorning.models import Window
 from fridaymorning.store.sqlite import SqliteMetricStore
 from fridaymorning.testing import synthetic_window
@@ -119,8 +120,9 @@ def read(store: SqliteMetricStore, first: int, end: int) -> tuple[list[Window], 
 
 
 def rebuild(store: SqliteMetricStore, running: RunningEvidence, policy: Policy, end: int) -> None:
-    """The first judgement after a restart: every stored second folded once."""
-    running.fold(*read(store, START, end))
+    """The first judgement after a restart: every stored second folded once, a chunk at a time."""
+    for chunk_start, chunk_end in read_chunks(START, end):
+        running.fold(*read(store, chunk_start, chunk_end))
     verdict_of(running.evidence, policy)
 
 

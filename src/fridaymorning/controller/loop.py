@@ -21,7 +21,6 @@ from typing import Any
 
 from fridaymorning.analysis.evidence import RunningEvidence
 from fridaymorning.analysis.judge import verdict_of
-from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
 from fridaymorning.controller.hooks import (
@@ -47,7 +46,7 @@ from fridaymorning.controller.strategy import (
 )
 from fridaymorning.controller.weights import share_weights
 from fridaymorning.errors import FridayMorningError, RolloutError
-from fridaymorning.models import Instance, ServerStatus, Window, baseline_label
+from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.platform.base import Platform
 from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
@@ -59,6 +58,10 @@ log = logging.getLogger(__name__)
 SERVERS_UP_TIMEOUT_S = 15.0
 # The longest pause between retries of a rollback's HAProxy commands (see _until_done).
 ROLLBACK_RETRY_MAX_S = 5.0
+
+# The most seconds read from the store at once: a restart folds a long rollout a chunk at a time, so
+# that its windows are never all in memory together.
+READ_CHUNK_S = 600
 
 # Why a rollout ends when `fm up` is stopped in order (Ctrl-C, SIGTERM) while it runs.
 STOPPED_BY_OPERATOR = "stopped by the operator"
@@ -471,22 +474,27 @@ class ServiceController:
         step_start = math.floor(state.step_started_at) + 1
         query = self.metrics.query
         try:
-            canary = await asyncio.to_thread(query, series.canary_backend, state.version, first, end)
-            baseline = await asyncio.to_thread(
-                query, series.baseline_backend, series.baseline_version, first, end
-            )
-            counted = 0
-            if step_start != running.step_start and step_start < first:
-                # The step began in seconds already folded (a clock that moved back): count them once.
-                folded = await asyncio.to_thread(
-                    query, series.canary_backend, state.version, step_start, first
+            if step_start != running.step_start:
+                counted = 0
+                if step_start < first:
+                    # The step began in seconds already folded (a clock that moved back): count them once.
+                    folded = await asyncio.to_thread(
+                        query, series.canary_backend, state.version, step_start, first
+                    )
+                    counted = sum(window.requests for window in folded)
+                running.start_step(step_start, counted)
+            # After a restart, a long rollout's seconds are read and folded a chunk at a time.
+            for chunk_start, chunk_end in read_chunks(first, end):
+                canary = await asyncio.to_thread(
+                    query, series.canary_backend, state.version, chunk_start, chunk_end
                 )
-                counted = sum(window.requests for window in folded)
+                baseline = await asyncio.to_thread(
+                    query, series.baseline_backend, series.baseline_version, chunk_start, chunk_end
+                )
+                running.fold(canary, baseline)
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
-        if step_start != running.step_start:
-            running.start_step(step_start, counted)
-        verdict = _fold_and_judge(running, canary, baseline, self.service.analysis, series.compare)
+        verdict = verdict_of(running.evidence, self.service.analysis, compare=series.compare)
         return Measurement(verdict, running.step_requests, start, end)
 
     def _running_evidence(self, state: RolloutState) -> RunningEvidence:
@@ -788,16 +796,9 @@ class ServiceController:
         return self.states.latest_verdict(active.id)
 
 
-def _fold_and_judge(
-    running: RunningEvidence,
-    canary: Sequence[Window],
-    baseline: Sequence[Window],
-    policy: Policy,
-    compare: bool,
-) -> Verdict:
-    """Fold the new windows into the rollout's evidence, and judge it."""
-    running.fold(canary, baseline)
-    return verdict_of(running.evidence, policy, compare=compare)
+def read_chunks(first: int, end: int, size: int = READ_CHUNK_S) -> list[tuple[int, int]]:
+    """The seconds [first, end) as consecutive ranges of at most `size` seconds (none when empty)."""
+    return [(low, min(low + size, end)) for low in range(first, end, size)]
 
 
 def rollout_dict(state: RolloutState) -> dict[str, object]:
