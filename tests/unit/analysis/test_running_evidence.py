@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from fridaymorning.analysis.evidence import RunningEvidence
 from fridaymorning.analysis.judge import judge, verdict_of
 from fridaymorning.analysis.policy import Policy
+from fridaymorning.controller.loop import read_chunks
 from fridaymorning.models import Window
 from fridaymorning.testing import synthetic_window
 
@@ -87,3 +88,10 @@ def test_a_window_of_a_folded_second_is_refused() -> None:
     assert running.unread_from(0) == 13
     with pytest.raises(ValueError, match="folded already"):
         running.fold([synthetic_window("web", "v2", 12, 5)], [])
+
+
+def test_a_restart_reads_the_stored_seconds_in_chunks() -> None:
+    """The seconds since the rollout began are read in consecutive chunks that cover them exactly."""
+    assert read_chunks(0, 1300, 600) == [(0, 600), (600, 1200), (1200, 1300)]
+    assert read_chunks(7, 8, 600) == [(7, 8)]
+    assert read_chunks(9, 9, 600) == []
