@@ -293,6 +293,94 @@ def rate_lower_bound(
     )
 
 
+# --- cheap floors of the bounds, to skip bounds that cannot be the smallest --------------------------------
+
+# Kept below the threshold, against the rounding of the mixtures' logarithms.
+_FLOOR_SLACK = 1e-4
+
+
+def _bernoulli_kl(x: FloatArray, p: FloatArray) -> FloatArray:
+    """KL(Bernoulli(x) || Bernoulli(p)), elementwise, with 0·log 0 = 0 (callers silence numpy's warnings)."""
+    ones = np.where(x > 0.0, x * np.log(x / p), 0.0)
+    zeros = np.where(x < 1.0, (1.0 - x) * np.log((1.0 - x) / (1.0 - p)), 0.0)
+    kl: FloatArray = ones + zeros
+    return kl
+
+
+def _kl_crossing(
+    trials: FloatArray, fixed: FloatArray, alphas: FloatArray, *, moving_first: bool, upward: bool
+) -> FloatArray:
+    """Per element, how far from `fixed` a point may move (up, or down) with trials·KL below log(1/alpha).
+
+    The moving point is KL's first argument (`moving_first`) or its second. The point returned never
+    reaches the threshold, nor does any point between it and `fixed`: KL grows away from `fixed`.
+    Bisection to 2^-24 of the distance to 0 or 1: a floor a little low only skips fewer bounds.
+    """
+    target = np.log(1.0 / alphas) * (1.0 - 1e-9) - _FLOOR_SLACK
+    inside = fixed.copy()
+    outside = np.ones_like(fixed) if upward else np.zeros_like(fixed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(24):
+            middle = (inside + outside) / 2.0
+            kl = _bernoulli_kl(middle, fixed) if moving_first else _bernoulli_kl(fixed, middle)
+            reached = trials * kl >= target
+            outside = np.where(reached, middle, outside)
+            inside = np.where(reached, inside, middle)
+    return inside
+
+
+def rate_upper_bound_floors(events: FloatArray, trials: FloatArray, alphas: FloatArray) -> FloatArray:
+    """Per element, a value at most rate_upper_bound(events, trials, alpha).
+
+    The mixture averages likelihood ratios, none larger than the one at the estimate, exp(trials·KL):
+    below the rate where trials·KL(estimate || p) reaches log(1/alpha) the mixture cannot reach it.
+    """
+    full = (trials <= 0) | (events >= trials)
+    estimate = np.where(full, 0.0, events / np.maximum(trials, 1))
+    floors = _kl_crossing(trials, estimate, alphas, moving_first=False, upward=True)
+    bounded: FloatArray = np.where(full, 1.0, floors)
+    return bounded
+
+
+def rate_lower_bound_ceilings(events: FloatArray, trials: FloatArray, alphas: FloatArray) -> FloatArray:
+    """Per element, a value at least rate_lower_bound(events, trials, alpha) (as rate_upper_bound_floors)."""
+    empty = (trials <= 0) | (events <= 0)
+    estimate = np.where(empty, 0.0, np.minimum(events / np.maximum(trials, 1), 1.0))
+    ceilings = _kl_crossing(trials, estimate, alphas, moving_first=False, upward=False)
+    bounded: FloatArray = np.where(empty, 0.0, ceilings)
+    return bounded
+
+
+def quantile_upper_ranks_may_reach(
+    ranks: FloatArray, counts: FloatArray, q: float, alphas: FloatArray, *, optimize_at: float = OPTIMIZE_AT
+) -> npt.NDArray[np.bool_]:
+    """Per element, False where quantile_upper_rank(count, q, alpha) is surely above `rank`.
+
+    The rank is the smallest count at which the one-sided mixture reaches 1/alpha (the search takes
+    the mixture as growing with the count), so it is above `rank` when the mixture at `rank` stays
+    below; all elements at once, with a margin against rounding (True when in doubt).
+    """
+    starts = np.floor(counts * q)
+    log_inverse = np.log(1.0 / (2.0 * alphas))
+    concentrations = np.maximum(optimize_at / (2.0 * log_inverse + np.log1p(2.0 * log_inverse)) - 1.0, 1e-3)
+    betainc, betaln = _special()
+    a0, b0 = concentrations * (1.0 - q), concentrations * q
+    a, b = a0 + counts - ranks, b0 + ranks
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mixture = (
+            np.log(betainc(a, b, 1.0 - q))
+            + betaln(a, b)
+            - (np.log(betainc(a0, b0, 1.0 - q)) + betaln(a0, b0))
+            - ranks * math.log(q)
+            - (counts - ranks) * math.log1p(-q)
+        )
+        # the logarithms' rounding grows with the terms' size (betaln of up to the count)
+        margin = _FLOOR_SLACK + 1e-9 * np.abs(betaln(a, b))
+        doubtful = ~(mixture < np.log(1.0 / alphas) - margin)
+    reach: npt.NDArray[np.bool_] = (ranks >= starts) & (counts > 0) & doubtful
+    return reach
+
+
 def _rate_crossing(excess: Callable[[float], float], low: float, high: float, *, rising: bool) -> float:
     """Where `excess` (negative at the estimate, growing away from it) turns nonnegative, rounded outward.
 
