@@ -31,6 +31,7 @@ from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import AlreadyRunningError, FridayMorningError, PortInUseError
 from fridaymorning.ingest.process import CollectorProcess, collector_settings
+from fridaymorning.models import Window
 from fridaymorning.platform.base import Platform
 from fridaymorning.registry import resolve
 from fridaymorning.router import (
@@ -165,6 +166,11 @@ class Runtime:
         await self.collector.start()
         how = "adopted the collector" if self.collector.adopted else "collector"
         self.announce(f"{how} listening on {protocol}://{host}:{port} (pid {self.collector.pid})")
+
+    async def write_windows(self, windows: list[Window]) -> None:
+        """The collector's sink: windows go to the store off the event loop."""
+        if windows and self.metrics is not None:
+            await asyncio.to_thread(self.metrics.write, windows)
 
     async def start_haproxy(self) -> None:
         """Adopt the HAProxy a previous run left serving, or start one; then keep haproxy.cfg live."""

@@ -21,9 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, Suffixes, evidence_of
+from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, evidence_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     LOWER_EDGES,
@@ -32,11 +30,8 @@ from fridaymorning.analysis.stats import (
     FloatArray,
     quantile_lower_rank,
     quantile_upper_rank,
-    quantile_upper_ranks_may_reach,
     rate_lower_bound,
-    rate_lower_bound_ceilings,
     rate_upper_bound,
-    rate_upper_bound_floors,
 )
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase, combine
 from fridaymorning.models import Window
@@ -87,7 +82,7 @@ def fails(evidence: Evidence, policy: Policy, *, compare: bool = True) -> bool:
 
     The same predicates decide each check's FAIL below; the pass bounds and the details are not computed,
     so this costs a fraction of the verdict. `fm simulate` asks it every simulated second to know whether
-    it must build the verdict at all (simulation.simulate.run_fm).
+    it must build the verdict at all (analysis.simulate.run_fm).
     """
     breach = error_slo_breach(evidence, policy, compare=compare)
     if breach is not None and breach.canary_only:
@@ -184,103 +179,12 @@ def _seconds_of(evidence: Evidence, block: SloBlock) -> str:
     return f"over the last {evidence.seconds - block.start + 1} s"
 
 
-def _pass_alphas(evidence: Evidence, policy: Policy) -> FloatArray:
-    """The alpha each SLO block's pass bound spends, alpha/(k(k + 1)) for block k (row k - 1).
+def _pass_blocks(evidence: Evidence, policy: Policy) -> list[tuple[SloBlock, float]]:
+    """The traffic since each SLO block's start, with the alpha its pass bound spends: alpha/(k(k + 1)).
 
     Summed over the blocks this is alpha, besides the bound since the rollout began.
     """
-    indexes = evidence.suffixes().indexes
-    alphas: FloatArray = policy.alpha / (indexes * (indexes + 1)).astype(np.float64)
-    return alphas
-
-
-# Up to this many SLO blocks every pass bound is computed: ruling some out would cost more than it saves.
-FEW_BLOCKS = 8
-
-
-def _excess_bounds(suffixes: Suffixes, halves: FloatArray) -> list[float]:
-    """Every block's canary upper bound minus baseline lower bound, each at the block's half alpha."""
-    return [
-        rate_upper_bound(int(suffixes.canary_failed[row]), int(suffixes.canary_requests[row]), float(alpha))
-        - rate_lower_bound(
-            int(suffixes.baseline_failed[row]), int(suffixes.baseline_requests[row]), float(alpha)
-        )
-        for row, alpha in enumerate(halves.tolist())
-    ]
-
-
-def smallest_error_rate_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
-    """The smallest of `whole` and the canary's error-rate upper bounds since each SLO block's start.
-
-    A block whose bound surely lies above the smallest so far (rate_upper_bound_floors) is skipped:
-    the result is the minimum over every block, at the cost of the few that may be below it.
-    """
-    suffixes, alphas = evidence.suffixes(), _pass_alphas(evidence, policy)
-    failed, requests = suffixes.canary_failed, suffixes.canary_requests
-    if len(alphas) <= FEW_BLOCKS:
-        floors = np.zeros(len(alphas))
-    else:
-        floors = rate_upper_bound_floors(failed.astype(np.float64), requests.astype(np.float64), alphas)
-    best = whole
-    for row in np.argsort(floors, kind="stable").tolist():
-        if floors[row] > best:
-            break
-        best = min(best, rate_upper_bound(int(failed[row]), int(requests[row]), float(alphas[row])))
-    return best
-
-
-def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
-    """The smallest of `whole` and, since each SLO block's start, the canary's error-rate upper bound
-    minus the baseline's lower bound (each at half the block's alpha); as smallest_error_rate_bound."""
-    suffixes, halves = evidence.suffixes(), _pass_alphas(evidence, policy) / 2
-    canary_failed, canary_requests = suffixes.canary_failed, suffixes.canary_requests
-    baseline_failed, baseline_requests = suffixes.baseline_failed, suffixes.baseline_requests
-    if len(halves) <= FEW_BLOCKS:
-        return min([whole, *_excess_bounds(suffixes, halves)])
-    floors = rate_upper_bound_floors(
-        canary_failed.astype(np.float64), canary_requests.astype(np.float64), halves
-    ) - rate_lower_bound_ceilings(
-        baseline_failed.astype(np.float64), baseline_requests.astype(np.float64), halves
-    )
-    best = whole
-    for row in np.argsort(floors, kind="stable").tolist():
-        if floors[row] > best:
-            break
-        alpha = float(halves[row])
-        upper = rate_upper_bound(int(canary_failed[row]), int(canary_requests[row]), alpha)
-        lower = rate_lower_bound(int(baseline_failed[row]), int(baseline_requests[row]), alpha)
-        best = min(best, upper - lower)
-    return best
-
-
-def smallest_p99_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
-    """The smallest of `whole` and the canary's p99 upper bounds since each SLO block's start.
-
-    Only a block whose bound may lie strictly below the smallest so far is computed exactly: its
-    suffix must hold at least its rank's worth of latencies below that bound's bin, which is tested for
-    every block at once (quantile_upper_ranks_may_reach); again each time the smallest comes down.
-    """
-    suffixes, alphas = evidence.suffixes(), _pass_alphas(evidence, policy)
-    counts = suffixes.canary_cumulative_at(-1)
-    best = whole
-    candidates = np.flatnonzero(counts > 0)
-    while candidates.size:
-        # A bound below `best` ends in a bin below best's (any finite bin, when best is infinite).
-        below = (
-            len(UPPER_EDGES) - 1 if math.isinf(best) else int(np.searchsorted(UPPER_EDGES, best, "left")) - 1
-        )
-        if below < 0:
-            break
-        available = suffixes.canary_cumulative_at(below)[candidates]
-        candidates = candidates[
-            quantile_upper_ranks_may_reach(available, counts[candidates], 0.99, alphas[candidates])
-        ]
-        if not candidates.size:
-            break
-        row, candidates = int(candidates[0]), candidates[1:]
-        rank = quantile_upper_rank(float(counts[row]), 0.99, float(alphas[row]))
-        best = min(best, _order_statistic(suffixes.canary_cumulative(row), rank, UPPER_EDGES))
-    return best
+    return [(block, policy.alpha / (block.index * (block.index + 1))) for block in evidence.suffixes()]
 
 
 def evidence_check(evidence: Evidence, policy: Policy) -> Check:
@@ -332,8 +236,12 @@ def error_slo_check(evidence: Evidence, policy: Policy, *, compare: bool = True)
         )
         return Check("error_rate_slo", HOLD, window_rate, breach.canary_bound, limit, served, detail)
     if policy.gates(limit):
-        # ... or since an SLO window's start, so that an incident both versions shared ages out of it
-        bound = smallest_error_rate_bound(evidence, policy, rate_upper_bound(failed, served, policy.alpha))
+        bound = rate_upper_bound(failed, served, policy.alpha)
+        windows = [
+            rate_upper_bound(block.canary_failed, block.canary_requests, alpha)
+            for block, alpha in _pass_blocks(evidence, policy)
+        ]
+        bound = min([bound, *windows])
         phase = PASS if served >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary error rate {rate:.2%} (upper bound {bound:.2%}), SLO {limit:.2%}"
     else:
@@ -371,7 +279,12 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
         upper = rate_upper_bound(evidence.canary_failed, evidence.canary_requests, policy.alpha / 2)
         lower = rate_lower_bound(evidence.baseline_failed, evidence.baseline_requests, policy.alpha / 2)
         # ... or since an SLO window's start, so that an incident both versions shared ages out of it
-        bound = smallest_error_excess_bound(evidence, policy, upper - lower)
+        windows = [
+            rate_upper_bound(block.canary_failed, block.canary_requests, alpha / 2)
+            - rate_lower_bound(block.baseline_failed, block.baseline_requests, alpha / 2)
+            for block, alpha in _pass_blocks(evidence, policy)
+        ]
+        bound = min([upper - lower, *windows])
         phase = PASS if compared and bound <= tolerance else HOLD
         detail = f"{rates}, excess at most {bound:.2%} (tolerance {tolerance:.2%}; e-value {evalue:.3g})"
     else:
@@ -426,8 +339,15 @@ def p99_slo_check(
         )
         return Check("p99_slo", HOLD, window_p99, breach.canary_bound, limit, int(count), detail)
     if policy.gates(0.01):
-        rank = quantile_upper_rank(count, 0.99, policy.alpha)
-        bound = smallest_p99_bound(evidence, policy, _order_statistic(canary_cumulative, rank, UPPER_EDGES))
+        bounds = [
+            _order_statistic(canary_cumulative, quantile_upper_rank(count, 0.99, policy.alpha), UPPER_EDGES)
+        ]
+        for block, alpha in _pass_blocks(evidence, policy):
+            block_count = float(block.canary_cumulative[-1])
+            if block_count > 0:
+                rank = quantile_upper_rank(block_count, 0.99, alpha)
+                bounds.append(_order_statistic(block.canary_cumulative, rank, UPPER_EDGES))
+        bound = min(bounds)
         phase = PASS if evidence.canary_requests >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary p99 {p99:.1f} ms (upper bound {bound:.1f} ms), SLO {limit:.0f} ms"
     else:

@@ -19,8 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fridaymorning.analysis.evidence import RunningEvidence
-from fridaymorning.analysis.judge import verdict_of
+from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
 from fridaymorning.controller.hooks import (
@@ -58,10 +57,6 @@ log = logging.getLogger(__name__)
 SERVERS_UP_TIMEOUT_S = 15.0
 # The longest pause between retries of a rollback's HAProxy commands (see _until_done).
 ROLLBACK_RETRY_MAX_S = 5.0
-
-# The most seconds read from the store at once: a restart folds a long rollout a chunk at a time, so
-# that its windows are never all in memory together.
-READ_CHUNK_S = 600
 
 # Why a rollout ends when `fm up` is stopped in order (Ctrl-C, SIGTERM) while it runs.
 STOPPED_BY_OPERATOR = "stopped by the operator"
@@ -161,8 +156,6 @@ class ServiceController:
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
         self._task: asyncio.Task[RolloutState] | None = None
-        # The running rollout's evidence, kept between judgements (and the rollout it belongs to).
-        self._running: tuple[int, RunningEvidence] | None = None
 
     @property
     def backend(self) -> str:
@@ -437,11 +430,8 @@ class ServiceController:
     async def _measure(self, state: RolloutState) -> Measurement:
         """Judge every closed second since the rollout began, and count the current step's canary requests.
 
-        The rollout's evidence is kept between judgements: only the seconds closed since the last one
-        are read and folded in (all of them once, after a restart), with the same verdict as folding
-        every second again. Only seconds the collector has already written are judged, so `fm replay`
-        later sees exactly the same data. A dead canary server or a failing store is evidence too:
-        fail, or error.
+        Only seconds the collector has already written are judged, so `fm replay` later sees exactly
+        the same data. A dead canary server or a failing store is evidence too: fail, or error.
         """
         start, end = judged_seconds(state, self.clock(), self.data_lag_s)
         down = await self._canary_servers_down()
@@ -451,39 +441,18 @@ class ServiceController:
             )
             return Measurement(verdict, 0, start, end)
         series = judged_series(self.service, state)
-        running = self._running_evidence(state)
-        first = running.unread_from(start)
-        step_start = math.floor(state.step_started_at) + 1
         query = self.metrics.query
         try:
-            if step_start != running.step_start:
-                counted = 0
-                if step_start < first:
-                    # The step began in seconds already folded (a clock that moved back): count them once.
-                    folded = await asyncio.to_thread(
-                        query, series.canary_backend, state.version, step_start, first
-                    )
-                    counted = sum(window.requests for window in folded)
-                running.start_step(step_start, counted)
-            # After a restart, a long rollout's seconds are read and folded a chunk at a time.
-            for chunk_start, chunk_end in read_chunks(first, end):
-                canary = await asyncio.to_thread(
-                    query, series.canary_backend, state.version, chunk_start, chunk_end
-                )
-                baseline = await asyncio.to_thread(
-                    query, series.baseline_backend, series.baseline_version, chunk_start, chunk_end
-                )
-                running.fold(canary, baseline)
+            canary = await asyncio.to_thread(query, series.canary_backend, state.version, start, end)
+            baseline = await asyncio.to_thread(
+                query, series.baseline_backend, series.baseline_version, start, end
+            )
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
-        verdict = verdict_of(running.evidence, self.service.analysis, compare=series.compare)
-        return Measurement(verdict, running.step_requests, start, end)
-
-    def _running_evidence(self, state: RolloutState) -> RunningEvidence:
-        """The evidence kept for `state`'s rollout; a new one (folding from its start) for another rollout."""
-        if self._running is None or self._running[0] != state.id:
-            self._running = (state.id, RunningEvidence(self.service.analysis))
-        return self._running[1]
+        step_start = math.floor(state.step_started_at) + 1
+        step_requests = sum(window.requests for window in canary if window.second >= step_start)
+        verdict = judge(canary, baseline, self.service.analysis, compare=series.compare)
+        return Measurement(verdict, step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:
         names = {instance.server for instance in self.canary_instances}
@@ -766,11 +735,6 @@ class ServiceController:
         if self.last_verdict is not None and self.last_verdict_rollout == active.id:
             return self.last_verdict.to_dict()
         return self.states.latest_verdict(active.id)
-
-
-def read_chunks(first: int, end: int, size: int = READ_CHUNK_S) -> list[tuple[int, int]]:
-    """The seconds [first, end) as consecutive ranges of at most `size` seconds (none when empty)."""
-    return [(low, min(low + size, end)) for low in range(first, end, size)]
 
 
 def rollout_dict(state: RolloutState) -> dict[str, object]:
