@@ -82,7 +82,7 @@ def fails(evidence: Evidence, policy: Policy, *, compare: bool = True) -> bool:
 
     The same predicates decide each check's FAIL below; the pass bounds and the details are not computed,
     so this costs a fraction of the verdict. `fm simulate` asks it every simulated second to know whether
-    it must build the verdict at all (analysis.simulate.run_fm).
+    it must build the verdict at all (simulation.simulate.run_fm).
     """
     breach = error_slo_breach(evidence, policy, compare=compare)
     if breach is not None and breach.canary_only:
