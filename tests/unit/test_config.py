@@ -16,7 +16,7 @@ def test_example_config_is_valid() -> None:
     """The commented example that `fm init` writes validates as it is."""
     config = parse_config(EXAMPLE, "example.yaml")
     assert config.services[0].name == "web"
-    assert [step.weight for step in config.services[0].rollout.steps] == [5, 25, 50]
+    assert [step.weight for step in config.services[0].rollout.steps] == [10, 25, 50]
 
 
 @pytest.mark.parametrize(
@@ -201,9 +201,9 @@ def test_control_character_is_a_config_error_with_its_line() -> None:
         ("api:\n", "api:\n  listen: 127.0.0.1:8788\n", "listen: 127.0.0.1:8787", "api.listen"),
         ("store:\n", "collector: {}\nstore:\n", "collector: {}", "collector"),
         (
-            "weight: 5, ",
-            "weight: 5, weight: 6, ",
-            "weight: 5, weight: 6",
+            "weight: 10, ",
+            "weight: 10, weight: 6, ",
+            "weight: 10, weight: 6",
             "services[0].rollout.steps[0].weight",
         ),
     ],

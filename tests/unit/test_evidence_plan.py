@@ -18,11 +18,13 @@ EXAMPLE = Path(fridaymorning.__file__).with_name("example.yaml")
 
 
 def test_validate_with_rps_prints_the_plan_and_warns() -> None:
-    """`fm validate FILE --rps 100` prints each step's plan and warns about the example's 5% first step."""
+    """`fm validate FILE --rps 100` plans the example's steps in time; at 20 req/s its first step warns."""
     result = CliRunner().invoke(app, ["validate", str(EXAMPLE), "--rps", "100"], terminal_width=400)
     assert result.exit_code == 0, result.output
     assert "evidence plan at 100 req/s" in result.output
-    assert "step 1: 5%" in result.output
+    assert "step 1: 10%" in result.output and "warning" not in result.output
+    result = CliRunner().invoke(app, ["validate", str(EXAMPLE), "--rps", "20"], terminal_width=400)
+    assert result.exit_code == 0, result.output
     assert "warning: step 1" in result.output and "max_duration_s" in result.output
 
 
