@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from fridaymorning import __version__
 from fridaymorning.api.auth import token_matches
+from fridaymorning.api.dashboard import install_dashboard
 from fridaymorning.api.docs import mount_docs
 from fridaymorning.controller.loop import ServiceController, rollout_dict
 from fridaymorning.controller.state import StateStore
@@ -129,6 +130,7 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     app = FastAPI(title="fridaymorning", version=__version__, docs_url=None, redoc_url=None)
     mount_docs(app)
     hub = EventHub(runtime.states)
+    install_dashboard(app, runtime, token)  # the web dashboard at /, and the read rule beyond loopback
 
     def require_token(
         request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]

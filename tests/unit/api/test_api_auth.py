@@ -35,11 +35,14 @@ NOT_THE_TOKEN: dict[str, dict[str, Any]] = {
 
 
 def state_changing_routes(served: Served) -> list[APIRoute]:
-    """The app's routes that take any method other than a read."""
+    """The API's routes that take any method other than a read (the dashboard's, cookie-authenticated,
+    are tested in test_dashboard.py)."""
     return [
         route
         for route in served.app.routes
-        if isinstance(route, APIRoute) and set(route.methods or ()) - READ_METHODS
+        if isinstance(route, APIRoute)
+        and route.path.startswith("/api/")
+        and set(route.methods or ()) - READ_METHODS
     ]
 
 
