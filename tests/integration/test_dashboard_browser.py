@@ -23,7 +23,7 @@ from fridaymorning.config import Config
 from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.models import version_of_server
 from fridaymorning.router import HAProxyRouter
-from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess
+from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, run_fm
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.browser]
 
@@ -193,7 +193,8 @@ def test_history_and_explanation_show_why_a_rollout_was_rolled_back(
     """A failing canary is rolled back; its explanation page shows the failing check's statistic and
     threshold, as the API recorded them."""
     config = runtime_config(service_settings())
-    up = FmUpProcess(write_config(config, tmp_path))
+    config_path = write_config(config, tmp_path)
+    up = FmUpProcess(config_path)
     traffic = BackgroundTraffic(up.frontend, rate=80)
     traffic.start()
     try:
@@ -212,7 +213,16 @@ def test_history_and_explanation_show_why_a_rollout_was_rolled_back(
     )
 
     base = up.api.removesuffix("/api/v1")
+    printed = run_fm("dashboard", config=config_path)
+    assert printed.returncode == 0, printed.stderr
+    link = printed.stdout.strip()
+    assert link.startswith(f"{base}/login?code="), link
     page = browser.new_page()
+    page.goto(link)  # the one-time link logs in
+    page.wait_for_selector("#who")
+    assert page.inner_text("#who") == "admin"
+    page.goto(link)  # and is used up
+    assert page.query_selector('input[name="token"]') is not None
     log_in(page, base, admin)
     page.goto(f"{base}/history")
     row = page.wait_for_selector(f'#history a[href="/rollouts/{rollout_id}"]')

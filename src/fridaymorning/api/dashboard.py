@@ -144,6 +144,19 @@ def version_summary(windows: Sequence[Window], seconds: int) -> dict[str, Any]:
     }
 
 
+Query = Callable[[str, str, int, int], list[Window]]
+
+
+def points_of(query: Query, backend: str, version: str, start: int, end: int) -> list[dict[str, Any]]:
+    """A version's seconds in [start, end) as chart points (blocking: run in a thread)."""
+    return [window_point(window) for window in query(backend, version, start, end)]
+
+
+def summary_of(query: Query, backend: str, version: str, start: int, end: int) -> dict[str, Any]:
+    """A version's req/s, error rate and p99 over [start, end) (blocking: run in a thread)."""
+    return version_summary(query(backend, version, start, end), end - start)
+
+
 def verdict_line(verdict: dict[str, Any] | None) -> str:
     """The latest verdict in one line."""
     if not verdict:
@@ -266,16 +279,19 @@ class LiveFeed:
 async def series(
     runtime: Any, controller: ServiceController, state: RolloutState, start: int, end: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per second, per version (baseline and canary) of a rollout: requests, failures and quantiles."""
+    """Per second, per version (baseline and canary) of a rollout: requests, failures and quantiles.
+
+    The store's query and the sketches' quantiles run off the event loop, which the controllers share.
+    """
     found: dict[str, list[dict[str, Any]]] = {}
     if runtime.metrics is None:
         return found
+    query = runtime.metrics.query
     for version, backend in (
         (state.baseline, controller.backend),
         (state.version, controller.canary_backend),
     ):
-        windows = await asyncio.to_thread(runtime.metrics.query, backend, version, start, end)
-        found[version] = [window_point(window) for window in windows]
+        found[version] = await asyncio.to_thread(points_of, query, backend, version, start, end)
     return found
 
 
@@ -304,12 +320,13 @@ async def overview(runtime: Any) -> list[dict[str, Any]]:
             ]
         per_version = {}
         for role, version, backend in versions:
-            windows: list[Window] = []
+            summary = version_summary([], RATE_WINDOW_S)
             if runtime.metrics is not None:
-                windows = await asyncio.to_thread(
-                    runtime.metrics.query, backend, version, now - RATE_WINDOW_S, now
+                query = runtime.metrics.query
+                summary = await asyncio.to_thread(
+                    summary_of, query, backend, version, now - RATE_WINDOW_S, now
                 )
-            per_version[role] = {"version": version, **version_summary(windows, RATE_WINDOW_S)}
+            per_version[role] = {"version": version, **summary}
         rows.append(
             {
                 "service": name,
