@@ -80,7 +80,7 @@ def log_in(page: Any, base: str, token: str) -> None:
     page.goto(f"{base}/login")
     page.fill("#token", token)
     page.click("button[type=submit]")
-    page.wait_for_selector("#who")
+    page.wait_for_selector("#logout")
     assert page.url == f"{base}/", page.content()
 
 
@@ -219,7 +219,7 @@ def test_history_and_explanation_show_why_a_rollout_was_rolled_back(
     assert link.startswith(f"{base}/login?code="), link
     page = browser.new_page()
     page.goto(link)  # the one-time link logs in
-    page.wait_for_selector("#who")
+    page.wait_for_selector("#logout")
     assert page.inner_text("#who") == "admin"
     page.goto(link)  # and is used up
     assert page.query_selector('input[name="token"]') is not None

@@ -37,7 +37,7 @@ from fridaymorning.api.auth import load_or_create_token, token_matches
 from fridaymorning.config import parse_address
 from fridaymorning.controller.loop import ServiceController, rollout_dict
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
-from fridaymorning.controller.strategy import ALLOWED_COMMANDS
+from fridaymorning.controller.strategy import ALLOWED_COMMANDS, ManualCommand
 from fridaymorning.models import Window
 from fridaymorning.sketches import merge_sketches
 
@@ -60,7 +60,7 @@ MAX_SERIES_S = 3600
 CLIENT_QUEUE = 64
 
 # Buttons of the rollout page, and the controller command each sends.
-ACTIONS: dict[str, str] = {
+ACTIONS: dict[str, ManualCommand] = {
     "promote": "promote",
     "promote_full": "promote_full",
     "abort": "abort",
@@ -108,7 +108,7 @@ def reads_need_token(listen: str) -> bool:
 
 def allowed_actions(phase: RolloutPhase) -> list[str]:
     """The rollout page's buttons that the phase allows (the controller's own rule), and retry."""
-    allowed = [button for button, command in ACTIONS.items() if phase in ALLOWED_COMMANDS[command]]  # type: ignore[index]
+    allowed = [button for button, command in ACTIONS.items() if phase in ALLOWED_COMMANDS[command]]
     if phase in (RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED):
         allowed.append("retry")
     return allowed
@@ -349,6 +349,9 @@ def static_text(name: str) -> bytes:
     return resources.files("fridaymorning.api").joinpath("static", name).read_bytes()
 
 
+LOGOUT_BUTTON = '<button id="logout">log out</button>'
+
+
 def page(title: str, body: str, session: Session | None, status: int = 200) -> HTMLResponse:
     """A page of the dashboard: the shell the script fills in."""
     meta = ""
@@ -364,7 +367,8 @@ def page(title: str, body: str, session: Session | None, status: int = 200) -> H
 </head><body>
 <header><a href="/" class="brand">fridaymorning</a>
 <nav><a href="/">overview</a> <a href="/history">history</a></nav>
-<span id="who">{session.role if session else ""}</span></header>
+<span id="who">{session.role if session else ""}</span>{LOGOUT_BUTTON if session else ""}
+</header>
 <main id="main">{body}</main>
 <script src="/static/uplot/uPlot.iife.min.js"></script><script src="/static/app.js"></script>
 </body></html>"""
@@ -574,7 +578,7 @@ def dashboard_router(
             return rollout_dict(controller.retry(rollout_id))  # RolloutError: the app's 409 handler
         if action not in ACTIONS:
             raise HTTPException(404, f"no action {action!r}")
-        return rollout_dict(controller.command(rollout_id, ACTIONS[action]))  # type: ignore[arg-type]
+        return rollout_dict(controller.command(rollout_id, ACTIONS[action]))
 
     @router.get("/dashboard/api/events")
     async def live(request: Request) -> StreamingResponse:

@@ -95,6 +95,15 @@ def test_an_action_needs_the_csrf_token(served: Served) -> None:
     assert "cannot pause" in refused.json()["detail"]
 
 
+def test_logging_out_ends_the_session(served: Served) -> None:
+    csrf = log_in(served.client, served.token)
+    assert served.client.post("/logout").status_code == 403  # without the page's CSRF token
+    assert served.client.get("/").status_code == 200
+    answer = served.client.post("/logout", headers={CSRF_HEADER: csrf}, follow_redirects=False)
+    assert answer.status_code == 303
+    assert served.client.get("/").status_code == 401
+
+
 def test_the_viewer_token_reads_but_cannot_act(served: Served) -> None:
     rollout_id = deploy(served)
     csrf = log_in(served.client, viewer_token(served))

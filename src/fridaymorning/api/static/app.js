@@ -335,4 +335,6 @@ function route() {
   else if ((match = path.match(/^\/rollouts\/(\d+)$/))) showRollout(Number(match[1])).catch(failed);
 }
 
+const logout = document.getElementById("logout");
+if (logout) logout.addEventListener("click", () => post("/logout").then(() => location.assign("/login")));
 route();
