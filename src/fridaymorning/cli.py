@@ -207,6 +207,23 @@ def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None
 
 
 @app.command()
+def dashboard(
+    viewer: bool = typer.Option(False, "--viewer", help="a read-only login (the viewer token's role)"),
+    open_browser: bool = typer.Option(False, "--open", help="open the link in the default browser"),
+    config_path: Path = ConfigOption,
+) -> None:
+    """Print a one-time link that logs a browser in to the live dashboard (usable once, for 5 minutes)."""
+    config = config_or_exit(config_path)
+    client = client_of(config)
+    link = call_or_exit(lambda: client.login_link(viewer))
+    print(link)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(link)
+
+
+@app.command()
 def abort(service: str | None = ServiceOption, config_path: Path = ConfigOption) -> None:
     """Abort the running rollout: the canary goes to weight 0 and is removed."""
     act_on_active_rollout("abort", service, config_path)

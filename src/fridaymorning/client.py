@@ -21,12 +21,26 @@ class ApiClient:
 
     def __init__(self, config: Config, timeout_s: float = 10.0) -> None:
         host, port = parse_address(config.api.listen)
-        self.base_url = f"http://{host}:{port}/api/v1"
+        self.root_url = f"http://{host}:{port}"
+        self.base_url = f"{self.root_url}/api/v1"
         self.token_path = config.state_path(TOKEN_FILE)
         self._http = httpx.Client(timeout=timeout_s)
 
     def get(self, path: str, **params: Any) -> Any:
-        return self._call("GET", path, params=params or None)
+        # The token goes along when there is one: reads need it when the API listens beyond loopback.
+        headers = {"Authorization": f"Bearer {self._token()}"} if self.token_path.exists() else None
+        return self._call("GET", path, params=params or None, headers=headers)
+
+    def login_link(self, viewer: bool = False) -> str:
+        """A one-time link that logs a browser in to the dashboard (admin, or read-only with `viewer`)."""
+        answer = self._call(
+            "POST",
+            "/dashboard/login-link",
+            base=self.root_url,
+            params={"viewer": "true"} if viewer else None,
+            headers={"Authorization": f"Bearer {self._token()}"},
+        )
+        return self.root_url + str(answer["path"])
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._call("POST", path, json=body, headers={"Authorization": f"Bearer {self._token()}"})
@@ -39,9 +53,9 @@ class ApiClient:
                 f"no API token at {self.token_path}: start `fm up` with this config first"
             ) from error
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, base: str | None = None, **kwargs: Any) -> Any:
         try:
-            response = self._http.request(method, self.base_url + path, **kwargs)
+            response = self._http.request(method, (base or self.base_url) + path, **kwargs)
         except httpx.TransportError as error:
             raise ApiUnavailableError(
                 f"cannot reach fm up at {self.base_url} ({error.__class__.__name__}): is `fm up` running?"

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 # Connections the API's socket queues until they are accepted (uvicorn's default).
 BACKLOG = 2048
+# Seconds the API's open responses get to finish when `fm up` stops. Event streams (an open dashboard,
+# `fm watch`) never finish on their own: after this they are closed, so a stop never waits on a browser.
+API_SHUTDOWN_GRACE_S = 2
 # In the state directory: held (flock) by the one `fm up` that uses it, and holding its pid.
 LOCK_FILE = "fm.lock"
 
@@ -256,7 +259,14 @@ class Runtime:
         token = load_or_create_token(Path(self.state_dir, TOKEN_FILE))
         app = create_app(self, token)
         self._api = QuietServer(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=API_SHUTDOWN_GRACE_S,
+            )
         )
         assert self._api_socket is not None
         self._api_task = asyncio.create_task(self._api.serve(sockets=[self._api_socket]))

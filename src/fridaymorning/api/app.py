@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from fridaymorning import __version__
 from fridaymorning.api import commands, events, metrics, status
 from fridaymorning.api.dependencies import RuntimeView
+from fridaymorning.api.dashboard import install_dashboard
 from fridaymorning.api.docs import mount_docs
 from fridaymorning.api.events import EventHub
 from fridaymorning.errors import FridayMorningError, RolloutError
@@ -40,6 +41,7 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     app.state.runtime = runtime
     app.state.token = token
     app.state.hub = EventHub(runtime.states)
+    install_dashboard(app, runtime, token)  # the web dashboard at /, and the read rule beyond loopback
     app.add_exception_handler(RolloutError, refused)
     app.add_exception_handler(FridayMorningError, failed)
     for routes in (status.router, metrics.router, events.router, commands.router):

@@ -36,10 +36,15 @@ NOT_THE_TOKEN: dict[str, dict[str, Any]] = {
 
 
 def state_changing_routes(served: Served) -> list[APIRoute]:
-    """The app's routes that take any method other than a read."""
+    """The API's routes that take any method other than a read (the dashboard's, cookie-authenticated,
+    are tested in test_dashboard.py)."""
     routes = [context.original_route for context in iter_route_contexts(served.app.routes)]
     return [
-        route for route in routes if isinstance(route, APIRoute) and set(route.methods or ()) - READ_METHODS
+        route
+        for route in routes
+        if isinstance(route, APIRoute)
+        and route.path.startswith("/api/")
+        and set(route.methods or ()) - READ_METHODS
     ]
 
 
