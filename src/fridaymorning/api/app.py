@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 
 from fridaymorning import __version__
 from fridaymorning.api import commands, events, metrics, status
-from fridaymorning.api.dependencies import RuntimeView
 from fridaymorning.api.dashboard import install_dashboard
+from fridaymorning.api.dependencies import RuntimeView
 from fridaymorning.api.docs import mount_docs
 from fridaymorning.api.events import EventHub
 from fridaymorning.errors import FridayMorningError, RolloutError

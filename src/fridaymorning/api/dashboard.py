@@ -300,9 +300,10 @@ async def read_back_weight(controller: ServiceController) -> float | None:
     if not controller.canary_instances or controller.ab:
         return None
     try:
-        weights = await controller.router.get_weights(controller.backend)
+        states = await controller.router.server_states(controller.backend)
     except Exception:  # HAProxy restarting: the row shows no read-back rather than failing
         return None
+    weights = {state.server: state.weight for state in states}
     return canary_share(weights, (instance.server for instance in controller.canary_instances))
 
 

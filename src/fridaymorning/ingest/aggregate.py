@@ -18,13 +18,16 @@ the loss reconciler can compare them with HAProxy's own request counters.
 Batches parsed by `fastpath.tally_compact` arrive as counts by raw field values (`add_tally`): the
 ints are made once per distinct value, and nothing is counted unless the whole batch converts.
 
-A request that arrives for a second already flushed (later than `lateness_s`) is not dropped: it
-opens a new window for that second, flushed with the next batch, and the store merges windows that
-share a key. `late_requests` counts them, to tune the lateness.
+A request that arrives for a second already flushed (its line came later than `lateness_s`: a slow
+request, or a busy machine) is not dropped: it is counted in the oldest second still open, and
+`late_requests` counts it, to tune the lateness. So each second is written once, and a second the judge
+has read never changes afterwards: `fm replay` sees what each decision saw, and a request that took
+seconds is judged as soon as its line arrives. The loss reconciler still counts it by its accept second.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from ddsketch import DDSketch
@@ -141,6 +144,8 @@ class Aggregator:
         """The open window of a request's server; counts `requests` more for that server."""
         if requests:
             self._count_server(second, backend, server, requests)
+        if second < self._flushed_below:  # late: into the oldest second not flushed yet
+            second = math.ceil(self._flushed_below)
         version = self._version_of.get(server)
         if version is None:
             if len(self._version_of) >= _NAME_CACHE_LIMIT:
