@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from fridaymorning.config import Config
-from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.demo.run import BackgroundTraffic, free_port
 from fridaymorning.runtime import Runtime
 from fridaymorning.testing import VERSIONED_APP
 
@@ -37,18 +37,12 @@ TIMER_S = 0.05
 RATE = 100
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def bench_config(state_dir: Path) -> Config:
     step = {"weight": 30, "min_duration_s": 3600, "max_duration_s": 7200, "min_requests": 50}
     return Config.model_validate(
         {
             "state_dir": str(state_dir),
-            "collector": {"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
+            "collector": {"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "lateness_s": 0.5},
             "api": {"listen": f"127.0.0.1:{free_port()}"},
             "services": [
                 {
