@@ -1,4 +1,4 @@
-"""Latency sketches (DDSketch) as compact bytes, and merged.
+"""Latency sketches (DDSketch) as compact bytes, merged, and read as the quantiles fm shows.
 
 ddsketch 3.x has no public serialisation short of protobuf, so this module reads the sketch's private
 state (`_mapping`, `_store`, `_negative_store`, `_zero_count`, `_count`, `_sum`, `_min`, `_max`) and the
@@ -85,6 +85,15 @@ def sketch_from_bytes(blob: bytes) -> DDSketch:
     sketch._min = minimum
     sketch._max = maximum
     return sketch
+
+
+# The quantiles the API and the dashboard show, as p50, p90 and p99.
+SHOWN_QUANTILES = (0.5, 0.9, 0.99)
+
+
+def shown_quantiles(sketch: DDSketch) -> dict[str, float | None]:
+    """{"p50": …, "p90": …, "p99": …} of `sketch`, in its unit; None each for an empty sketch."""
+    return {f"p{round(q * 100)}": sketch.get_quantile_value(q) for q in SHOWN_QUANTILES}
 
 
 def merge_sketches(sketches: Iterable[DDSketch]) -> DDSketch:

@@ -27,5 +27,10 @@ def token_matches(header: str | None, token: str) -> bool:
     scheme, _, credentials = (header or "").partition(" ")
     if scheme.lower() != "bearer":  # auth schemes are case-insensitive (RFC 9110)
         return False
-    # Bytes, so that a non-ASCII header is a wrong token rather than an error.
-    return secrets.compare_digest(credentials.strip().encode(), token.encode())
+    return token_equals(credentials, token)
+
+
+def token_equals(presented: str, token: str) -> bool:
+    """True when `presented` (surrounding blanks ignored) is `token`, compared in constant time."""
+    # Bytes, so that a non-ASCII value is a wrong token rather than an error.
+    return secrets.compare_digest(presented.strip().encode(), token.encode())

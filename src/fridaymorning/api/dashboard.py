@@ -33,13 +33,13 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from fridaymorning.api.auth import load_or_create_token, token_matches
+from fridaymorning.api.auth import load_or_create_token, token_equals, token_matches
 from fridaymorning.config import parse_address
 from fridaymorning.controller.loop import ServiceController, rollout_dict
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.strategy import ALLOWED_COMMANDS, ManualCommand
 from fridaymorning.models import Window
-from fridaymorning.sketches import merge_sketches
+from fridaymorning.sketches import merge_sketches, shown_quantiles
 
 Role = Literal["admin", "viewer"]
 
@@ -82,10 +82,9 @@ STATIC_FILES = {
 
 def role_of_token(presented: str, admin_token: str, viewer_token: str) -> Role | None:
     """Which role a token grants (constant-time compares), or None."""
-    given = presented.strip().encode()
-    if secrets.compare_digest(given, admin_token.encode()):
+    if token_equals(presented, admin_token):
         return "admin"
-    if secrets.compare_digest(given, viewer_token.encode()):
+    if token_equals(presented, viewer_token):
         return "viewer"
     return None
 
@@ -124,12 +123,12 @@ def canary_share(weights: dict[str, int], canary_servers: Iterable[str]) -> floa
 
 def window_point(window: Window) -> dict[str, Any]:
     """One second of one version, as a chart shows it."""
-    quantiles = (
-        {f"p{round(q * 100)}": window.tr.get_quantile_value(q) for q in (0.5, 0.9, 0.99)}
-        if window.tr.count
-        else {"p50": None, "p90": None, "p99": None}
-    )
-    return {"second": window.second, "requests": window.requests, "failed": window.failed, **quantiles}
+    return {
+        "second": window.second,
+        "requests": window.requests,
+        "failed": window.failed,
+        **shown_quantiles(window.tr),
+    }
 
 
 def version_summary(windows: Sequence[Window], seconds: int) -> dict[str, Any]:
@@ -403,9 +402,7 @@ def dashboard_router(
         session = require_session(request)
         if session.role != "admin":
             raise HTTPException(403, "the viewer token is read-only")
-        given = request.headers.get(CSRF_HEADER, "")
-        if not secrets.compare_digest(given.encode(), session.csrf.encode()):
-            raise HTTPException(403, "the action lacks the page's CSRF token")
+        check_csrf(request, session, "the action")
         return session
 
     def logged_in(role: Role) -> Response:
@@ -479,9 +476,7 @@ def dashboard_router(
     def require_action_or_viewer_csrf(request: Request) -> Session:
         """A call that changes nothing in the controller but must come from the page: any role, CSRF."""
         session = require_session(request)
-        given = request.headers.get(CSRF_HEADER, "")
-        if not secrets.compare_digest(given.encode(), session.csrf.encode()):
-            raise HTTPException(403, "the call lacks the page's CSRF token")
+        check_csrf(request, session, "the call")
         return session
 
     @router.get("/static/{name:path}")
@@ -587,6 +582,13 @@ def dashboard_router(
         return StreamingResponse(feed.stream(), media_type="text/event-stream")
 
     return router
+
+
+def check_csrf(request: Request, session: Session, what: str) -> None:
+    """403 unless the request's CSRF header carries the session's token: the page itself sent it."""
+    given = request.headers.get(CSRF_HEADER, "")
+    if not secrets.compare_digest(given.encode(), session.csrf.encode()):
+        raise HTTPException(403, f"{what} lacks the page's CSRF token")
 
 
 def duration_of(state: RolloutState) -> float:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 
 from fridaymorning.api.dependencies import NO_SERVICE, UNAVAILABLE, Runtime, Second, controller_of
 from fridaymorning.errors import FridayMorningError
-from fridaymorning.sketches import merge_sketches
+from fridaymorning.sketches import merge_sketches, shown_quantiles
 
 # The most seconds one metrics query may span.
 MAX_QUERY_SPAN_S = 24 * 3600
@@ -47,6 +47,6 @@ async def metrics(
         "end": end,
         "requests": sum(window.requests for window in windows),
         "failed": sum(window.failed for window in windows),
-        "latency_ms": {f"p{round(q * 100)}": latency.get_quantile_value(q) for q in (0.5, 0.9, 0.99)},
+        "latency_ms": shown_quantiles(latency),
         "seconds": [{"second": w.second, "requests": w.requests, "failed": w.failed} for w in windows],
     }
