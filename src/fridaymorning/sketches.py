@@ -192,3 +192,23 @@ def _little_endian(values: array[Any]) -> array[Any]:
     swapped = array(values.typecode, values)
     swapped.byteswap()
     return swapped
+
+
+def cumulative_counts(sketch: DDSketch, bounds: Iterable[float]) -> list[float]:
+    """How many values of `sketch` lie at or below each bound (positive, in the sketch's unit).
+
+    This is a histogram's cumulative buckets read off the sketch's bins. A bin that straddles a bound
+    counts wholly below it, so a bucket can hold values up to one bin width (2% at the project's 1%
+    relative accuracy) above its bound; every value at or below it is counted.
+    """
+    below = float(sketch._zero_count + sketch._negative_store.count)
+    store = sketch._store
+    running = np.cumsum(store.bins) if store.count else np.zeros(0)
+    counts = []
+    for bound in bounds:
+        index = sketch._mapping.key(bound) - store.offset
+        if index < 0 or running.size == 0:
+            counts.append(below)
+        else:
+            counts.append(below + float(running[min(index, running.size - 1)]))
+    return counts

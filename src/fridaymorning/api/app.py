@@ -3,7 +3,8 @@
 Every state-changing call needs the bearer token. OpenAPI is served at /openapi.json, and documents
 every answer a call can get: a refused call gets a 4xx whose `detail` says why.
 
-The routes live in one module per concern (status.py, metrics.py, events.py, commands.py, docs.py);
+The routes live in one module per concern (status.py, metrics.py, events.py, commands.py, docs.py,
+and exposition.py for Prometheus at /metrics);
 `create_app` wires them to one running `fm up`.
 """
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from fridaymorning import __version__
-from fridaymorning.api import commands, events, metrics, status
+from fridaymorning.api import commands, events, exposition, metrics, status
 from fridaymorning.api.dashboard import install_dashboard
 from fridaymorning.api.dependencies import RuntimeView
 from fridaymorning.api.docs import mount_docs
@@ -41,9 +42,10 @@ def create_app(runtime: RuntimeView, token: str) -> FastAPI:
     app.state.runtime = runtime
     app.state.token = token
     app.state.hub = EventHub(runtime.states)
+    app.state.exposition = exposition.Exposition(runtime)
     install_dashboard(app, runtime, token)  # the web dashboard at /, and the read rule beyond loopback
     app.add_exception_handler(RolloutError, refused)
     app.add_exception_handler(FridayMorningError, failed)
-    for routes in (status.router, metrics.router, events.router, commands.router):
+    for routes in (status.router, metrics.router, events.router, commands.router, exposition.router):
         app.include_router(routes)
     return app

@@ -595,8 +595,12 @@ def duration_of(state: RolloutState) -> float:
     return (state.finished_at or time.time()) - state.started_at
 
 
+# Reads outside /api/v1 that the read rule guards too.
+GUARDED_PATHS = ("/openapi.json", "/docs", "/metrics")
+
+
 class ReadGuard(BaseHTTPMiddleware):
-    """Beyond loopback, `/api/v1` reads need the admin or viewer token (bearer) or a dashboard session."""
+    """Beyond loopback, reads of `/api/v1` and /metrics need a token (admin or viewer) or a session."""
 
     def __init__(self, app: Any, tokens: tuple[str, str], has_session: Callable[[str | None], bool]) -> None:
         super().__init__(app)
@@ -604,7 +608,7 @@ class ReadGuard(BaseHTTPMiddleware):
         self.has_session = has_session
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        guarded = request.url.path.startswith("/api/v1") or request.url.path in ("/openapi.json", "/docs")
+        guarded = request.url.path.startswith("/api/v1") or request.url.path in GUARDED_PATHS
         if guarded and request.method in ("GET", "HEAD"):
             header = request.headers.get("authorization", "")
             allowed = header.isascii() and any(token_matches(header, token) for token in self.tokens)

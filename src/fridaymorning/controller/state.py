@@ -225,6 +225,15 @@ class StateStore:
             ).fetchone()
         return json.loads(row[0]) if row else None
 
+    def event_counts(self) -> dict[tuple[str, str], int]:
+        """How many events of each kind every service's rollouts have recorded: {(service, kind): n}."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rollouts.service, events.kind, COUNT(*) FROM events "
+                "JOIN rollouts ON rollouts.id = events.rollout_id GROUP BY rollouts.service, events.kind"
+            ).fetchall()
+        return {(str(service), str(kind)): int(count) for service, kind, count in rows}
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

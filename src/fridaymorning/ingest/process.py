@@ -291,7 +291,7 @@ async def serve(settings_path: Path) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     watcher = asyncio.create_task(watch_haproxy_when_up(collector, settings, state_dir, store))
-    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir))]
+    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir, store))]
 
     async def unwatch() -> None:
         watcher.cancel()
@@ -307,7 +307,7 @@ async def serve(settings_path: Path) -> int:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await collector.stop()
-    write_atomically(state_dir / STATS_FILE, json.dumps(collector.stats()))
+    write_atomically(state_dir / STATS_FILE, json.dumps(stats_of(collector, store)))
     with contextlib.suppress(OSError):
         if read_pid(state_dir / PIDFILE) == os.getpid():
             (state_dir / PIDFILE).unlink()
@@ -352,10 +352,19 @@ def stored_counter(store: Any, backends: set[str]) -> Any:
     return stored
 
 
-async def write_stats_periodically(collector: Any, state_dir: Path) -> None:
+def stats_of(collector: Any, store: Any) -> dict[str, Any]:
+    """The collector's stats, with its store's write buffer (`store_buffer`) when the store has one."""
+    stats: dict[str, Any] = collector.stats()
+    buffer_stats = getattr(store, "buffer_stats", None)
+    if callable(buffer_stats):
+        stats["store_buffer"] = dict(buffer_stats())
+    return stats
+
+
+async def write_stats_periodically(collector: Any, state_dir: Path, store: Any = None) -> None:
     while True:
         try:
-            write_atomically(state_dir / STATS_FILE, json.dumps(collector.stats()))
+            write_atomically(state_dir / STATS_FILE, json.dumps(stats_of(collector, store)))
         except OSError:
             logger.warning("cannot write the collector's stats", exc_info=True)
         await asyncio.sleep(STATS_INTERVAL_S)
