@@ -85,6 +85,10 @@ RECONCILIATION_COUNTERS = {
     "surplus_lines": "Log lines beyond the requests HAProxy counted",
 }
 
+# Every kind of event a rollout records, exported at 0 before the first one, so that the first event
+# of a kind is an increase Prometheus sees (a series that appears at 1 shows no increase).
+EVENT_KINDS = frozenset({"started", "step", "resumed", "verdict", *(phase.value for phase in RolloutPhase)})
+
 # (service, backend, version)
 SeriesKey = tuple[str, str, str]
 
@@ -243,8 +247,10 @@ def rollout_families(controllers: list[ServiceController], states: StateStore) -
     events = CounterMetricFamily(
         "fm_rollout_events", "Events the services' rollouts recorded, by kind", labels=["service", "kind"]
     )
-    for (service, kind), count in sorted(states.event_counts().items()):
-        events.add_metric([service, kind], count)
+    counts = states.event_counts()
+    for service in sorted({c.service.name for c in controllers} | {service for service, _ in counts}):
+        for kind in sorted(EVENT_KINDS | {kind for name, kind in counts if name == service}):
+            events.add_metric([service, kind], counts.get((service, kind), 0))
     yield from (status, weight, total, duration, phase, step, rollout_id, events)
 
 
