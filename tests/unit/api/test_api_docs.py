@@ -57,6 +57,7 @@ OPERATIONS = [
     ("GET", "/api/v1/services"),
     ("GET", "/api/v1/services/{service}/metrics"),
     ("GET", "/api/v1/status"),
+    ("GET", "/metrics"),  # Prometheus' exposition, added with it
     ("POST", "/api/v1/haproxy/reload"),
     ("POST", "/api/v1/rollouts/{rollout_id}/retry"),
     ("POST", "/api/v1/rollouts/{rollout_id}/{action}"),
