@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from fridaymorning.api.exposition import (
 )
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import StoreError
+from fridaymorning.ingest.process import stats_of
 from fridaymorning.models import new_sketch
 from fridaymorning.sketches import cumulative_counts
 from fridaymorning.testing import FakeClock, synthetic_window
@@ -177,3 +179,28 @@ def test_metrics_beyond_loopback_need_a_token(served: Served, tmp_path: Path) ->
         assert answer.status_code == 200
         assert "canary_total" in answer.text
     runtime.states.close()
+
+
+def test_the_collector_process_passes_its_stores_buffer_to_metrics(runtime: Any) -> None:
+    """The collector process writes its store's `buffer_stats()` into its stats file; /metrics exports it
+    as fm_store_buffer_*{writer="collector"}, beside the collector's loss counters. A store without a
+    buffer (here the API's own, in memory) adds nothing."""
+    store = SimpleNamespace(buffer_stats=lambda: {"buffered": 5, "overflowed": 2})
+    collector = SimpleNamespace(
+        stats=lambda: {"lines": 10, "rejected": 1, "reconciliation": {"missing_lines": 3}}
+    )
+    written = json.loads(json.dumps(stats_of(collector, store)))  # through the stats file, as JSON
+    status = runtime.status
+    runtime.status = lambda: {**status(), "collector": {**written, "process_running": True}}
+    samples = scrape(Exposition(runtime, FakeClock(1000.0)))
+    assert value(samples, "fm_store_buffer_buffered", writer="collector") == 5
+    assert value(samples, "fm_store_buffer_overflowed", writer="collector") == 2
+    assert not [
+        labels
+        for name, labels in samples
+        if name.startswith("fm_store_buffer") and ("writer", "fm_up") in labels
+    ]
+    assert value(samples, "fm_collector_lines_total") == 10
+    assert value(samples, "fm_collector_rejected_total") == 1
+    assert value(samples, "fm_collector_reconciliation_missing_lines_total") == 3
+    assert value(samples, "fm_collector_up") == 1
