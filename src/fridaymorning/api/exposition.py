@@ -209,49 +209,82 @@ def stateset(name: str, documentation: str, labels: list[str]) -> GaugeMetricFam
     return GaugeMetricFamily(name, documentation, labels=labels)
 
 
-def rollout_families(controllers: list[ServiceController], states: StateStore) -> Iterator[Metric]:
-    """Flagger's canary metrics, and the rollout's phase, step and events."""
-    status = GaugeMetricFamily(
-        "canary_status", "Flagger's status: 0 running, 1 succeeded, 2 failed", labels=["name"]
+@dataclass(frozen=True, slots=True)
+class RolloutFamilies:
+    """The controller's metrics of every service, filled one service at a time."""
+
+    status: GaugeMetricFamily = field(
+        default_factory=lambda: GaugeMetricFamily(
+            "canary_status", "Flagger's status: 0 running, 1 succeeded, 2 failed", labels=["name"]
+        )
     )
-    weight = GaugeMetricFamily(
-        "canary_weight",
-        "Percent of the traffic as set: the canary's, and the primary's",
-        labels=["name", "workload"],
+    weight: GaugeMetricFamily = field(
+        default_factory=lambda: GaugeMetricFamily(
+            "canary_weight",
+            "Percent of the traffic as set: the canary's, and the primary's",
+            labels=["name", "workload"],
+        )
     )
-    total = GaugeMetricFamily("canary_total", "Services under canary control")
-    duration = HistogramMetricFamily(
-        "canary_duration_seconds", "Duration of each finished rollout, start to end", labels=["name"]
+    duration: HistogramMetricFamily = field(
+        default_factory=lambda: HistogramMetricFamily(
+            "canary_duration_seconds", "Duration of each finished rollout, start to end", labels=["name"]
+        )
     )
-    phase = stateset("fm_rollout_phase", "The phase of the service's latest rollout", ["service", "phase"])
-    step = GaugeMetricFamily("fm_rollout_step", "The latest rollout's step, from 1", labels=["service"])
-    rollout_id = GaugeMetricFamily(
-        "fm_rollout_id", "The id of the service's latest rollout", labels=["service"]
+    phase: GaugeMetricFamily = field(
+        default_factory=lambda: stateset(
+            "fm_rollout_phase", "The phase of the service's latest rollout", ["service", "phase"]
+        )
     )
-    total.add_metric([], len(controllers))
-    for controller in controllers:
-        name = controller.service.name
-        rollouts = states.rollouts(name, MAX_ROLLOUTS_COUNTED)
+    step: GaugeMetricFamily = field(
+        default_factory=lambda: GaugeMetricFamily(
+            "fm_rollout_step", "The latest rollout's step, from 1", labels=["service"]
+        )
+    )
+    rollout_id: GaugeMetricFamily = field(
+        default_factory=lambda: GaugeMetricFamily(
+            "fm_rollout_id", "The id of the service's latest rollout", labels=["service"]
+        )
+    )
+
+    def add(self, name: str, rollouts: list[RolloutState]) -> None:
+        """One service's metrics, from its rollouts, newest first."""
         latest = rollouts[0] if rollouts else None
-        status.add_metric([name], flagger_status(latest.phase if latest else None))
+        self.status.add_metric([name], flagger_status(latest.phase if latest else None))
         canary_weight = latest.canary_weight if latest is not None and latest.active else 0
-        weight.add_metric([name, name], canary_weight)
-        weight.add_metric([name, f"{name}-primary"], 100 - canary_weight)
+        self.weight.add_metric([name, name], canary_weight)
+        self.weight.add_metric([name, f"{name}-primary"], 100 - canary_weight)
         buckets, seconds = duration_buckets(rollouts)
-        duration.add_metric([name], buckets, seconds)
+        self.duration.add_metric([name], buckets, seconds)
         if latest is not None:
             for each in RolloutPhase:
-                phase.add_metric([name, each.value], 1 if each is latest.phase else 0)
-            step.add_metric([name], latest.step_index + 1)
-            rollout_id.add_metric([name], latest.id)
+                self.phase.add_metric([name, each.value], 1 if each is latest.phase else 0)
+            self.step.add_metric([name], latest.step_index + 1)
+            self.rollout_id.add_metric([name], latest.id)
+
+    def all(self) -> tuple[Metric, ...]:
+        return (self.status, self.weight, self.duration, self.phase, self.step, self.rollout_id)
+
+
+def rollout_families(controllers: list[ServiceController], states: StateStore) -> Iterator[Metric]:
+    """Flagger's canary metrics, and the rollouts' phase, step and events."""
+    total = GaugeMetricFamily("canary_total", "Services under canary control")
+    total.add_metric([], len(controllers))
+    families = RolloutFamilies()
+    for controller in controllers:
+        families.add(controller.service.name, states.rollouts(controller.service.name, MAX_ROLLOUTS_COUNTED))
+    yield from (total, *families.all())
+    yield event_family([controller.service.name for controller in controllers], states.event_counts())
+
+
+def event_family(services: list[str], counts: Mapping[tuple[str, str], int]) -> Metric:
+    """fm_rollout_events_total, every known kind from 0 on, for every service."""
     events = CounterMetricFamily(
         "fm_rollout_events", "Events the services' rollouts recorded, by kind", labels=["service", "kind"]
     )
-    counts = states.event_counts()
-    for service in sorted({c.service.name for c in controllers} | {service for service, _ in counts}):
+    for service in sorted(set(services) | {service for service, _ in counts}):
         for kind in sorted(EVENT_KINDS | {kind for name, kind in counts if name == service}):
             events.add_metric([service, kind], counts.get((service, kind), 0))
-    yield from (status, weight, total, duration, phase, step, rollout_id, events)
+    return events
 
 
 def duration_buckets(rollouts: list[RolloutState]) -> tuple[list[tuple[str, float]], float]:
