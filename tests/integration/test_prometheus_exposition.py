@@ -110,12 +110,14 @@ async def test_prometheus_scrapes_a_live_rollout_and_every_dashboard_query_has_d
         )
     finally:
         traffic.stop()
-    ended = time.time()
+    # Range queries evaluate at start + k steps: past the newest sample, so that it is among them.
+    ended = time.time() + 2 * SCRAPE_INTERVAL_S
 
     weights = await prometheus.range('canary_weight{name="web", workload="web"}', started, ended)
     assert {20.0, 50.0} <= set(values_of(weights)), "the canary's weight walked the steps"
     statuses = values_of(await prometheus.range('canary_status{name="web"}', started, ended))
-    assert 0.0 in statuses and statuses[-1] == 1.0, "running (0) during the rollout, succeeded (1) after"
+    assert 0.0 in statuses, "running (0) during the rollout"
+    assert statuses[-1] == 1.0, "succeeded (1) after the promotion"
 
     store = runtime.metrics
 
