@@ -269,15 +269,14 @@ def runs_collector(pid: int, settings_path: Path) -> bool:
 
 async def serve(settings_path: Path) -> int:
     """Receive, store and account for log lines until SIGTERM or SIGINT; then flush and exit 0."""
+    from fridaymorning.ingest.store_sink import StoreSink
     from fridaymorning.ingest.syslog import TcpCollector, UdpCollector
     from fridaymorning.registry import resolve
 
     settings = json.loads(settings_path.read_text(encoding="utf-8"))
     state_dir = settings_path.parent
     store = resolve("store", settings["store_url"])(settings["store_url"])
-
-    async def sink(windows: list[Any]) -> None:
-        await asyncio.to_thread(store.write, windows)
+    sink = StoreSink(store, settings["lateness_s"])
 
     receiver = TcpCollector if settings["protocol"] == "tcp" else UdpCollector
     collector = receiver(settings["host"], settings["port"], sink, lateness_s=settings["lateness_s"])
@@ -291,7 +290,8 @@ async def serve(settings_path: Path) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     watcher = asyncio.create_task(watch_haproxy_when_up(collector, settings, state_dir, store))
-    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir))]
+    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir, sink))]
+    tasks.append(asyncio.create_task(sink.heartbeat()))
 
     async def unwatch() -> None:
         watcher.cancel()
@@ -307,11 +307,11 @@ async def serve(settings_path: Path) -> int:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await collector.stop()
-    write_atomically(state_dir / STATS_FILE, json.dumps(collector.stats()))
+    store.close()  # sends what its buffer holds, if it has one
+    write_atomically(state_dir / STATS_FILE, json.dumps({**collector.stats(), **sink.stats()}))
     with contextlib.suppress(OSError):
         if read_pid(state_dir / PIDFILE) == os.getpid():
             (state_dir / PIDFILE).unlink()
-    store.close()
     return 0
 
 
@@ -352,10 +352,11 @@ def stored_counter(store: Any, backends: set[str]) -> Any:
     return stored
 
 
-async def write_stats_periodically(collector: Any, state_dir: Path) -> None:
+async def write_stats_periodically(collector: Any, state_dir: Path, sink: Any = None) -> None:
     while True:
         try:
-            write_atomically(state_dir / STATS_FILE, json.dumps(collector.stats()))
+            stats = {**collector.stats(), **(sink.stats() if sink is not None else {})}
+            write_atomically(state_dir / STATS_FILE, json.dumps(stats))
         except OSError:
             logger.warning("cannot write the collector's stats", exc_info=True)
         await asyncio.sleep(STATS_INTERVAL_S)

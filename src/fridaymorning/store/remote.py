@@ -10,6 +10,7 @@ holds, and `fm replay` later reads exactly what each decision read. `query` read
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from fridaymorning.errors import StoreError
 from fridaymorning.models import Window
 from fridaymorning.store.buffer import BufferSettings, LineBuffer
 from fridaymorning.store.lineprotocol import Flavour, decision_line, mark_line, window_lines
+
+logger = logging.getLogger(__name__)
 
 # How long `query_complete` waits for the collector's mark to reach the judged seconds.
 COMPLETE_WAIT_S = 3.0
@@ -99,7 +102,10 @@ class LineProtocolStore:
 
     def record_decision(self, event: Mapping[str, object]) -> None:
         """A controller's decision (its notification event), for dashboards: weight and annotation."""
-        self._buffer.put([decision_line(event, time.time_ns())])
+        try:
+            self._buffer.put([decision_line(event, time.time_ns())])
+        except RuntimeError:  # closed: the rollout's last words come after the store's
+            logger.warning("%s is closed: decision %s not recorded", self.url.shown, event.get("event"))
 
     def buffer_stats(self) -> dict[str, object]:
         """The write buffer's counters (pending, sent, overflowed, rejected, retries), for status pages."""
