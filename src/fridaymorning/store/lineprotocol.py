@@ -16,8 +16,9 @@ forms:
 - for VictoriaMetrics, which keeps numbers only, one more point `fm_sketch` per sketch (tag
   `sketch=tr|ta`) whose fields are the sketch's totals (`zero`, `count`, `sum`, `min`, `max`, each
   as the two 32-bit halves of its IEEE 754 bits, `sum_hi` and `sum_lo`, so no digit is lost) and one
-  field per non-empty bin (its count, an integer in practice, which VictoriaMetrics keeps exactly): `p<key>` for the positive store, `n<key>` for the negative one, a negative
-  key spelled with `m` (`pm3` is key -3).
+  field per non-empty bin (its count, an integer in practice, which VictoriaMetrics keeps exactly):
+  `p<key>` for the positive store, `n<key>` for the negative one, a negative key spelled with `m`
+  (`pm3` is key -3).
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def sketch_fields(sketch: DDSketch) -> str:
         "min": sketch._min,
         "max": sketch._max,
     }
-    fields = [f"{name}_{half}={bits}i" for name, value in totals.items() for half, bits in float_halves(value)]
+    fields = [
+        f"{name}_{half}={bits}i" for name, value in totals.items() for half, bits in float_halves(value)
+    ]
     for prefix, store in (("p", sketch._store), ("n", sketch._negative_store)):
         for key, count in _bins(store):
             fields.append(f"{bin_field(prefix, key)}={float_field(count)}")
