@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import random
+import re
 import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from fridaymorning.analysis.judge import judge
@@ -85,6 +87,9 @@ class TeeStore:
     def query_complete(self, backend: str, version: str, start: int, end: int) -> list[Window]:
         """What the controller calls: the remote store's check that the judged seconds are all in."""
         return self.reader.query_complete(backend, version, start, end)  # type: ignore[no-any-return]
+
+    def record_decision(self, event: dict[str, object]) -> None:
+        self.remote.record_decision(event)
 
     def close(self) -> None:
         pass
@@ -312,3 +317,59 @@ def test_windows_of_one_second_from_two_writers_all_count(tmp_path: Path, influx
     finally:
         first.close()
         second.close()
+
+
+DASHBOARD = (
+    Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "fridaymorning-influxdb.json"
+)
+# What Grafana puts in place of its macros and the dashboard's variables before it sends a query.
+GRAFANA_MACROS = {
+    "$timeFilter": "time > now() - 1h",
+    "$__interval_ms": "10000",
+    "$__interval": "10s",
+    "$service": "web",
+}
+
+
+def grafana_queries(model: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, InfluxQL) of every panel target, the annotation and the variable, macros substituted."""
+    found = [
+        (f"panel {panel['title']!r}", target["query"])
+        for panel in model["panels"]
+        for target in panel["targets"]
+    ]
+    found += [(f"annotation {item['name']!r}", item["query"]) for item in model["annotations"]["list"]]
+    found += [
+        (f"variable {item['name']!r}", item["query"])
+        for item in model["templating"]["list"]
+        if item["type"] == "query"
+    ]
+    substituted = []
+    for where, query in found:
+        for macro, value in GRAFANA_MACROS.items():
+            query = query.replace(macro, value)
+        substituted.append((where, query))
+    return substituted
+
+
+@pytest.mark.influxdb
+async def test_every_grafana_panel_query_returns_data_from_influxdb(
+    tmp_path: Path, influxdb: RunningServer
+) -> None:
+    """After a rollout judged from InfluxDB, each query of the shipped dashboard (panels, the decisions
+    annotation, the service variable) runs on the real InfluxDB and returns at least one value."""
+    _, tee = await rollout_on(tmp_path, influxdb, "grafana")
+    assert tee.remote.flush(60)
+    queries = grafana_queries(json.loads(DASHBOARD.read_text(encoding="utf-8")))
+    assert len(queries) >= 7
+    for where, query in queries:
+        assert not re.search(r"\$[A-Za-z_{]", query), f"{where}: a macro left in {query}"
+        answer = httpx.get(f"{influxdb.url}/query", params={"db": "fm", "q": query}, timeout=30).json()
+        result = answer["results"][0]
+        assert "error" not in result, f"{where}: {result.get('error')} in {query}"
+        values = [
+            value for series in result.get("series", []) for row in series["values"] for value in row[1:]
+        ]
+        assert any(value is not None for value in values), f"{where}: no data for {query}"
+    tee.remote.close()
+    tee.sqlite.close()
