@@ -6,8 +6,9 @@ only once the server accepted them. A failed send (connection refused, timeout, 
 exponential backoff, from `backoff_initial_s` up to `backoff_max_s`, for as long as it takes: an outage
 shorter than the buffer lasts loses nothing, and the lines arrive in the order they were put.
 
-When the buffer is full, the newest lines are refused and counted in `overflowed`: what is already
-buffered (older, and earlier in the order marks rely on) is kept. A batch the server rejects as
+The buffer is bounded in bytes (`max_bytes`, line protocol as sent). When it is full, the newest lines
+are refused and counted in `overflowed`: what is already buffered (older, and earlier in the order
+marks rely on) is kept. A batch the server rejects as
 malformed (HTTP 400) would fail forever, so it is dropped and counted in `rejected`.
 """
 
@@ -32,7 +33,7 @@ class RejectedBatchError(Exception):
 class BufferSettings:
     """How much is held, how much goes per request, and how failed sends back off."""
 
-    max_lines: int = 200_000
+    max_bytes: int = 64 * 1024 * 1024
     batch_lines: int = 5_000
     linger_s: float = 0.05
     backoff_initial_s: float = 0.1
@@ -48,6 +49,7 @@ class LineBuffer:
         self.settings = settings
         self._name = name
         self._lines: collections.deque[str] = collections.deque()
+        self._bytes = 0
         self._condition = threading.Condition()
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -63,10 +65,12 @@ class LineBuffer:
         with self._condition:
             if self._closing:
                 raise RuntimeError(f"{self._name}: the buffer is closed")
-            if len(self._lines) + len(lines) > self.settings.max_lines:
+            size = sum(map(len, lines))
+            if self._bytes + size > self.settings.max_bytes:
                 self.overflowed += len(lines)
                 return False
             self._lines.extend(lines)
+            self._bytes += size
             self._start_thread()
             self._condition.notify_all()
         return True
@@ -76,7 +80,8 @@ class LineBuffer:
         with self._condition:
             return {
                 "pending": len(self._lines),
-                "capacity": self.settings.max_lines,
+                "pending_bytes": self._bytes,
+                "capacity_bytes": self.settings.max_bytes,
                 "sent": self.sent,
                 "overflowed": self.overflowed,
                 "rejected": self.rejected,
@@ -149,7 +154,7 @@ class LineBuffer:
     def _done(self, batch: list[str], *, rejected: bool, error: str) -> None:
         with self._condition:
             for _ in batch:
-                self._lines.popleft()
+                self._bytes -= len(self._lines.popleft())
             if rejected:
                 self.rejected += len(batch)
                 self.last_error = error

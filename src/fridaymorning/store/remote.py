@@ -32,7 +32,7 @@ HTTP_TIMEOUT_S = 10.0
 # Sequence numbers are kept this long after a second, to number a late window of it apart.
 SEQUENCE_MEMORY_S = 3600
 _SETTINGS = {
-    "buffer_lines": "max_lines",
+    "buffer_mb": "max_bytes",
     "batch_lines": "batch_lines",
     "backoff_max_s": "backoff_max_s",
     "close_timeout_s": "close_timeout_s",
@@ -40,7 +40,7 @@ _SETTINGS = {
 
 
 class RemoteStoreUrl:
-    """`<scheme>://[user:password@]host:port/<db>[?buffer_lines=N&batch_lines=N&backoff_max_s=S&…]`."""
+    """`<scheme>://[user:password@]host:port/<db>[?buffer_mb=N&batch_lines=N&backoff_max_s=S&…]`."""
 
     def __init__(self, url: str, default_port: int) -> None:
         parts = urlsplit(url)
@@ -67,7 +67,7 @@ def buffer_settings(query: Mapping[str, list[str]], url: str) -> BufferSettings:
             raise StoreError(f"option {key} in {url!r} must be a number") from error
         if value <= 0:
             raise StoreError(f"option {key} in {url!r} must be positive")
-        values[_SETTINGS[key]] = value
+        values[_SETTINGS[key]] = value * 1024 * 1024 if key == "buffer_mb" else value
     return BufferSettings(**values)
 
 

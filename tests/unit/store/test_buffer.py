@@ -13,7 +13,7 @@ from fridaymorning.store.remote import RemoteStoreUrl
 from fridaymorning.store.victoriametrics import duration_seconds, judgeable_problem, parse_flags, selector
 from fridaymorning.testing import wait_for_sync
 
-FAST = BufferSettings(max_lines=10, batch_lines=4, linger_s=0.0, backoff_initial_s=0.01, backoff_max_s=0.05)
+FAST = BufferSettings(max_bytes=10, batch_lines=4, linger_s=0.0, backoff_initial_s=0.01, backoff_max_s=0.05)
 
 
 class FlakyServer:
@@ -49,7 +49,7 @@ def test_lines_wait_out_an_outage_and_arrive_in_order_in_batches() -> None:
 
 
 def test_a_full_buffer_refuses_the_newest_lines_and_counts_them() -> None:
-    """Over `max_lines`, the lines offered are refused and counted; those held are kept and sent."""
+    """Over `max_bytes`, the lines offered are refused and counted; those held are kept and sent."""
     server = FlakyServer()
     buffer = LineBuffer(server.send, FAST, "test")
     assert buffer.put([str(n) for n in range(8)])
@@ -79,7 +79,7 @@ def test_a_rejected_batch_is_dropped_and_counted_not_retried_forever() -> None:
 def test_close_gives_up_on_a_dead_server_after_its_timeout() -> None:
     """Closing with the server down ends within close_timeout_s, reporting the lines left unsent."""
     server = FlakyServer()
-    settings = BufferSettings(max_lines=10, backoff_initial_s=0.01, backoff_max_s=0.02, close_timeout_s=0.2)
+    settings = BufferSettings(max_bytes=10, backoff_initial_s=0.01, backoff_max_s=0.02, close_timeout_s=0.2)
     buffer = LineBuffer(server.send, settings, "test")
     buffer.put(["a"])
     buffer.close()
@@ -91,18 +91,18 @@ def test_close_gives_up_on_a_dead_server_after_its_timeout() -> None:
 def test_store_urls_name_host_port_database_and_buffer_options() -> None:
     """The URL gives the server and the database; buffer options are checked and typed."""
     url = RemoteStoreUrl(
-        "influxdb://fm:secret@db.example:9999/metrics?buffer_lines=500&backoff_max_s=2", 8086
+        "influxdb://fm:secret@db.example:9999/metrics?buffer_mb=5&backoff_max_s=2", 8086
     )
     assert (url.base_url, url.database, url.auth) == ("http://db.example:9999", "metrics", ("fm", "secret"))
-    assert (url.settings.max_lines, url.settings.backoff_max_s) == (500, 2.0)
+    assert (url.settings.max_bytes, url.settings.backoff_max_s) == (5 * 1024 * 1024, 2.0)
     assert "secret" not in url.shown
     assert RemoteStoreUrl("victoriametrics://localhost/fm", 8428).base_url == "http://localhost:8428"
     for bad in (
         "influxdb://host:8086/",
         "influxdb://host/a/b",
-        "influxdb://h/db?bufer_lines=5",
-        "influxdb://h/db?buffer_lines=-1",
-        "influxdb://h/db?buffer_lines=x",
+        "influxdb://h/db?bufer_mb=5",
+        "influxdb://h/db?buffer_mb=-1",
+        "influxdb://h/db?buffer_mb=x",
     ):
         with pytest.raises(StoreError):
             RemoteStoreUrl(bad, 8086)
