@@ -35,6 +35,8 @@ class BufferSettings:
 
     max_bytes: int = 64 * 1024 * 1024
     batch_lines: int = 5_000
+    # InfluxDB 1.x refuses a request body above 25 MB by default (`max-body-size`).
+    batch_bytes: int = 4 * 1024 * 1024
     linger_s: float = 0.05
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
@@ -148,8 +150,14 @@ class LineBuffer:
             if len(self._lines) < self.settings.batch_lines and not self._closing:
                 # A short wait lets one flush's windows go out in one request, not one each.
                 self._condition.wait(self.settings.linger_s)
-            count = min(len(self._lines), self.settings.batch_lines)
-            return list(itertools.islice(self._lines, count))
+            batch: list[str] = []
+            size = 0
+            for line in itertools.islice(self._lines, self.settings.batch_lines):
+                if batch and size + len(line) > self.settings.batch_bytes:
+                    break
+                batch.append(line)
+                size += len(line)
+            return batch
 
     def _done(self, batch: list[str], *, rejected: bool, error: str) -> None:
         with self._condition:

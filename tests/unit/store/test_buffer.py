@@ -90,9 +90,7 @@ def test_close_gives_up_on_a_dead_server_after_its_timeout() -> None:
 
 def test_store_urls_name_host_port_database_and_buffer_options() -> None:
     """The URL gives the server and the database; buffer options are checked and typed."""
-    url = RemoteStoreUrl(
-        "influxdb://fm:secret@db.example:9999/metrics?buffer_mb=5&backoff_max_s=2", 8086
-    )
+    url = RemoteStoreUrl("influxdb://fm:secret@db.example:9999/metrics?buffer_mb=5&backoff_max_s=2", 8086)
     assert (url.base_url, url.database, url.auth) == ("http://db.example:9999", "metrics", ("fm", "secret"))
     assert (url.settings.max_bytes, url.settings.backoff_max_s) == (5 * 1024 * 1024, 2.0)
     assert "secret" not in url.shown
@@ -129,3 +127,15 @@ def test_victoriametrics_flags_that_hide_recent_data_are_refused_by_name() -> No
 def test_selectors_escape_label_values() -> None:
     """A label value with quotes or backslashes cannot end the selector early."""
     assert selector({"db": 'a"b\\'}, "fm_.*") == '{__name__=~"fm_.*",db="a\\"b\\\\"}'
+
+
+def test_a_batch_stays_under_its_byte_limit() -> None:
+    """Batches are cut by size too (InfluxDB refuses bodies over 25 MB), yet a lone big line still goes."""
+    server = FlakyServer()
+    server.up.set()
+    settings = BufferSettings(batch_lines=100, batch_bytes=5, linger_s=0.0)
+    buffer = LineBuffer(server.send, settings, "test")
+    buffer.put(["aa", "bb", "cc", "dddddddd"])
+    assert buffer.drain(30)
+    assert server.accepted == [["aa", "bb"], ["cc"], ["dddddddd"]]
+    buffer.close()
