@@ -122,15 +122,18 @@ def decision_line(event: Mapping[str, object], now_ns: int) -> str:
     tags = ",".join(
         f"{key}={escape_tag(str(event[key]))}" for key in ("service", "version", "event") if event.get(key)
     )
-    reason = str(event.get("reason") or event.get("event") or "")
-    fields = [
-        f"canary_weight={int(event.get('canary_weight') or 0)}i",  # type: ignore[call-overload]
-        f"rollout_id={int(event.get('rollout_id') or 0)}i",  # type: ignore[call-overload]
-        f"step={int(event.get('step') or 0)}i",  # type: ignore[call-overload]
+    reason = " ".join(str(event.get("reason") or "").split())  # no newline may end the line early
+    fields = [f"{name}={_whole(event.get(name))}i" for name in ("canary_weight", "rollout_id", "step")]
+    fields += [
         "phase=" + string_field(str(event.get("phase") or "")),
         "text=" + string_field(f"{event.get('event')}: {reason}"),
     ]
     return f"{DECISION_MEASUREMENT},{tags} {','.join(fields)} {now_ns}"
+
+
+def _whole(value: object) -> int:
+    """An event's number as an integer field (0 when absent)."""
+    return int(value) if isinstance(value, int | float | str) and str(value).strip() else 0
 
 
 # --- sketches as numbers (VictoriaMetrics) ------------------------------------------------------------

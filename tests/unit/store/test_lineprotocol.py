@@ -142,7 +142,8 @@ def test_points_of_one_second_are_merged_in_time_order() -> None:
 
 
 def test_a_decision_is_a_point_with_the_weight_and_a_text() -> None:
-    """A notification event becomes an fm_decision point: tags service/version/event, weight, text."""
+    """A notification event becomes an fm_decision point: tags service/version/event, weight, and a
+    one-line text."""
     event = {
         "event": "step",
         "service": "web",
@@ -151,7 +152,7 @@ def test_a_decision_is_a_point_with_the_weight_and_a_text() -> None:
         "rollout_id": 3,
         "step": 2,
         "phase": "progressing",
-        "reason": 'a "quoted" reason',
+        "reason": 'a "quoted"\nreason',
     }
     line = decision_line(event, 42)
     assert line.startswith("fm_decision,service=web,version=v2,event=step ")
