@@ -288,7 +288,7 @@ async def test_an_influxdb_outage_of_ten_seconds_loses_no_window(
         for version in ("v1", "v2"):
             expected = [window_key(w) for w in sqlite.query("web", version, first_second, last_second)]
             stored = await asyncio.to_thread(remote.query, "web", version, first_second, last_second)
-            assert len(expected) >= 14
+            assert len(expected) >= 10  # about 15 s of traffic, both versions every second
             assert [window_key(w) for w in stored] == expected
         total = sum(
             w.requests for v in ("v1", "v2") for w in remote.query("web", v, first_second, last_second)
