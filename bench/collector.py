@@ -2,6 +2,7 @@
 
 Prints a table, then one JSON line:
 {"udp_lossless_lines_per_s", "tcp_lines_per_s", "live": {...}, "offline": {...}, "sketch": {...}}
+(with `--stores`: {"live_requests_per_s_by_store": {...}, "details": {...}})
 
 * UDP: a sender process (sendmmsg through ctypes, pre-generated compact lines with syslog headers)
   pushes stepped rates for a few seconds each at a collector running in its own process. With two
@@ -14,6 +15,10 @@ Prints a table, then one JSON line:
   CPU (utime+stime from /proc/PID/stat over the run).
 * Offline: one generated httplog file through `summarize` (in process) and through `halog -srv`
   (per-server table, the closest to ours) and `halog -pct` (percentiles), timed side by side.
+* Stores (`--stores`): the live path again, with the collector writing to no store, to SQLite, to a
+  real InfluxDB and to a real VictoriaMetrics (started here); each row checks that the store holds every
+  logged request, and times how long the store took to hold the last window after the collector
+  stopped. Beside them, the seed's approach timed: one InfluxDB point per request.
 * Sketch: DDSketch p50/p90/p99 against exact numpy quantiles of 1M lognormal samples, and the time
   to merge 3,600 one-second sketches.
 Loopback only; every phase is bounded in time and count.
@@ -75,18 +80,26 @@ def compact_lines(count: int, second: int) -> list[bytes]:
 # --- the collector, in its own process ------------------------------------------------------------
 
 
-def serve(transport: str, cpu: int | None, expect: int) -> None:
-    """Child mode: run a collector, print 'READY port', and on SIGTERM print its stats as JSON."""
+def serve(transport: str, cpu: int | None, expect: int, store_url: str | None = None) -> None:
+    """Child mode: run a collector, print 'READY port', and on SIGTERM print its stats as JSON.
+
+    With `store_url`, windows go to that store as in `fm up`'s collector process (ingest.store_sink).
+    """
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    asyncio.run(_serve(transport, expect))
+    asyncio.run(_serve(transport, expect, store_url))
 
 
-async def _serve(transport: str, expect: int) -> None:
+async def _serve(transport: str, expect: int, store_url: str | None = None) -> None:
+    from fridaymorning.ingest.store_sink import StoreSink
     from fridaymorning.ingest.syslog import TcpCollector, UdpCollector
+    from fridaymorning.registry import resolve
 
-    collector: Any = (UdpCollector if transport == "udp" else TcpCollector)("127.0.0.1", 0, lambda w: None)
+    store = resolve("store", store_url)(store_url) if store_url else None
+    sink: Any = StoreSink(store, lateness_s=1.0) if store is not None else (lambda w: None)
+    collector: Any = (UdpCollector if transport == "udp" else TcpCollector)("127.0.0.1", 0, sink)
     await collector.start()
+    heartbeat = asyncio.create_task(sink.heartbeat()) if store is not None else None
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("READY", collector.address[1], flush=True)
@@ -95,18 +108,41 @@ async def _serve(transport: str, expect: int) -> None:
             await asyncio.sleep(0.002)
         print("REACHED", time.time(), flush=True)
     await stop.wait()
+    if heartbeat is not None:
+        heartbeat.cancel()
     await collector.stop()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({**collector.stats(), "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+    stats = {**collector.stats(), "cpu_s": usage.ru_utime + usage.ru_stime}
+    if store is not None:
+        stats.update(await asyncio.to_thread(store_outcome, store))
+    print(json.dumps(stats), flush=True)
+
+
+def store_outcome(store: Any) -> dict[str, Any]:
+    """After the collector stopped: how long the store took to hold everything, and what it holds."""
+    started = time.monotonic()
+    flushed = store.flush(120) if hasattr(store, "flush") else True
+    flush_s = time.monotonic() - started
+    now = int(time.time())
+    stored = sum(
+        window.requests for version in ("v1", "v2") for window in store.query("app", version, now - 600, now)
+    )
+    buffer = store.buffer_stats() if hasattr(store, "buffer_stats") else {}
+    store.close()
+    return {"store_flushed": flushed, "store_flush_s": round(flush_s, 3), "stored_requests": stored, **buffer}
 
 
 class CollectorProcess:
     """A collector child process (see `serve`)."""
 
-    def __init__(self, transport: str, cpu: int | None = None, expect: int = 0) -> None:
+    def __init__(
+        self, transport: str, cpu: int | None = None, expect: int = 0, store_url: str | None = None
+    ) -> None:
         command = [PYTHON, SCRIPT, "--serve", transport, "--expect", str(expect)]
         if cpu is not None:
             command += ["--cpu", str(cpu)]
+        if store_url is not None:
+            command += ["--store-url", store_url]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline().split()[1])
@@ -259,9 +295,9 @@ def haproxy_requests(socket_path: Path) -> int:
     return total
 
 
-def bench_live(quick: bool) -> dict[str, Any]:
+def bench_live(quick: bool, store_url: str | None = None) -> dict[str, Any]:
     seconds = 5 if quick else 10
-    collector = CollectorProcess("udp")
+    collector = CollectorProcess("udp", store_url=store_url)
     with tempfile.TemporaryDirectory() as directory:
         frontend_port = free_port()
         admin_socket = Path(directory, "admin.sock")
@@ -301,7 +337,9 @@ def bench_live(quick: bool) -> dict[str, Any]:
             haproxy.terminate()
             haproxy.wait(timeout=10)
     stats = collector.finish()
+    store_keys = ("stored_requests", "store_flush_s", "overflowed", "retries", "sent")
     return {
+        **{key: stats[key] for key in store_keys if key in stats},
         "seconds": seconds,
         "requests": requests,
         "requests_per_s": int(requests / seconds),
@@ -312,6 +350,67 @@ def bench_live(quick: bool) -> dict[str, Any]:
         "collector_cpu_pct": round(100 * cpu_used / wall, 1),
         "wrk_summary": " ".join(line.strip() for line in wrk.stdout.splitlines() if "Requests/sec" in line),
     }
+
+
+# --- Live, per store: none, SQLite, InfluxDB, VictoriaMetrics ----------------------------------------
+
+
+def bench_stores(quick: bool) -> dict[str, Any]:
+    """The live path once per store, on fresh servers; and what one InfluxDB point per request costs."""
+    from fridaymorning.testservers import influxdb_server, victoria_metrics_server
+
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        rows.append({"store": "none", **bench_live(quick)})
+        rows.append({"store": "sqlite", **bench_live(quick, f"sqlite:///{directory}/metrics.db")})
+        with influxdb_server(Path(directory, "influxdb")) as influx:
+            rows.append({"store": "influxdb", **bench_live(quick, f"influxdb://127.0.0.1:{influx.port}/fm")})
+            per_request = bench_per_request_points(influx.url, 50_000 if quick else 200_000)
+        with victoria_metrics_server(Path(directory, "victoria-metrics")) as victoria:
+            url = f"victoriametrics://127.0.0.1:{victoria.port}/fm"
+            rows.append({"store": "victoriametrics", **bench_live(quick, url)})
+    return {"rows": rows, "per_request_points": per_request}
+
+
+def bench_per_request_points(influx_url: str, count: int) -> dict[str, Any]:
+    """The seed's approach, one InfluxDB point per request, timed: `count` points in batches of 5,000."""
+    import httpx
+
+    rng = random.Random(2)
+    base_ns = (int(time.time()) - 300) * 1_000_000_000
+    lines = [
+        f"request,backend=app,server=v{1 + n % 2}-1 status={503 if n % 50 == 0 else 200}i,"
+        f"tr={int(rng.lognormvariate(2.5, 0.8))}i,bytes={rng.randint(100, 900)}i {base_ns + n * 1000}"
+        for n in range(count)
+    ]
+    with httpx.Client(base_url=influx_url, timeout=60) as client:
+        client.post("/query", params={"q": "CREATE DATABASE perrequest"}).raise_for_status()
+        started = time.perf_counter()
+        for first in range(0, count, 5000):
+            body = "\n".join(lines[first : first + 5000]).encode()
+            client.post("/write", params={"db": "perrequest"}, content=body).raise_for_status()
+        seconds = time.perf_counter() - started
+    return {
+        "points": count,
+        "seconds": round(seconds, 2),
+        "points_per_s": int(count / seconds),
+        "bytes_per_point": round(sum(map(len, lines)) / count, 1),
+    }
+
+
+def stores_summary(stores: dict[str, Any]) -> str:
+    columns = ("store", "requests_per_s", "requests", "logged", "stored_requests", "lost")
+    columns += ("collector_cpu_pct",)
+    text = [" ".join(f"{name:>17}" for name in (*columns, "store_flush_s"))]
+    for row in stores["rows"]:
+        text.append(" ".join(f"{row.get(name, '-')!s:>17}" for name in (*columns, "store_flush_s")))
+    per_request = stores["per_request_points"]
+    text.append(
+        f"One InfluxDB point per request: {per_request['points']} points in {per_request['seconds']} s = "
+        f"{per_request['points_per_s']} points/s, "
+        f"{per_request['bytes_per_point']} bytes of line protocol each"
+    )
+    return "\n".join(text)
 
 
 # --- Offline: summarize against halog ---------------------------------------------------------------
@@ -423,19 +522,31 @@ def main() -> None:
         action="store_true",
         help="run only the offline comparison with halog (its JSON line holds only the offline keys)",
     )
+    parser.add_argument(
+        "--stores",
+        action="store_true",
+        help="run only the live path once per store (none, SQLite, InfluxDB, VictoriaMetrics)",
+    )
     parser.add_argument("--serve", choices=("udp", "tcp"), help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", help=argparse.SUPPRESS)
     parser.add_argument("--send-udp", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.serve:
-        serve(options.serve, options.cpu, options.expect)
+        serve(options.serve, options.cpu, options.expect, options.store_url)
         return
     if options.send_udp:
         port, rate, seconds = options.send_udp
         send_udp(int(port), int(rate), float(seconds), options.cpu)
         return
     say = (lambda *_: None) if options.json else print
+    if options.stores:
+        stores = bench_stores(options.quick)
+        say(stores_summary(stores))
+        live = {row["store"]: row["requests_per_s"] for row in stores["rows"]}
+        print(json.dumps({"live_requests_per_s_by_store": live, "details": {"stores": stores}}))
+        return
     if options.offline_only:
         offline = bench_offline(options.quick)
         say(offline_summary(offline))

@@ -515,6 +515,13 @@ def collector_line(collector: dict[str, Any]) -> str:
             f"{reconciliation.get('mismatched_intervals', 0)} mismatched, "
             f"{reconciliation.get('missing_lines', 0)} lines missing"
         )
+    buffer = collector.get("store_buffer") or {}
+    if buffer:
+        parts.append(
+            f"store buffer {buffer.get('pending', 0)} pending, {buffer.get('overflowed', 0)} overflowed, "
+            f"{buffer.get('rejected', 0)} rejected, {buffer.get('retries', 0)} retries"
+            + (f" (failing for {buffer['failing_for_s']} s)" if buffer.get("failing_for_s") else "")
+        )
     rejected = collector.get("last_rejected") or []
     text = "collector: " + ", ".join(parts)
     if rejected:

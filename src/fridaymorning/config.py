@@ -14,6 +14,7 @@ import os
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -339,7 +340,12 @@ class StoreConfig(StrictModel):
     def known_scheme(cls, value: str) -> str:
         from fridaymorning.registry import check_scheme
 
-        return check_scheme("store", value)
+        parts = urlsplit(check_scheme("store", value))
+        if parts.scheme != "sqlite" and (not parts.hostname or not parts.path.strip("/")):
+            raise ValueError(
+                f"a {parts.scheme} store needs a host and a database: {parts.scheme}://host:port/db"
+            )
+        return value
 
 
 class ApiConfig(StrictModel):

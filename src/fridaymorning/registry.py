@@ -18,6 +18,8 @@ from fridaymorning.errors import ConfigError
 IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     "store": {
         "sqlite": "fridaymorning.store.sqlite:SqliteMetricStore",
+        "influxdb": "fridaymorning.store.influxdb:InfluxMetricStore",
+        "victoriametrics": "fridaymorning.store.victoriametrics:VictoriaMetricsStore",
     },
     "router": {
         "haproxy+unix": "fridaymorning.router.haproxy:HAProxyRouter",

@@ -78,7 +78,7 @@ def _running(
     name: str, argv: Sequence[str], port: int, data_dir: Path, ready_path: str
 ) -> Iterator[RunningServer]:
     log_path = data_dir / f"{name}.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:  # a server started again on the same data keeps its earlier log
         process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = RunningServer(name, f"http://127.0.0.1:{port}", port, data_dir, log_path, process)
     try:
@@ -91,13 +91,19 @@ def _running(
             time.sleep(0.1)
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(server)
+
+
+def stop(server: RunningServer) -> None:
+    """Stop a server started here (SIGTERM, then SIGKILL): its data stays for a restart on its port."""
+    process = server.process
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def influxdb_config(data_dir: Path, http_port: int, rpc_port: int) -> str:
@@ -127,11 +133,14 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 
 @contextlib.contextmanager
-def influxdb_server(data_dir: Path) -> Iterator[RunningServer]:
-    """InfluxDB 1.x (`influxd run`) on a free loopback port. Create databases through its /query API."""
+def influxdb_server(data_dir: Path, port: int | None = None) -> Iterator[RunningServer]:
+    """InfluxDB 1.x (`influxd run`) on a free loopback port. Create databases through its /query API.
+
+    Pass the `port` and `data_dir` of a server that was stopped to start it again as it was.
+    """
     binary = _binary("influxd", "influxdb")
     data_dir.mkdir(parents=True, exist_ok=True)
-    port, rpc_port = loopback_port(), loopback_port()
+    port, rpc_port = port or loopback_port(), loopback_port()
     config = data_dir / "influxdb.conf"
     config.write_text(influxdb_config(data_dir, port, rpc_port))
     with _running("influxd", [binary, "run", "-config", str(config)], port, data_dir, "/ping") as server:
@@ -139,15 +148,17 @@ def influxdb_server(data_dir: Path) -> Iterator[RunningServer]:
 
 
 @contextlib.contextmanager
-def victoria_metrics_server(data_dir: Path, latency_offset: str | None = "1s") -> Iterator[RunningServer]:
-    """VictoriaMetrics single-node on a free loopback port.
+def victoria_metrics_server(
+    data_dir: Path, latency_offset: str | None = "1s", port: int | None = None
+) -> Iterator[RunningServer]:
+    """VictoriaMetrics single-node on a free loopback port (or `port`, to start a stopped one again).
 
     Its instant queries hide the newest 30 s unless it runs with `-search.latencyOffset`; pass
     `latency_offset=None` to start it with that default, as an unconfigured server would run.
     """
     binary = _binary("victoria-metrics", "victoria-metrics")
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = loopback_port()
+    port = port or loopback_port()
     argv = [
         binary,
         f"-storageDataPath={data_dir / 'storage'}",

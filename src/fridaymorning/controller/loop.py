@@ -441,7 +441,8 @@ class ServiceController:
             )
             return Measurement(verdict, 0, start, end)
         series = judged_series(self.service, state)
-        query = self.metrics.query
+        # A buffered store (InfluxDB, VictoriaMetrics) first waits until the judged seconds are all in.
+        query = getattr(self.metrics, "query_complete", self.metrics.query)
         try:
             canary = await asyncio.to_thread(query, series.canary_backend, state.version, start, end)
             baseline = await asyncio.to_thread(
@@ -705,6 +706,9 @@ class ServiceController:
         Each webhook receives the rollout's events in the order they happened.
         """
         event = build_event(kind, state, reason, evidence)  # type: ignore[arg-type]
+        record_decision = getattr(self.metrics, "record_decision", None)
+        if record_decision is not None:  # for dashboards: the weight, and an annotation
+            record_decision(event)
         for task in self.notifier.send_in_background(event):
             self._background.add(task)
             task.add_done_callback(self._background.discard)

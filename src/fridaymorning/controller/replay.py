@@ -58,6 +58,7 @@ def replay(
 
 
 def replayable(verdict: dict[str, Any]) -> bool:
-    """Verdicts from outside the metric store (HAProxy's health view, a failed hook) cannot be replayed."""
-    outside = {"canary_health", "rollout_hook"}
+    """Verdicts from outside the metric store's data cannot be replayed: HAProxy's health view, a failed
+    hook, and a store that could not be read at the time (`metrics`: it has the data now)."""
+    outside = {"canary_health", "rollout_hook", "metrics"}
     return not any(check["name"] in outside for check in verdict.get("checks", []))

@@ -269,15 +269,14 @@ def runs_collector(pid: int, settings_path: Path) -> bool:
 
 async def serve(settings_path: Path) -> int:
     """Receive, store and account for log lines until SIGTERM or SIGINT; then flush and exit 0."""
+    from fridaymorning.ingest.store_sink import StoreSink
     from fridaymorning.ingest.syslog import TcpCollector, UdpCollector
     from fridaymorning.registry import resolve
 
     settings = json.loads(settings_path.read_text(encoding="utf-8"))
     state_dir = settings_path.parent
     store = resolve("store", settings["store_url"])(settings["store_url"])
-
-    async def sink(windows: list[Any]) -> None:
-        await asyncio.to_thread(store.write, windows)
+    sink = StoreSink(store, settings["lateness_s"])
 
     receiver = TcpCollector if settings["protocol"] == "tcp" else UdpCollector
     collector = receiver(settings["host"], settings["port"], sink, lateness_s=settings["lateness_s"])
@@ -291,7 +290,8 @@ async def serve(settings_path: Path) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     watcher = asyncio.create_task(watch_haproxy_when_up(collector, settings, state_dir, store))
-    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir, store))]
+    tasks = [watcher, asyncio.create_task(write_stats_periodically(collector, state_dir, sink))]
+    tasks.append(asyncio.create_task(sink.heartbeat()))
 
     async def unwatch() -> None:
         watcher.cancel()
@@ -307,11 +307,11 @@ async def serve(settings_path: Path) -> int:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await collector.stop()
-    write_atomically(state_dir / STATS_FILE, json.dumps(stats_of(collector, store)))
+    store.close()  # sends what its buffer holds, if it has one
+    write_atomically(state_dir / STATS_FILE, json.dumps(stats_of(collector, sink)))
     with contextlib.suppress(OSError):
         if read_pid(state_dir / PIDFILE) == os.getpid():
             (state_dir / PIDFILE).unlink()
-    store.close()
     return 0
 
 
@@ -352,19 +352,16 @@ def stored_counter(store: Any, backends: set[str]) -> Any:
     return stored
 
 
-def stats_of(collector: Any, store: Any) -> dict[str, Any]:
-    """The collector's stats, with its store's write buffer (`store_buffer`) when the store has one."""
-    stats: dict[str, Any] = collector.stats()
-    buffer_stats = getattr(store, "buffer_stats", None)
-    if callable(buffer_stats):
-        stats["store_buffer"] = dict(buffer_stats())
-    return stats
+def stats_of(collector: Any, sink: Any = None) -> dict[str, Any]:
+    """What the stats file holds: the collector's counters, and its store's write buffer (`store_buffer`)
+    when the store has one."""
+    return {**collector.stats(), **(sink.stats() if sink is not None else {})}
 
 
-async def write_stats_periodically(collector: Any, state_dir: Path, store: Any = None) -> None:
+async def write_stats_periodically(collector: Any, state_dir: Path, sink: Any = None) -> None:
     while True:
         try:
-            write_atomically(state_dir / STATS_FILE, json.dumps(stats_of(collector, store)))
+            write_atomically(state_dir / STATS_FILE, json.dumps(stats_of(collector, sink)))
         except OSError:
             logger.warning("cannot write the collector's stats", exc_info=True)
         await asyncio.sleep(STATS_INTERVAL_S)

@@ -24,6 +24,7 @@ from fridaymorning.api.exposition import (
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import StoreError
 from fridaymorning.ingest.process import stats_of
+from fridaymorning.ingest.store_sink import StoreSink
 from fridaymorning.models import new_sketch
 from fridaymorning.sketches import cumulative_counts
 from fridaymorning.testing import FakeClock, synthetic_window
@@ -189,7 +190,7 @@ def test_the_collector_process_passes_its_stores_buffer_to_metrics(runtime: Any)
     collector = SimpleNamespace(
         stats=lambda: {"lines": 10, "rejected": 1, "reconciliation": {"missing_lines": 3}}
     )
-    written = json.loads(json.dumps(stats_of(collector, store)))  # through the stats file, as JSON
+    written = json.loads(json.dumps(stats_of(collector, StoreSink(store, lateness_s=1.0))))  # through the stats file, as JSON
     status = runtime.status
     runtime.status = lambda: {**status(), "collector": {**written, "process_running": True}}
     samples = scrape(Exposition(runtime, FakeClock(1000.0)))
