@@ -190,7 +190,8 @@ def test_the_collector_process_passes_its_stores_buffer_to_metrics(runtime: Any)
     collector = SimpleNamespace(
         stats=lambda: {"lines": 10, "rejected": 1, "reconciliation": {"missing_lines": 3}}
     )
-    written = json.loads(json.dumps(stats_of(collector, StoreSink(store, lateness_s=1.0))))  # through the stats file, as JSON
+    sink = StoreSink(store, lateness_s=1.0)
+    written = json.loads(json.dumps(stats_of(collector, sink)))  # through the stats file, as JSON
     status = runtime.status
     runtime.status = lambda: {**status(), "collector": {**written, "process_running": True}}
     samples = scrape(Exposition(runtime, FakeClock(1000.0)))
