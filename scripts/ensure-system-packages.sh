@@ -5,8 +5,9 @@
 set -eu
 
 # binary -> Debian package. stress-ng keeps the cores busy for scripts/test-under-load.sh; nginx-light is
-# a real third-party service for the benchmarks; chromium runs the dashboard's browser tests.
-NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light chromium:chromium"
+# a real third-party service for the benchmarks; chromium runs the dashboard's browser tests; gitlab-ci-local
+# (scripts/ensure-gitlab-ci-local.sh) needs rsync.
+NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light chromium:chromium rsync:rsync"
 
 missing=""
 for pair in $NEEDED; do
