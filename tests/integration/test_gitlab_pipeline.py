@@ -112,12 +112,19 @@ class Pipeline:
         """Start the given jobs in the background, their output in `log`."""
         with log.open("w") as stream:
             return subprocess.Popen(
-                self.argv(*jobs), cwd=self.repo, env=self.env, stdout=stream, stderr=subprocess.STDOUT, text=True
+                self.argv(*jobs),
+                cwd=self.repo,
+                env=self.env,
+                stdout=stream,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
 
     def clone(self, directory: Path) -> Path:
         """Another checkout of the repository at its latest commit."""
-        subprocess.run(["git", "clone", "-q", str(self.repo), str(directory)], check=True, capture_output=True)
+        subprocess.run(
+            ["git", "clone", "-q", str(self.repo), str(directory)], check=True, capture_output=True
+        )
         return directory
 
     def job_logs(self) -> str:
