@@ -610,7 +610,7 @@ def poll_until_finished(client: Any, rollout_id: int, as_json: bool) -> dict[str
 
 
 # Without a terminal (a CI job's log, a file) the live view becomes lines: each event as it is
-# committed, and where the rollout stands this often and when it ends.
+# committed, and where the rollout stands this often; at the end, the live view's last state.
 PROGRESS_LINE_INTERVAL_S = 10.0
 
 
@@ -626,11 +626,26 @@ def poll_in_lines(client: Any, rollout_id: int) -> dict[str, Any]:
         finished = rollout["phase"] in FINAL_EXIT_CODES
         if finished or time.monotonic() - progress_at >= PROGRESS_LINE_INTERVAL_S:
             progress_at = time.monotonic()
-            line = follow_progress_line(rollout, version_stats(client, rollout), time.time())
+            stats = version_stats(client, rollout)
+            line = follow_progress_line(rollout, stats, time.time(), latest_verdict(client, rollout))
             console.print(line, markup=False, highlight=False, soft_wrap=True)
-        if finished:
+        if finished:  # and the live view's last state, as a terminal keeps it
+            console.print(rollout_view(rollout, stats))
             return dict(rollout)
         time.sleep(0.5)
+
+
+def latest_verdict(client: Any, rollout: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout's verdict of its latest judgement (events record only changes of phase), while it runs."""
+    try:
+        snapshot = client.get("/status")
+    except FridayMorningError:
+        return None
+    for service in snapshot.get("services") or []:
+        verdict = service.get("verdict")
+        if (service.get("rollout") or {}).get("id") == rollout["id"] and isinstance(verdict, dict):
+            return verdict
+    return None
 
 
 def version_stats(client: Any, rollout: dict[str, Any]) -> list[dict[str, Any]]:

@@ -240,9 +240,12 @@ def follow_event_line(rollout: dict[str, Any], event: dict[str, Any]) -> str:
     return head + tail
 
 
-def follow_progress_line(rollout: dict[str, Any], stats: list[dict[str, Any]], now: float) -> str:
+def follow_progress_line(
+    rollout: dict[str, Any], stats: list[dict[str, Any]], now: float, verdict: dict[str, Any] | None = None
+) -> str:
     """Where a rollout stands, in one line for a log: '  12.0 s: progressing, step 1 at 20%; requests
-    v1 1603 (0 failed), v2 398 (12 failed); judge: hold: 54 of 100 canary requests'."""
+    v1 1603 (0 failed), v2 398 (12 failed); judge: hold: 54 of 100 canary requests'. The judge's part is
+    `verdict`, else the rollout's last recorded one."""
     where = f"{rollout.get('phase')}, step {rollout.get('step')} at {count(rollout.get('canary_weight'))}%"
     served = [
         f"{entry.get('version')} {count(entry.get('requests'))} ({count(entry.get('failed'))} failed)"
@@ -251,8 +254,9 @@ def follow_progress_line(rollout: dict[str, Any], stats: list[dict[str, Any]], n
     elapsed = duration(rollout.get("started_at"), rollout.get("finished_at") or now)
     line = f"{elapsed:>7} s: {where}; requests {', '.join(served) or '-'}"
     verdicts = [event["verdict"] for event in rollout.get("events") or [] if event.get("verdict")]
-    if verdicts:
-        line += f"; judge: {verdict_summary(verdicts[-1])}"
+    latest = verdict or (verdicts[-1] if verdicts else None)
+    if latest:
+        line += f"; judge: {verdict_summary(latest)}"
     return line
 
 

@@ -70,7 +70,8 @@ def test_an_event_line_gives_its_offset_kind_weight_and_reason() -> None:
 
 def test_a_progress_line_gives_phase_step_weight_requests_and_the_judge() -> None:
     """A progress line says the phase, step and weight, each version's requests and failures, and what
-    the judge waits for; once the rollout is finished, its duration stops at the end."""
+    the judge waits for (the latest verdict when given, else the last recorded); once the rollout is
+    finished, its duration stops at the end."""
     stats = [
         {"version": "v1", "requests": 1603, "failed": 0},
         {"version": "v2", "requests": 398, "failed": 12},
@@ -80,6 +81,8 @@ def test_a_progress_line_gives_phase_step_weight_requests_and_the_judge() -> Non
         "   12.0 s: progressing, step 1 at 20%; requests v1 1603 (0 failed), v2 398 (12 failed); "
         "judge: hold: 54 of 100 canary requests"
     )
+    latest = follow_progress_line(rollout(), stats, now=112.0, verdict=FAIL)
+    assert latest.endswith("judge: fail on error_rate_vs_baseline")
     finished = follow_progress_line(rollout(phase="rolled_back", finished_at=105.5), [], now=999.0)
     assert finished.startswith("    5.5 s: rolled_back") and "requests -" in finished
 
