@@ -17,6 +17,11 @@ if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
     echo "$advice" >&2
     exit 0
 fi
+# The locked dependencies (yargs 18 among them) need Node.js 20.19 or later; Debian 12's nodejs is 18.
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+    echo "Node.js $(node --version) is too old; $advice" >&2
+    exit 0
+fi
 echo "installing gitlab-ci-local from tools/gitlab-ci-local/package-lock.json"
 if npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error; then
     touch "$binary"
