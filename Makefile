@@ -4,12 +4,16 @@ PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup system-packages demo test test-under-load lint typecheck bench clean
+.PHONY: setup system-packages ci-tools demo test test-under-load lint typecheck bench clean
 
 setup: system-packages $(STAMP)
 
 system-packages:
 	@sh scripts/ensure-system-packages.sh
+
+# gitlab-ci-local, pinned by tools/gitlab-ci-local/package-lock.json, for the `gitlab` tests.
+ci-tools:
+	@sh scripts/ensure-gitlab-ci-local.sh
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,7 +25,7 @@ demo: setup
 	$(VENV)/bin/fm demo $(ARGS)
 
 # Lint and types first: they take seconds, and a failure there is cheaper to read than in a test.
-test: setup lint typecheck
+test: setup ci-tools lint typecheck
 	$(PYTHON) -m pytest $(ARGS)
 
 # The same suite while stress-ng keeps every core busy: tests must hold on a busy machine.
@@ -36,4 +40,4 @@ typecheck: setup
 	$(VENV)/bin/mypy src
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tools/gitlab-ci-local/node_modules

@@ -24,7 +24,15 @@ from rich.table import Table
 from fridaymorning.config import DEFAULT_CONFIG_NAME, Config, load_config
 from fridaymorning.controller.loop import rollout_dict
 from fridaymorning.errors import ConfigError, FridayMorningError, RolloutError
-from fridaymorning.views import explain_view, history_table, rollout_view, status_view
+from fridaymorning.views import (
+    explain_api_view,
+    explain_view,
+    follow_event_line,
+    follow_progress_line,
+    history_table,
+    rollout_view,
+    status_view,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -57,6 +65,9 @@ ConfigOption = typer.Option(
 )
 ServiceOption = typer.Option(None, "--service", "-s", help="the service (needed when several are configured)")
 JsonOption = typer.Option(False, "--json", help="print JSON instead of tables")
+ExplainOption = typer.Option(
+    False, "--explain", help="when the rollout ends, print every decision with its evidence, as `fm explain`"
+)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -155,6 +166,7 @@ def deploy(
     ),
     config_path: Path = ConfigOption,
     as_json: bool = JsonOption,
+    explain: bool = ExplainOption,
 ) -> None:
     """Start a canary rollout of VERSION."""
     config = config_or_exit(config_path)
@@ -172,7 +184,7 @@ def deploy(
             console.print(line, markup=False, highlight=False)
     if not wait:
         return
-    final = follow(client, rollout["id"], as_json)
+    final = follow(client, rollout["id"], as_json, explain)
     raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
 
 
@@ -184,13 +196,14 @@ def watch(
     service: str | None = ServiceOption,
     config_path: Path = ConfigOption,
     as_json: bool = JsonOption,
+    explain: bool = ExplainOption,
 ) -> None:
     """Follow a rollout with the live view of `deploy --wait`; exit 0 promoted, 3 rolled back, 4 aborted."""
     config = config_or_exit(config_path)
     client = client_of(config)
     if rollout_id is None:
         rollout_id = int(running_rollout_or_exit(client, service_or_exit(config, service))["id"])
-    final = follow(client, rollout_id, as_json)
+    final = follow(client, rollout_id, as_json, explain)
     raise typer.Exit(FINAL_EXIT_CODES.get(str(final["phase"]), EXIT_ERROR))
 
 
@@ -564,8 +577,9 @@ def running_rollout_or_exit(client: Any, name: str) -> dict[str, Any]:
     return dict(rollout)
 
 
-def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
-    """Follow a rollout until it ends, with a live view; its final state.
+def follow(client: Any, rollout_id: int, as_json: bool, explain: bool = False) -> dict[str, Any]:
+    """Follow a rollout until it ends, with a live view; its final state. With `explain`, then print
+    every decision with its evidence.
 
     Ctrl-C stops following, not the rollout: exit 130, saying so.
     """
@@ -582,11 +596,15 @@ def follow(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         print_json({key: value for key, value in rollout.items() if key != "events"})
+    elif explain:
+        console.print(explain_api_view(rollout))
     return rollout
 
 
 def poll_until_finished(client: Any, rollout_id: int, as_json: bool) -> dict[str, Any]:
     """Poll a rollout until it reaches a final phase, updating the live view each time."""
+    if not as_json and not console.is_terminal:
+        return poll_in_lines(client, rollout_id)
     terminal = set(FINAL_EXIT_CODES)
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         while True:
@@ -596,6 +614,45 @@ def poll_until_finished(client: Any, rollout_id: int, as_json: bool) -> dict[str
             if rollout["phase"] in terminal:
                 return dict(rollout)
             time.sleep(0.5)
+
+
+# Without a terminal (a CI job's log, a file) the live view becomes lines: each event as it is
+# committed, and where the rollout stands this often; at the end, the live view's last state.
+PROGRESS_LINE_INTERVAL_S = 10.0
+
+
+def poll_in_lines(client: Any, rollout_id: int) -> dict[str, Any]:
+    """Poll a rollout until it reaches a final phase, printing its events and its progress as lines."""
+    shown_events, progress_at = 0, -math.inf
+    while True:
+        rollout = call_or_exit(lambda: client.get(f"/rollouts/{rollout_id}"))
+        events = rollout.get("events") or []
+        for event in events[shown_events:]:
+            console.print(follow_event_line(rollout, event), markup=False, highlight=False, soft_wrap=True)
+        shown_events = len(events)
+        finished = rollout["phase"] in FINAL_EXIT_CODES
+        if finished or time.monotonic() - progress_at >= PROGRESS_LINE_INTERVAL_S:
+            progress_at = time.monotonic()
+            stats = version_stats(client, rollout)
+            line = follow_progress_line(rollout, stats, time.time(), latest_verdict(client, rollout))
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        if finished:  # and the live view's last state, as a terminal keeps it
+            console.print(rollout_view(rollout, stats))
+            return dict(rollout)
+        time.sleep(0.5)
+
+
+def latest_verdict(client: Any, rollout: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout's verdict of its latest judgement (events record only changes of phase), while it runs."""
+    try:
+        snapshot = client.get("/status")
+    except FridayMorningError:
+        return None
+    for service in snapshot.get("services") or []:
+        verdict = service.get("verdict")
+        if (service.get("rollout") or {}).get("id") == rollout["id"] and isinstance(verdict, dict):
+            return verdict
+    return None
 
 
 def version_stats(client: Any, rollout: dict[str, Any]) -> list[dict[str, Any]]:

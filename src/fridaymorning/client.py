@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import httpx
@@ -10,6 +11,9 @@ from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import FridayMorningError, RolloutError
 
 TOKEN_FILE = "api-token"
+# A token given in the environment wins over the state directory's file: a CI runner gets it as a
+# masked variable, since it may not read `fm up`'s state directory.
+TOKEN_VARIABLE = "FM_API_TOKEN"
 
 
 class ApiUnavailableError(FridayMorningError):
@@ -17,7 +21,8 @@ class ApiUnavailableError(FridayMorningError):
 
 
 class ApiClient:
-    """Talks to the API of `fm up` at the config's address, with the token from its state directory."""
+    """Talks to the API of `fm up` at the config's address, with the token from FM_API_TOKEN or, when
+    that is unset, from the state directory."""
 
     def __init__(self, config: Config, timeout_s: float = 10.0) -> None:
         host, port = parse_address(config.api.listen)
@@ -28,7 +33,8 @@ class ApiClient:
 
     def get(self, path: str, **params: Any) -> Any:
         # The token goes along when there is one: reads need it when the API listens beyond loopback.
-        headers = {"Authorization": f"Bearer {self._token()}"} if self.token_path.exists() else None
+        has_token = bool(token_from_environment()) or self.token_path.exists()
+        headers = {"Authorization": f"Bearer {self._token()}"} if has_token else None
         return self._call("GET", path, params=params or None, headers=headers)
 
     def login_link(self, viewer: bool = False) -> str:
@@ -46,11 +52,15 @@ class ApiClient:
         return self._call("POST", path, json=body, headers={"Authorization": f"Bearer {self._token()}"})
 
     def _token(self) -> str:
+        given = token_from_environment()
+        if given:
+            return given
         try:
             return self.token_path.read_text(encoding="utf-8").strip()
         except OSError as error:
             raise ApiUnavailableError(
-                f"no API token at {self.token_path}: start `fm up` with this config first"
+                f"no API token at {self.token_path} and {TOKEN_VARIABLE} is not set: "
+                "start `fm up` with this config first"
             ) from error
 
     def _call(self, method: str, path: str, base: str | None = None, **kwargs: Any) -> Any:
@@ -67,6 +77,11 @@ class ApiClient:
                 f"{method} {path} failed ({response.status_code}): {detail_of(response)}"
             )
         return response.json()
+
+
+def token_from_environment() -> str:
+    """The API token given in FM_API_TOKEN, or '' when it is unset or blank."""
+    return os.environ.get(TOKEN_VARIABLE, "").strip()
 
 
 def detail_of(response: httpx.Response) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from rich.console import Group
@@ -209,13 +210,64 @@ def explain_view(rollout: Any, events: list[dict[str, Any]]) -> Group:
     heading = f"{rollout.service} {rollout.baseline} → {rollout.version}, {rollout.phase}"
     parts: list[Any] = [Text.assemble((f"rollout {rollout.id}", "bold"), f": {heading}")]
     for event in events:
-        offset = duration(rollout.started_at, event.get("at"))
-        weight = count(event.get("canary_weight"))
-        parts.append(
-            Text.assemble(
-                (f"+{offset:>6} s  {event.get('kind')}", "bold"), f" at {weight}%: {event.get('reason')}"
-            )
-        )
+        head, tail = event_parts(rollout.started_at, event)
+        parts.append(Text.assemble((head, "bold"), tail))
         if event.get("verdict"):
             parts.append(checks_table(event["verdict"]))
     return Group(*parts)
+
+
+def event_parts(started_at: Any, event: dict[str, Any]) -> tuple[str, str]:
+    """An event as `fm explain` heads it: ('+  12.3 s  step', ' at 20%: <reason>')."""
+    offset = duration(started_at, event.get("at"))
+    weight = count(event.get("canary_weight"))
+    return f"+{offset:>6} s  {event.get('kind')}", f" at {weight}%: {event.get('reason')}"
+
+
+# The rollout fields `explain_view` reads, as the API's JSON names them.
+EXPLAINED_FIELDS = ("id", "service", "baseline", "version", "phase", "started_at")
+
+
+def explain_api_view(rollout: dict[str, Any]) -> Group:
+    """`explain_view` of a rollout as the API returns it (a dict with its events)."""
+    fields = SimpleNamespace(**{name: rollout.get(name) for name in EXPLAINED_FIELDS})
+    return explain_view(fields, list(rollout.get("events") or []))
+
+
+def follow_event_line(rollout: dict[str, Any], event: dict[str, Any]) -> str:
+    """One line per event while following a rollout without a terminal (a CI job's log)."""
+    head, tail = event_parts(rollout.get("started_at"), event)
+    return head + tail
+
+
+def follow_progress_line(
+    rollout: dict[str, Any], stats: list[dict[str, Any]], now: float, verdict: dict[str, Any] | None = None
+) -> str:
+    """Where a rollout stands, in one line for a log: '  12.0 s: progressing, step 1 at 20%; requests
+    v1 1603 (0 failed), v2 398 (12 failed); judge: hold: 54 of 100 canary requests'. The judge's part is
+    `verdict`, else the rollout's last recorded one."""
+    where = f"{rollout.get('phase')}, step {rollout.get('step')} at {count(rollout.get('canary_weight'))}%"
+    served = [
+        f"{entry.get('version')} {count(entry.get('requests'))} ({count(entry.get('failed'))} failed)"
+        for entry in stats
+    ]
+    elapsed = duration(rollout.get("started_at"), rollout.get("finished_at") or now)
+    line = f"{elapsed:>7} s: {where}; requests {', '.join(served) or '-'}"
+    verdicts = [event["verdict"] for event in rollout.get("events") or [] if event.get("verdict")]
+    latest = verdict or (verdicts[-1] if verdicts else None)
+    if latest:
+        line += f"; judge: {verdict_summary(latest)}"
+    return line
+
+
+def verdict_summary(verdict: dict[str, Any]) -> str:
+    """'pass', 'hold: 54 of 100 canary requests' while evidence gathers, or the phase and its checks."""
+    phase = verdict.get("phase")
+    if phase == "pass":
+        return "pass"
+    deciding = [check for check in verdict.get("checks") or [] if check.get("phase") == phase]
+    evidence = [check for check in deciding if check.get("name") == "evidence"]
+    if phase == "hold" and evidence:
+        return f"hold: {evidence[0].get('detail')}"
+    names = ", ".join(str(check.get("name")) for check in deciding)
+    return f"{phase} on {names}" if names else str(phase)
