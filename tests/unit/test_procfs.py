@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fridaymorning import procfs
+from fridaymorning.testing import wait_for_sync
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 
@@ -29,7 +30,8 @@ def test_a_running_process_is_described(tmp_path: Path) -> None:
     try:
         assert procfs.process_alive(child.pid)
         assert procfs.parent_pid(child.pid) == os.getpid()
-        assert procfs.read_cmdline(child.pid) == argv
+        # the kernel shows the new argv a moment after exec returns to the parent: wait for it
+        wait_for_sync(lambda: procfs.read_cmdline(child.pid) == argv, "the child's argv in /proc")
         assert procfs.read_cwd(child.pid) == str(tmp_path.resolve())
         assert b"FM_MARK=1" in (procfs.read_environ(child.pid) or [])
         assert procfs.read_start_time(child.pid) is not None
