@@ -9,6 +9,7 @@ started.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
 import types
@@ -112,6 +113,9 @@ class PlatformConfig(StrictModel):
 
     url: str = "local://"
     command: list[str] = Field(min_length=1)
+    host: str = Field(
+        default="127.0.0.1", description="the address instances listen on, and HAProxy reaches them at"
+    )
     replicas: int = Field(default=1, ge=1, le=64)
     health_path: str = "/healthz"
     health_timeout_s: float = Field(default=20.0, gt=0)
@@ -138,6 +142,12 @@ class PlatformConfig(StrictModel):
                     f"bad placeholder in {part!r}: only {{port}}, {{version}}, {{index}} and {{python}} exist"
                 ) from error
         return command
+
+    @field_validator("host")
+    @classmethod
+    def host_is_address(cls, host: str) -> str:
+        ipaddress.ip_address(host)  # a ValueError names the problem
+        return host
 
     @field_validator("health_path")
     @classmethod
