@@ -109,7 +109,7 @@ class Fleet:
             {
                 "state_dir": str(tmp_path / "state"),
                 "haproxy": {"instances": instances, "include_file": str(self.ours)},
-                "collector": {"listen": self.collector, "lateness_s": 0.5},
+                "collector": {"listen": self.collector, "lateness_s": 0.5, "reconcile_interval_s": 5},
                 "api": {"listen": f"127.0.0.1:{api_port}"},
                 "services": [
                     {
@@ -177,6 +177,15 @@ async def test_a_fleet_promotes_and_rolls_back_on_all_three(fleet: Any, backgrou
     for name, tally in tallies.items():
         assert tally.get("200", 0) > 0, (name, tally)
     assert all(instance["state"] == "in_sync" for instance in runtime.status()["haproxy"])
+
+    def reconciled() -> Any:
+        stats = runtime.status()["collector"].get("reconciliation") or {}
+        last = stats.get("last") or {}
+        return stats if last.get("logged", 0) > 0 else None
+
+    # The lines of all three instances, logged to the one collector, against the sum of their counters.
+    stats = await wait_for(reconciled, "a reconciliation of the fleet's logged requests")
+    assert stats["last"]["expected_low"] > 0 and stats["errors"] == 0, stats
 
 
 async def test_a_killed_instance_holds_the_rollout_until_it_returns(
