@@ -15,7 +15,7 @@ import pytest
 
 from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase
-from fridaymorning.logformat import COMPACT_LOG_FORMAT
+from fridaymorning.fleetlab import instance_config
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
@@ -24,24 +24,6 @@ pytestmark = pytest.mark.fleet
 
 ADMIN_TCP_PORT = 9999  # inside instance 1's own namespace: nothing else listens there
 FRONTEND_PORT = 8080  # each instance's frontend, on its own address
-
-INSTANCE_CONFIG = """\
-global
-    stats socket {admin} mode 600 level admin
-    log {collector} local0
-    log-send-hostname {name}
-    maxconn 500
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-frontend www
-    bind {address}:{port}
-    log global
-    log-format "{log_format}"
-    default_backend web
-"""
 
 # The versioned demo app on the address HAProxy reaches it at (every namespace routes to it).
 APP_ON_HOST = (
@@ -89,13 +71,12 @@ class Fleet:
         namespace = self.namespaces[index - 1]
         path = self.directory / f"lb{index}.cfg"
         path.write_text(
-            INSTANCE_CONFIG.format(
+            instance_config(
                 admin=self.admins[index - 1],
                 collector=self.collector,
                 name=f"lb{index}",
                 address=namespace.address,
                 port=FRONTEND_PORT,
-                log_format=COMPACT_LOG_FORMAT,
             )
         )
         return path
