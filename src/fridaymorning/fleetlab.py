@@ -15,10 +15,12 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fridaymorning.errors import MissingBinaryError, RouterError
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
@@ -56,6 +58,23 @@ def instance_config(*, admin: str, collector: str, name: str, address: str, port
     return INSTANCE_CONFIG.format(
         admin=admin, collector=collector, name=name, address=address, port=port, log_format=COMPACT_LOG_FORMAT
     )
+
+
+# The versioned demo app listening on `host` (an address every namespace routes to): v1, v2… answer
+# well; a version named broken… answers 500.
+APP_ON_HOST = (
+    "import os, runpy, sys\n"
+    "port, version, host = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
+    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
+    "sys.argv = ['app', '--host', host, '--port', port, '--version', version]\n"
+    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
+)
+
+
+def app_command(host: str) -> list[str]:
+    """The argv template (`platform.command`) of the demo app on `host`."""
+    return [sys.executable, "-c", APP_ON_HOST, "{port}", "{version}", host]
 
 
 def binary(name: str, package: str) -> str:
@@ -217,3 +236,32 @@ def remove_namespaces(namespaces: Sequence[Namespace]) -> None:
             ip("link", "del", namespace.host_veth)
         with contextlib.suppress(subprocess.CalledProcessError):
             ip("netns", "del", namespace.name)
+
+
+async def count_requests(
+    client: Any, url: str, tally: dict[str, int], stop: asyncio.Event, pause_s: float = 0.01
+) -> None:
+    """GET `url` until `stop`, counting answers by status ('200', '503', …) and 'transport' failures."""
+    while not stop.is_set():
+        try:
+            response = await client.get(url)
+            key = str(response.status_code)
+        except Exception:  # any failure to get an answer at all
+            key = "transport"
+        tally[key] = tally.get(key, 0) + 1
+        await asyncio.sleep(pause_s)
+
+
+@contextlib.asynccontextmanager
+async def requests_while(client: Any, urls: dict[str, str]) -> AsyncIterator[dict[str, dict[str, int]]]:
+    """Requests to each of `urls` (name → url) while the block runs; yields the tallies by name."""
+    stop = asyncio.Event()
+    tallies: dict[str, dict[str, int]] = {name: {} for name in urls}
+    tasks = [
+        asyncio.create_task(count_requests(client, url, tallies[name], stop)) for name, url in urls.items()
+    ]
+    try:
+        yield tallies
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)

@@ -7,18 +7,22 @@ teardown. Traffic goes only to the addresses of these namespaces, or to loopback
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fridaymorning.fleetlab import Namespace, TeamHAProxy, create_namespaces, remove_namespaces
+from fridaymorning.fleetlab import (
+    Namespace,
+    TeamHAProxy,
+    create_namespaces,
+    remove_namespaces,
+    requests_while,
+)
 
 
 def required_binary(name: str, package: str) -> str:
@@ -100,36 +104,7 @@ def namespaces() -> Iterator[Callable[[int], list[Namespace]]]:
     remove_namespaces(made)
 
 
-async def count_requests(
-    client: Any, url: str, tally: dict[str, int], stop: asyncio.Event, pause_s: float = 0.01
-) -> None:
-    """GET `url` until `stop`, counting answers by status ('200', '503', …) and 'transport' failures."""
-    while not stop.is_set():
-        try:
-            response = await client.get(url)
-            key = str(response.status_code)
-        except Exception:  # any failure to get an answer at all
-            key = "transport"
-        tally[key] = tally.get(key, 0) + 1
-        await asyncio.sleep(pause_s)
-
-
 @pytest.fixture
 def background_requests() -> Callable[..., Any]:
     """`async with background_requests(client, {name: url}) as tallies`: see requests_while."""
     return requests_while
-
-
-@contextlib.asynccontextmanager
-async def requests_while(client: Any, urls: dict[str, str]) -> AsyncIterator[dict[str, dict[str, int]]]:
-    """Requests to each of `urls` (name → url) while the block runs; yields the tallies by name."""
-    stop = asyncio.Event()
-    tallies: dict[str, dict[str, int]] = {name: {} for name in urls}
-    tasks = [
-        asyncio.create_task(count_requests(client, url, tallies[name], stop)) for name, url in urls.items()
-    ]
-    try:
-        yield tallies
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)

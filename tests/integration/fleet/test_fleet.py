@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 
 from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase
-from fridaymorning.fleetlab import instance_config
+from fridaymorning.fleetlab import app_command, instance_config
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.fleet
 
 ADMIN_TCP_PORT = 9999  # inside instance 1's own namespace: nothing else listens there
 FRONTEND_PORT = 8080  # each instance's frontend, on its own address
-
-# The versioned demo app on the address HAProxy reaches it at (every namespace routes to it).
-APP_ON_HOST = (
-    "import os, runpy, sys\n"
-    "port, version, host = sys.argv[1], sys.argv[2], sys.argv[3]\n"
-    "os.environ['FM_DEMO_ERROR_RATE'] = '1' if version.startswith('broken') else '0'\n"
-    "os.environ['FM_DEMO_LATENCY_FACTOR'] = '0.2'\n"
-    "sys.argv = ['app', '--host', host, '--port', port, '--version', version]\n"
-    "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
-)
 
 STEPS = [
     {"weight": 20, "min_duration_s": 3, "max_duration_s": 300, "min_requests": 50},
@@ -98,7 +87,7 @@ class Fleet:
                         "frontend": f"{self.namespaces[0].address}:{FRONTEND_PORT}",
                         "stable": "v1",
                         "platform": {
-                            "command": [sys.executable, "-c", APP_ON_HOST, "{port}", "{version}", host],
+                            "command": app_command(host),
                             "host": host,
                         },
                         "rollout": {"steps": STEPS},
