@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import json
 import os
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -66,13 +67,24 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
+# A brought HAProxy's admin socket: a Unix socket's absolute path, or a `stats socket ipv4@` address.
+ADMIN_ADDRESS = re.compile(r"^(unix:///[^\s;]+|ipv4@[0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5})$")
+
+
 class HAProxyInstanceConfig(StrictModel):
     """One HAProxy of a fleet. With `admin` it is *brought*: a HAProxy someone else runs, reached over
     its admin socket (`unix:///PATH` or `ipv4@A.B.C.D:PORT`). Without, it is *managed*: fridaymorning
     starts it and writes its whole haproxy.cfg, as when no instances are listed (at most one)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-    admin: str | None = Field(default=None, pattern=r"^(unix:///[^\s;]+|ipv4@[0-9.]{7,15}:[0-9]{1,5})$")
+    admin: str | None = None
+
+    @field_validator("admin")
+    @classmethod
+    def admin_address(cls, admin: str | None) -> str | None:
+        if admin is None or ADMIN_ADDRESS.match(admin):
+            return admin
+        raise ValueError(f"expected unix:///ABSOLUTE/PATH or ipv4@A.B.C.D:PORT, got {admin!r}")
 
 
 class HAProxyConfig(StrictModel):
