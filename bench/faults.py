@@ -30,6 +30,13 @@ each on a fresh temporary state directory and free ports. Faults injected:
   1 or step 2 while traffic flows; the rollout must never be promoted (held, or still progressing,
   within the steps' max durations).
 
+* fleet: three HAProxy instances, each in a network namespace of its own (fridaymorning.fleetlab; needs
+  root), brought to an in-process Runtime through `haproxy.instances`; plain requests to each
+  instance's frontend throughout. Instance lb2 is killed (SIGKILL) in step 1: seconds until `fm status`
+  shows it lagging and until the rollout holds naming it; then it is started again (with its file) and
+  the rollout must promote with the same weights read back on all three. Failed requests through lb1
+  and lb3 are the fleet's `failed_stable_requests` (lb2's, while dead, are reported apart).
+
 "Failed stable requests" counts what the traffic generator saw go wrong outside a broken canary: HTTP
 5xx of the healthy versions (v1, v2), 5xx without an X-Version header (HAProxy's own answers), and
 requests with no answer at all (tallied under "none", since their server is unknown).
