@@ -4,6 +4,7 @@ moved together by one `fm up`: rollouts, a killed instance, an instance reloaded
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from fridaymorning.config import Config
+from fridaymorning.client import ApiClient
+from fridaymorning.config import Config, load_config
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.fleetlab import app_command, instance_config
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
-from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
+from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, wait_for, wait_for_sync
 
 pytestmark = pytest.mark.fleet
 
@@ -71,33 +73,34 @@ class Fleet:
         return path
 
     def config(self, tmp_path: Path, api_port: int) -> Config:
+        config = Config.model_validate(self.settings(tmp_path, api_port))
+        config.base_dir = str(tmp_path)
+        return config
+
+    def settings(self, tmp_path: Path, api_port: int) -> dict[str, Any]:
         host = self.namespaces[0].host_address
         instances = [{"name": "lb1", "admin": self.admins[0]}] + [
             {"name": f"lb{index}", "admin": f"unix://{self.admins[index - 1]}"} for index in (2, 3)
         ]
-        config = Config.model_validate(
-            {
-                "state_dir": str(tmp_path / "state"),
-                "haproxy": {"instances": instances, "include_file": str(self.ours)},
-                "collector": {"listen": self.collector, "lateness_s": 0.5, "reconcile_interval_s": 5},
-                "api": {"listen": f"127.0.0.1:{api_port}"},
-                "services": [
-                    {
-                        "name": "web",
-                        "frontend": f"{self.namespaces[0].address}:{FRONTEND_PORT}",
-                        "stable": "v1",
-                        "platform": {
-                            "command": app_command(host),
-                            "host": host,
-                        },
-                        "rollout": {"steps": STEPS},
-                        "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-                    }
-                ],
-            }
-        )
-        config.base_dir = str(tmp_path)
-        return config
+        return {
+            "state_dir": str(tmp_path / "state"),
+            "haproxy": {"instances": instances, "include_file": str(self.ours)},
+            "collector": {"listen": self.collector, "lateness_s": 0.5, "reconcile_interval_s": 5},
+            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "services": [
+                {
+                    "name": "web",
+                    "frontend": f"{self.namespaces[0].address}:{FRONTEND_PORT}",
+                    "stable": "v1",
+                    "platform": {
+                        "command": app_command(host),
+                        "host": host,
+                    },
+                    "rollout": {"steps": STEPS},
+                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
+                }
+            ],
+        }
 
     def urls(self) -> dict[str, str]:
         return {
@@ -110,18 +113,24 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(
-    tmp_path: Path, namespaces: Any, team_haproxies: Any, free_port: Callable[[], int], start_runtime: Any
+async def instances(
+    tmp_path: Path, namespaces: Any, team_haproxies: Any, free_port: Callable[[], int]
 ) -> Any:
-    """Three HAProxy instances in their own namespaces, and `fm up` steering them all."""
+    """Three HAProxy instances in their own namespaces, loading our file (written as `fm up` would)."""
     made = Fleet(tmp_path, namespaces(3), team_haproxies, free_port())
-    config = made.config(tmp_path, free_port())
-    write_include_file(config)  # what `fm up` writes on its first start, before the team loads it
+    made.api_port = free_port()  # type: ignore[attr-defined]
+    write_include_file(made.config(tmp_path, made.api_port))  # type: ignore[attr-defined]
     shutil.copy(made.ours, made.lb3_copy)
     for haproxy in made.haproxies:
         await haproxy.start()
-    made.runtime = await start_runtime(config)  # type: ignore[attr-defined]
     return made
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, instances: Any, start_runtime: Any) -> Any:
+    """The three instances, and `fm up` (in this process) steering them all."""
+    instances.runtime = await start_runtime(instances.config(tmp_path, instances.api_port))
+    return instances
 
 
 def failed(tally: dict[str, int]) -> int:
@@ -207,3 +216,50 @@ async def test_an_instance_reloaded_with_a_stale_file_gets_our_servers_back(flee
 
     await wait_for(restored, "lb3's servers restored")
     assert all(instance["state"] == "in_sync" for instance in runtime.status()["haproxy"])
+
+
+async def test_a_restarted_fm_up_reconciles_every_instance(
+    tmp_path: Path, instances: Any, background_requests: Any
+) -> None:
+    """`fm up` is killed (kill -9) at step 1; lb3 then reloads with a stale file and loses our servers.
+    The next `fm up` reads what the fleet was told, restores lb3, resumes, and promotes."""
+    config_path = tmp_path / "fridaymorning.yaml"
+    config_path.write_text(json.dumps(instances.settings(tmp_path, instances.api_port)))
+    api = ApiClient(load_config(config_path))
+    first = await asyncio.to_thread(FmUpProcess, config_path)
+    instances.second = None
+    try:
+        async with httpx.AsyncClient(timeout=10) as client, background_requests(client, instances.urls()):
+            await restart_during_rollout(instances, config_path, api, first)
+    finally:
+        for process in (first, instances.second):
+            if process is not None and process.process.poll() is None:
+                await asyncio.to_thread(process.stop)
+
+
+async def restart_during_rollout(instances: Any, config_path: Path, api: ApiClient, first: Any) -> None:
+    """Deploy v2; kill `fm up` at step 1; make lb3 lose our servers; start `fm up` again; promoted."""
+    rollout = await asyncio.to_thread(api.post, "/services/web/deploy", {"version": "v2"})
+
+    def at_step_one() -> bool:
+        return api.get(f"/rollouts/{rollout['id']}")["canary_weight"] == STEPS[0]["weight"]
+
+    await asyncio.to_thread(wait_for_sync, at_step_one, "the rollout at step 1")
+    first.kill()
+    told = json.loads((config_path.parent / "state" / "fleet.json").read_text())
+    assert told["desired"]["shares"]["web"]["canary"][0] == STEPS[0]["weight"]
+    instances.lb3_copy.write_text(instances.ours.read_text().split("\n    server ")[0] + "\n")
+    await instances.haproxies[2].reload()
+    assert await instances.weights(3) == {}
+    instances.second = await asyncio.to_thread(FmUpProcess, config_path)
+    fresh = ApiClient(load_config(config_path))  # no connection kept from the killed `fm up`
+
+    def finished() -> Any:
+        current = fresh.get(f"/rollouts/{rollout['id']}")
+        return current if current["phase"] in ("promoted", "rolled_back", "aborted") else None
+
+    final = await asyncio.to_thread(
+        wait_for_sync, finished, "the resumed rollout's end", 2 * EVENT_DEADLINE_S
+    )
+    assert final["phase"] == "promoted", final
+    assert [await instances.weights(index) for index in (1, 2, 3)] == [{"v2-1": 200}] * 3
