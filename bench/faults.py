@@ -30,6 +30,13 @@ each on a fresh temporary state directory and free ports. Faults injected:
   1 or step 2 while traffic flows; the rollout must never be promoted (held, or still progressing,
   within the steps' max durations).
 
+* fleet: three HAProxy instances, each in a network namespace of its own (fridaymorning.fleetlab; needs
+  root), brought to an in-process Runtime through `haproxy.instances`; plain requests to each
+  instance's frontend throughout. Instance lb2 is killed (SIGKILL) in step 1: seconds until `fm status`
+  shows it lagging and until the rollout holds naming it; then it is started again (with its file) and
+  the rollout must promote with the same weights read back on all three. Failed requests through lb1
+  and lb3 are the fleet's `failed_stable_requests` (lb2's, while dead, are reported apart).
+
 "Failed stable requests" counts what the traffic generator saw go wrong outside a broken canary: HTTP
 5xx of the healthy versions (v1, v2), 5xx without an X-Version header (HAProxy's own answers), and
 requests with no answer at all (tallied under "none", since their server is unknown).
@@ -63,9 +70,18 @@ import yaml
 from fridaymorning.client import TOKEN_FILE
 from fridaymorning.config import Config
 from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.fleetlab import (
+    TeamHAProxy,
+    app_command,
+    create_namespaces,
+    instance_config,
+    remove_namespaces,
+    requests_while,
+)
 from fridaymorning.loadgen.traffic import NO_VERSION, VERSION_HEADER, TrafficGenerator
 from fridaymorning.procfs import read_pid
 from fridaymorning.router import HAProxyRouter
+from fridaymorning.router.brought import write_include_file
 from fridaymorning.router.process import PIDFILE_LINE, runs_haproxy_master
 from fridaymorning.runtime import Runtime
 from fridaymorning.testing import VERSIONED_APP, FmUpProcess
@@ -825,6 +841,154 @@ def reload_trial(root: Path, run_id: str, index: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
+# A fleet: one of three HAProxy instances killed mid-rollout
+# --------------------------------------------------------------------------------------------------
+
+
+FLEET_PORT = 8080  # each instance's frontend, on its own namespace's address
+FLEET_ADMIN_PORT = 9999  # instance 1's admin socket over TCP, inside its own namespace
+FLEET_STEPS = [
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 300, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 300, "min_requests": 50},
+]
+
+
+def fleet_settings(directory: Path, namespaces: list[Any], admins: list[str]) -> dict[str, Any]:
+    """The fm config over three brought instances (lb1 over ipv4@, the others over Unix sockets)."""
+    host = namespaces[0].host_address
+    return {
+        "state_dir": str(directory / "state"),
+        "haproxy": {
+            "instances": [
+                {"name": f"lb{i}", "admin": admin if admin.startswith("ipv4@") else f"unix://{admin}"}
+                for i, admin in enumerate(admins, start=1)
+            ],
+            "include_file": str(directory / "fridaymorning.cfg"),
+        },
+        "collector": {"listen": f"{host}:{free_port(socket.SOCK_DGRAM)}", "lateness_s": 0.5},
+        "api": {"listen": f"127.0.0.1:{free_port()}"},
+        "services": [
+            {
+                "name": SERVICE,
+                "frontend": f"{namespaces[0].address}:{FLEET_PORT}",
+                "stable": "v1",
+                "platform": {"command": app_command(host), "host": host, "stop_grace_s": 2},
+                "rollout": {"steps": FLEET_STEPS},
+                "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
+            }
+        ],
+    }
+
+
+async def fleet_run(directory: Path, result: dict[str, Any]) -> None:
+    """Three instances in their own namespaces; lb2 is killed at step 1 and restarted once the
+    rollout holds for it; the rollout must then promote with the same weights everywhere."""
+    namespaces = create_namespaces(3)
+    haproxies: list[TeamHAProxy] = []
+    runtime: Runtime | None = None
+    try:
+        admins = [f"ipv4@{namespaces[0].address}:{FLEET_ADMIN_PORT}"] + [
+            str(directory / f"lb{i}.sock") for i in (2, 3)
+        ]
+        document = fleet_settings(directory, namespaces, admins)
+        config = Config.model_validate(document)
+        config.base_dir = str(directory)
+        ours = write_include_file(config)
+        for index, (namespace, admin) in enumerate(zip(namespaces, admins, strict=True), start=1):
+            theirs = directory / f"lb{index}.cfg"
+            theirs.write_text(
+                instance_config(
+                    admin=admin,
+                    collector=document["collector"]["listen"],
+                    name=f"lb{index}",
+                    address=namespace.address,
+                    port=FLEET_PORT,
+                )
+            )
+            haproxies.append(
+                TeamHAProxy([theirs, ours], admin, directory / f"lb{index}.out", netns=namespace.name)
+            )
+            await haproxies[-1].start()
+        runtime = Runtime(config, announce=lambda _: None)
+        await runtime.start()
+        urls = {
+            f"lb{index}": f"http://{ns.address}:{FLEET_PORT}/" for index, ns in enumerate(namespaces, start=1)
+        }
+        async with httpx.AsyncClient(timeout=5) as client, requests_while(client, urls) as tallies:
+            await fleet_rollout(runtime, haproxies, result)
+        result["requests"] = sum(count for tally in tallies.values() for count in tally.values())
+        # lb2's clients see failures while it is dead, as they must; the others' must see none.
+        result["failed"] = {"total": sum(failed_answers(tallies[name]) for name in ("lb1", "lb3"))}
+        result["killed_instance_failed"] = failed_answers(tallies["lb2"])
+        weights = [await HAProxyRouter(admin, timeout_s=5.0).get_weights(SERVICE) for admin in admins]
+        result["weights"] = weights
+        result["recovered"] = result.get("final") == "promoted" and all(w == weights[0] for w in weights)
+    finally:
+        if runtime is not None:
+            await runtime.stop()
+        for haproxy in haproxies:
+            haproxy.stop()
+        remove_namespaces(namespaces)
+
+
+def failed_answers(tally: dict[str, int]) -> int:
+    """Requests answered with anything but 200, or not answered at all."""
+    return sum(count for status, count in tally.items() if status != "200")
+
+
+async def fleet_rollout(runtime: Runtime, haproxies: list[TeamHAProxy], result: dict[str, Any]) -> None:
+    """Deploy v2; kill lb2 in step 1; once the rollout holds for it, restart it; wait for the end."""
+    controller = runtime.controllers[SERVICE]
+    rollout_id = controller.deploy("v2").id
+
+    def current() -> Any:
+        return runtime.states.rollout(rollout_id) if runtime is not None else None
+
+    await async_wait(lambda: current().canary_weight == FLEET_STEPS[0]["weight"], 120)
+    haproxies[1].kill()
+    killed = time.monotonic()
+
+    def lb2_shown_lagging() -> bool:
+        return any(i["name"] == "lb2" and i["state"] == "lagging" for i in runtime.status()["haproxy"])
+
+    await async_wait(lb2_shown_lagging, 120)
+    result["shown_lagging_after_s"] = round(time.monotonic() - killed, 2)
+    await async_wait(lambda: "lb2" in current().reason and current().phase.value == "progressing", 120)
+    result["held_after_s"] = round(time.monotonic() - killed, 2)
+    result["held_reason"] = current().reason
+    await haproxies[1].start()
+    restarted = time.monotonic()
+    final = await asyncio.wait_for(controller.wait(), 300)
+    result["final"] = final.phase.value
+    result["promoted_after_restart_s"] = round(time.monotonic() - restarted, 2)
+
+
+async def async_wait(check: Callable[[], Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s} s")
+        await asyncio.sleep(0.1)
+
+
+def fleet_trial(root: Path, run_id: str, index: int) -> dict[str, Any]:
+    name = f"fleet-{index}"
+    set_mark(run_id, name)
+    directory = root / name
+    directory.mkdir(parents=True)
+    result: dict[str, Any] = {"kind": "fleet", "phase": "lb2 killed in step 1", "recovered": False}
+    started = time.monotonic()
+    try:
+        if os.geteuid() != 0:
+            raise RuntimeError("the fleet trial creates network namespaces: run it as root")
+        asyncio.run(fleet_run(directory, result))
+    except Exception as error:
+        result["error"] = f"{type(error).__name__}: {error}"
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
 # The collector stopped: no data
 # --------------------------------------------------------------------------------------------------
 
@@ -952,6 +1116,12 @@ def measured(trial: dict[str, Any]) -> str:
         parts.append(f"new worker after {trial.get('reload_s')} s")
         parts.append(f"weights {trial.get('weights_before')} -> {trial.get('weights_after')}")
         parts.append(f"failed around reload {trial.get('failed_during_reload')}")
+    elif kind == "fleet":
+        parts.append(f"lb2 shown lagging after {trial.get('shown_lagging_after_s')} s")
+        parts.append(f"held for lb2 after {trial.get('held_after_s')} s ('{trial.get('held_reason')}')")
+        parts.append(f"promoted {trial.get('promoted_after_restart_s')} s after lb2's restart")
+        parts.append(f"weights {trial.get('weights')}")
+        parts.append(f"failed on lb2 while dead {trial.get('killed_instance_failed')}")
     elif kind == "no_data":
         parts.append(trial.get("phases", ""))
         parts.append(f"held {trial.get('held_after_s')} s after the stop")
@@ -971,9 +1141,12 @@ def measured(trial: dict[str, Any]) -> str:
 
 
 def outcome(trial: dict[str, Any]) -> str:
-    key = {"kill9": "resumed", "canary_crash": "rolled_back", "haproxy_reload": "weights_kept"}.get(
-        trial["kind"]
-    )
+    key = {
+        "kill9": "resumed",
+        "canary_crash": "rolled_back",
+        "haproxy_reload": "weights_kept",
+        "fleet": "recovered",
+    }.get(trial["kind"])
     if key is not None:
         return f"{trial.get('final', '?')} {'OK' if trial.get(key) else 'NOT OK'}"
     return f"{trial.get('final', '?')} {'NOT OK' if trial.get('promoted') or trial.get('error') else 'OK'}"
@@ -1003,7 +1176,7 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
         return [t for t in trials if t["kind"] == kind]
 
     kills = [t for t in of("kill9") if not t.get("missed")]
-    crashes, reloads, no_data = of("canary_crash"), of("haproxy_reload"), of("no_data")
+    crashes, reloads, no_data, fleets = of("canary_crash"), of("haproxy_reload"), of("no_data"), of("fleet")
     downs = [t.get("seconds_to_down") for t in crashes]
     return {
         "kill9": {
@@ -1060,6 +1233,16 @@ def summarize(trials: list[dict[str, Any]], seconds: float, leftovers: list[str]
             "promoted": sum(bool(t.get("promoted")) for t in no_data),
             "held": sum(1 for t in no_data if t.get("held_after_s") is not None),
         },
+        "fleet": {
+            "instances": 3,
+            "killed_trials": len(fleets),
+            "recovered": sum(bool(t.get("recovered")) for t in fleets),
+            "failed_stable_requests": sum(t.get("failed", {}).get("total", 0) for t in fleets),
+            "shown_lagging_after_s": [t.get("shown_lagging_after_s") for t in fleets],
+            "held_after_s": [t.get("held_after_s") for t in fleets],
+            "promoted_after_restart_s": [t.get("promoted_after_restart_s") for t in fleets],
+            "killed_instance_failed_requests": [t.get("killed_instance_failed") for t in fleets],
+        },
         "errors": [f"{t['kind']}/{t['phase']}: {t['error']}" for t in trials if t.get("error")],
         "leftover_processes": leftovers,
         "seconds": round(seconds, 1),
@@ -1077,6 +1260,7 @@ def build_plan(root: Path, run_id: str, quick: bool, only: str | None) -> list[C
     plan += [partial(canary_crash_trial, root, run_id, i) for i in range(1, repeats + 1)]
     plan += [partial(reload_trial, root, run_id, i) for i in range(1, repeats + 1)]
     plan += [partial(no_data_trial, root, run_id, step) for step in ((1,) if quick else (1, 2))]
+    plan += [partial(fleet_trial, root, run_id, i) for i in range(1, repeats + 1)]
     if only:
         kind, _, argument = only.partition(":")
         if kind == "kill9":
@@ -1085,6 +1269,8 @@ def build_plan(root: Path, run_id: str, quick: bool, only: str | None) -> list[C
             plan = [partial(canary_crash_trial, root, run_id, 1)]
         elif kind == "haproxy_reload":
             plan = [partial(reload_trial, root, run_id, 1)]
+        elif kind == "fleet":
+            plan = [partial(fleet_trial, root, run_id, 1)]
         else:
             plan = [partial(no_data_trial, root, run_id, int(argument or 1))]
     return plan
@@ -1102,7 +1288,8 @@ def main() -> None:
         "--json", action="store_true", help="the table to stderr; only the JSON line on stdout"
     )
     parser.add_argument(
-        "--only", help="one trial, for debugging: kill9:PHASE, canary_crash, haproxy_reload, no_data:STEP"
+        "--only",
+        help="one trial, for debugging: kill9:PHASE, canary_crash, haproxy_reload, no_data:STEP, fleet",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     options = parser.parse_args()

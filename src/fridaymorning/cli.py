@@ -23,10 +23,11 @@ from rich.table import Table
 
 from fridaymorning.config import DEFAULT_CONFIG_NAME, Config, load_config
 from fridaymorning.controller.loop import rollout_dict
-from fridaymorning.errors import ConfigError, FridayMorningError, RolloutError
+from fridaymorning.errors import ConfigError, FridayMorningError, MissingBinaryError, RolloutError
 from fridaymorning.views import (
     explain_api_view,
     explain_view,
+    fleet_lines,
     follow_event_line,
     follow_progress_line,
     history_table,
@@ -126,8 +127,11 @@ def validate(
         for s in config.services
     ]
     plan_lines, plans = validate_plans(config, rps) if rps is not None else ([], None)
+    team_check = team_config_or_exit(config)
     if as_json:
-        extra = {} if plans is None else {"evidence_plans": plans}
+        extra: dict[str, Any] = {} if plans is None else {"evidence_plans": plans}
+        if team_check is not None:
+            extra["team_config"] = team_check
         print_json({"path": str(path), "valid": True, "services": services, **extra})
         return
     names = ", ".join(f"{s['name']} ({s['stable']}, {s['strategy']}, {s['steps']} steps)" for s in services)
@@ -143,6 +147,24 @@ def validate(
             )
     for line in plan_lines:
         console.print(line, markup=False, highlight=False)
+    if team_check is not None:
+        console.print(f"haproxy: {team_check}", markup=False, highlight=False, soft_wrap=True)
+
+
+def team_config_or_exit(config: Config) -> str | None:
+    """With `haproxy.team_config`: check that the team's HAProxy loads its file and ours; exit 2 if not."""
+    from fridaymorning.router.brought import check_with_team_config, include_path
+
+    theirs = config.team_config_path()
+    if theirs is None:
+        return None
+    try:
+        check_with_team_config(config)
+    except (ConfigError, MissingBinaryError) as error:
+        fail(str(error), EXIT_USAGE)
+    if config.haproxy.owns == "servers":
+        return f"`haproxy -c -f {theirs}` passes"
+    return f"`haproxy -c -f {theirs} -f {include_path(config)}` passes"
 
 
 @app.command()
@@ -216,6 +238,8 @@ def status(config_path: Path = ConfigOption, as_json: bool = JsonOption) -> None
         print_json(snapshot)
         return
     console.print(status_view(snapshot))
+    for line in fleet_lines(snapshot.get("haproxy") or []):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     console.print(collector_line(snapshot.get("collector") or {}), highlight=False, markup=False)
 
 

@@ -9,8 +9,10 @@ started.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import os
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -66,14 +68,57 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
+# A brought HAProxy's admin socket: a Unix socket's absolute path, or a `stats socket ipv4@` address.
+ADMIN_ADDRESS = re.compile(r"^(unix:///[^\s;]+|ipv4@[0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5})$")
+
+
+class HAProxyInstanceConfig(StrictModel):
+    """One HAProxy of a fleet. With `admin` it is *brought*: a HAProxy someone else runs, reached over
+    its admin socket (`unix:///PATH` or `ipv4@A.B.C.D:PORT`). Without, it is *managed*: fridaymorning
+    starts it and writes its whole haproxy.cfg, as when no instances are listed (at most one)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    admin: str | None = None
+
+    @field_validator("admin")
+    @classmethod
+    def admin_address(cls, admin: str | None) -> str | None:
+        if admin is None or ADMIN_ADDRESS.match(admin):
+            return admin
+        raise ValueError(f"expected unix:///ABSOLUTE/PATH or ipv4@A.B.C.D:PORT, got {admin!r}")
+
+
 class HAProxyConfig(StrictModel):
-    """Where HAProxy keeps its runtime files. Relative paths are under `state_dir`."""
+    """Where HAProxy keeps its runtime files. Relative paths are under `state_dir`.
+
+    `instances` lists a fleet (see HAProxyInstanceConfig); empty means one managed HAProxy. A brought
+    HAProxy loads `include_file`, which fridaymorning writes, with a second `-f` (owns: backends), or
+    has the service's backends itself and fridaymorning only adds their servers (owns: servers).
+    `team_config` is the brought HAProxy's own file: `fm validate` checks that it loads with ours.
+    """
 
     binary: str = "haproxy"
     admin_socket: str = "haproxy.sock"
     state_file: str = "haproxy.state"
     log_format: Literal["compact", "httplog"] = "compact"
     health_check_interval_ms: int = Field(default=1000, ge=100, le=60000)
+    instances: list[HAProxyInstanceConfig] = Field(default_factory=list)
+    owns: Literal["backends", "servers"] = "backends"
+    include_file: str = "fridaymorning-haproxy.cfg"
+    team_config: str | None = None
+
+    @field_validator("instances")
+    @classmethod
+    def one_managed_instance(cls, instances: list[HAProxyInstanceConfig]) -> list[HAProxyInstanceConfig]:
+        names = [instance.name for instance in instances]
+        if len(set(names)) != len(names):
+            raise ValueError(f"instance names must be unique, got {names}")
+        managed = [instance.name for instance in instances if instance.admin is None]
+        if len(managed) > 1:
+            raise ValueError(
+                f"at most one instance without 'admin' (managed by fridaymorning), got {managed}"
+            )
+        return instances
 
 
 class PlatformConfig(StrictModel):
@@ -81,6 +126,9 @@ class PlatformConfig(StrictModel):
 
     url: str = "local://"
     command: list[str] = Field(min_length=1)
+    host: str = Field(
+        default="127.0.0.1", description="the address instances listen on, and HAProxy reaches them at"
+    )
     replicas: int = Field(default=1, ge=1, le=64)
     health_path: str = "/healthz"
     health_timeout_s: float = Field(default=20.0, gt=0)
@@ -107,6 +155,12 @@ class PlatformConfig(StrictModel):
                     f"bad placeholder in {part!r}: only {{port}}, {{version}}, {{index}} and {{python}} exist"
                 ) from error
         return command
+
+    @field_validator("host")
+    @classmethod
+    def host_is_address(cls, host: str) -> str:
+        ipaddress.ip_address(host)  # a ValueError names the problem
+        return host
 
     @field_validator("health_path")
     @classmethod
@@ -403,6 +457,12 @@ class Config(StrictModel):
                 return service
         names = ", ".join(service.name for service in self.services)
         raise ConfigError(f"no service named {name!r}; configured services: {names}")
+
+    def team_config_path(self) -> Path | None:
+        """The brought HAProxy's own config file, relative to this file's directory; None if not given."""
+        if self.haproxy.team_config is None:
+            return None
+        return Path(self.base_dir, self.haproxy.team_config).resolve()
 
     def store_url(self) -> str:
         """The store URL with a relative sqlite path resolved under the state directory."""

@@ -8,7 +8,8 @@ The hierarchy::
     ├── PortInUseError           a listen address is already taken
     ├── AlreadyRunningError      another `fm up` holds the state directory
     ├── RouterError              the HAProxy runtime API refused or failed a command
-    │   └── WeightMismatchError  a weight read back differs from the weight that was set
+    │   ├── WeightMismatchError  a weight read back differs from the weight that was set
+    │   └── InstanceLagError     a fleet's instance did not take a change, even after retries
     ├── PlatformError            an instance could not be started, or never became healthy
     ├── StoreError               the metric or state store failed
     └── RolloutError             a rollout action is refused in the current phase
@@ -70,6 +71,18 @@ class RouterError(FridayMorningError):
 
 class WeightMismatchError(RouterError):
     """A weight read back from HAProxy differs from the weight that was just set."""
+
+
+class InstanceLagError(RouterError):
+    """Some HAProxy instances of a fleet did not take a change, even after retries.
+
+    The others did; the fleet keeps retrying the lagging ones in the background. `instances` names
+    them. A rollout does not move forward while one lags; a rollback goes on without waiting.
+    """
+
+    def __init__(self, message: str, instances: tuple[str, ...]) -> None:
+        self.instances = instances
+        super().__init__(message)
 
 
 class PlatformError(FridayMorningError):

@@ -35,6 +35,7 @@ from fridaymorning.models import Window
 from fridaymorning.platform.base import Platform
 from fridaymorning.registry import resolve
 from fridaymorning.router import (
+    FleetRouter,
     HAProxyProcess,
     HAProxyRouter,
     affinity_backends,
@@ -42,6 +43,8 @@ from fridaymorning.router import (
     render_haproxy_config,
     write_live_config,
 )
+from fridaymorning.router.base import Router
+from fridaymorning.router.brought import build_fleet, include_path, write_include_file, writes_include_file
 from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,9 @@ class Runtime:
         self.states: StateStore
         self.collector: CollectorProcess | None = None
         self.haproxy: HAProxyProcess | None = None
-        self.router: HAProxyRouter | None = None
+        self.router: Router | None = None  # what the controllers move traffic with
+        self.managed_router: HAProxyRouter | None = None  # the HAProxy `fm up` runs, if it runs one
+        self.fleet: FleetRouter | None = None  # with `haproxy.instances`
         self.platforms: list[Platform] = []
         self._api: QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
@@ -145,9 +150,14 @@ class Runtime:
         self.metrics = resolve("store", self.config.store_url())(self.config.store_url())
         self.states = StateStore(self.state_dir / "state.db")
         await self.start_collector()
-        await self.start_haproxy()
+        if self.config.haproxy.instances:
+            await self.start_fleet()
+        else:
+            await self.start_haproxy()
         for service in self.config.services:
             await self.start_service(service)
+        if self.fleet is not None:
+            self.fleet.start_reconciling()
         await self.start_api()
 
     def check_ports(self) -> None:
@@ -182,7 +192,7 @@ class Runtime:
         self.haproxy = HAProxyProcess(config_path, binary=self.config.haproxy.binary)
         adopted = config_path.exists() and await self.haproxy.adopt()
         router_url = f"haproxy+unix://{self.config.runtime_path(self.config.haproxy.admin_socket)}"
-        self.router = resolve("router", router_url).from_url(
+        self.router = self.managed_router = resolve("router", router_url).from_url(
             router_url,
             check_interval_ms=self.config.haproxy.health_check_interval_ms,
             state_file=self.config.runtime_path(self.config.haproxy.state_file),
@@ -210,22 +220,44 @@ class Runtime:
         The file on disk already lists the live servers (it is rewritten after every change), so a
         plain restart of `fm up` does not reload, and no client connection is disturbed.
         """
-        assert self.router is not None
+        assert self.managed_router is not None
         collector_address = parse_address(self.config.collector.listen)
-        wanted = render_haproxy_config(self.config, collector_address, await self.router.current_servers())
+        wanted = render_haproxy_config(
+            self.config, collector_address, await self.managed_router.current_servers()
+        )
         if config_path.read_text(encoding="utf-8") != wanted:
             await self.reload_haproxy()
 
     async def write_live_config(self) -> None:
         """After every router change: haproxy.cfg lists the live servers, so any reload keeps them."""
-        assert self.router is not None
+        assert self.managed_router is not None
         collector_address = parse_address(self.config.collector.listen)
-        await write_live_config(self.state_dir / "haproxy.cfg", self.config, collector_address, self.router)
+        await write_live_config(
+            self.state_dir / "haproxy.cfg", self.config, collector_address, self.managed_router
+        )
+
+    async def start_fleet(self) -> None:
+        """`haproxy.instances`: the HAProxy `fm up` manages, if one is listed, and the brought ones,
+        moved together by one FleetRouter (router.fleet, router.brought)."""
+        if any(instance.admin is None for instance in self.config.haproxy.instances):
+            await self.start_haproxy()
+        if writes_include_file(self.config) and not include_path(self.config).exists():
+            write_include_file(self.config)
+            self.announce(f"wrote {include_path(self.config)}: load it in your HAProxy with a second -f")
+        self.router = self.fleet = build_fleet(self.config, self.managed_router, self.write_include_file)
+        names = ", ".join(instance.name for instance in self.config.haproxy.instances)
+        self.announce(f"HAProxy fleet: {names}")
+
+    async def write_include_file(self) -> None:
+        """After every change of the fleet: our file lists the live servers, so a reload keeps them."""
+        if self.fleet is not None and writes_include_file(self.config):
+            write_include_file(self.config, await self.fleet.current_servers())
 
     async def reload_haproxy(self) -> None:
         """Re-render haproxy.cfg with the live servers and reload HAProxy seamlessly."""
-        assert self.router is not None and self.haproxy is not None
-        async with self.router.changes_lock:
+        if self.managed_router is None or self.haproxy is None:
+            raise FridayMorningError("fridaymorning runs no HAProxy of its own here: reload yours")
+        async with self.managed_router.changes_lock:
             await self.write_live_config()
             await self.haproxy.reload()
 
@@ -288,6 +320,8 @@ class Runtime:
             await log_errors(controller.stop(), f"stopping {controller.service.name}")
         for platform in self.platforms:
             await log_errors(platform.close(), "stopping instances")
+        if self.fleet is not None:
+            await log_errors(self.fleet.stop_reconciling(), "stopping the fleet's reconciler")
         if self.collector is not None:  # its polls of HAProxy end before HAProxy does
             await log_errors(self.collector.stop_watching_haproxy(), "stopping the collector's polls")
         if self.haproxy is not None:
@@ -308,6 +342,7 @@ class Runtime:
         return {
             "services": [controller.snapshot() for controller in self.controllers.values()],
             "collector": self.collector.stats() if self.collector else {},
+            **({"haproxy": self.fleet.status()} if self.fleet is not None else {}),
         }
 
 

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fridaymorning.errors import RouterError
+from fridaymorning.errors import InstanceLagError, RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
 from fridaymorning.notify.base import Notifier
 from fridaymorning.router import Share, weights_for_shares
@@ -49,6 +49,9 @@ class FakeRouter:
         self.down: set[str] = set()
         # The next this-many set_shares calls fail, as a HAProxy that times out would.
         self.failing_set_shares = 0
+        # While set, the router is a fleet with these instances lagging: set_shares takes effect on
+        # the others and raises InstanceLagError, and check_every_instance raises it.
+        self.lagging: tuple[str, ...] = ()
 
     async def ensure_backend(self, backend: str) -> None:
         self.servers.setdefault(backend, {})
@@ -70,6 +73,7 @@ class FakeRouter:
                 backend, server, state.status, weight, state.total_requests, 0, state.address
             )
         self.share_history.append((backend, {arm: share.percent for arm, share in shares.items()}))
+        await self.check_every_instance()
 
     def percents_of(self, arm: str, backend: str | None = None) -> list[int]:
         """The percent each set_shares call gave `arm` (0 when it was not named), on `backend` or any."""
@@ -86,6 +90,10 @@ class FakeRouter:
         self._server(backend, server)
         del self.servers[backend][server]
         self.removed.append(server)
+
+    async def check_every_instance(self) -> None:
+        if self.lagging:
+            raise InstanceLagError(f"{', '.join(self.lagging)} lag: connection refused", self.lagging)
 
     async def server_states(self, backend: str) -> list[ServerState]:
         return [

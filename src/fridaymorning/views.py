@@ -187,6 +187,21 @@ def status_view(snapshot: dict[str, Any]) -> Group:
     return Group(table, *verdicts)
 
 
+def fleet_lines(instances: list[Any]) -> list[str]:
+    """`fm status` with `haproxy.instances`: one line per HAProxy, in sync or lagging and why."""
+    found = []
+    for instance in instances:
+        name, admin = instance.get("name"), instance.get("admin")
+        kind = "managed" if instance.get("managed") else "brought"
+        if instance.get("state") == "in_sync":
+            found.append(f"haproxy {name} ({kind}, {admin}): in sync")
+        else:
+            since = instance.get("lagging_since")
+            age = f" for {time.time() - since:.0f} s" if is_number(since) else ""
+            found.append(f"haproxy {name} ({kind}, {admin}): LAGGING{age}: {instance.get('reason')}")
+    return found
+
+
 def history_table(rollouts: list[Any]) -> Table:
     """`fm history`: one row per rollout (RolloutState records), newest first."""
     table = Table(title="rollouts")

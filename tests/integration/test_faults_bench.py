@@ -27,6 +27,7 @@ SHAPE = {
     "canary_crash": {"trials", "rolled_back", "requests_to_dead_server_after_down"},
     "haproxy_reload": {"trials", "weights_kept"},
     "no_data": {"trials", "promoted"},
+    "fleet": {"instances", "killed_trials", "recovered", "failed_stable_requests"},
 }
 
 
@@ -51,3 +52,5 @@ def test_quick_fault_benchmark_resumes_and_never_promotes_without_data(haproxy_b
     assert report["kill9"]["phases"]["progressing"]["log_lines_lost"] == 0, result.stderr[-4000:]
     assert report["no_data"]["trials"] == 1, result.stderr[-4000:]
     assert report["no_data"]["promoted"] == 0, result.stderr[-4000:]
+    assert report["fleet"]["killed_trials"] == 1, result.stderr[-4000:]
+    assert report["fleet"]["recovered"] == 1, result.stderr[-4000:]

@@ -197,3 +197,26 @@ def test_error_comparison_detail_names_the_version_of_each_n() -> None:
     (check,) = [check for check in verdict.checks if check.name == "error_rate_vs_baseline"]
     assert "canary 0.00% of n=102" in check.detail and "baseline 0.00% of n=254" in check.detail
     assert check.n == 102
+
+
+def test_fm_status_names_each_instance_of_a_fleet_and_why_one_lags() -> None:
+    """One line per HAProxy instance: in sync, or LAGGING with the reason."""
+    from fridaymorning.views import fleet_lines
+
+    lines = fleet_lines(
+        [
+            {"name": "lb1", "admin": "ipv4@10.0.0.2:9999", "managed": False, "state": "in_sync"},
+            {
+                "name": "lb2",
+                "admin": "/run/lb2.sock",
+                "managed": True,
+                "state": "lagging",
+                "reason": "connection refused",
+                "lagging_since": None,
+            },
+        ]
+    )
+    assert lines == [
+        "haproxy lb1 (brought, ipv4@10.0.0.2:9999): in sync",
+        "haproxy lb2 (managed, /run/lb2.sock): LAGGING: connection refused",
+    ]

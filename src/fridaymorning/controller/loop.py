@@ -43,7 +43,7 @@ from fridaymorning.controller.strategy import (
     next_action,
     plan_of,
 )
-from fridaymorning.errors import FridayMorningError, RolloutError
+from fridaymorning.errors import FridayMorningError, InstanceLagError, RolloutError
 from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.notify import Notifier, Notifiers
 from fridaymorning.platform.base import Platform
@@ -185,7 +185,7 @@ class ServiceController:
             )
         await self._reconcile_servers()
         if active is None:
-            await self._apply_weight(0)
+            await self._tolerating_lag(self._apply_weight(0))
         else:
             self._commands = asyncio.Queue()
             self._task = asyncio.create_task(self._resume(active), name=f"rollout-{active.id}")
@@ -335,12 +335,13 @@ class ServiceController:
             return await self._complete_promotion(state, "promotion resumed after a restart", None)
         if state.phase in (RolloutPhase.ROLLING_BACK, RolloutPhase.ABORTING):
             if self.canary_instances or self.baseline_instances:
-                await self._apply_weight(0)  # the weights the previous run set are not trusted
+                # the weights the previous run set are not trusted
+                await self._tolerating_lag(self._apply_weight(0))
             return await self._complete_removal(state, state.reason, None)
         if not self.canary_instances:
             reason = "the canary instances did not survive the controller's restart"
             return await self._finish_canary(state, RolloutPhase.ROLLED_BACK, reason)
-        await self._apply_weight(state.canary_weight)
+        await self._tolerating_lag(self._apply_weight(state.canary_weight))
         self._start_load_tests()
         return await self._watch(state)
 
@@ -469,7 +470,7 @@ class ServiceController:
             case ActionKind.STAY:
                 return state
             case ActionKind.ADVANCE:
-                return await self._advance(state, action, evidence)
+                return await self._unless_lagging(state, self._advance(state, action, evidence))
             case ActionKind.HOLD | ActionKind.AWAIT_APPROVAL | ActionKind.PAUSE:
                 phase = {
                     ActionKind.HOLD: RolloutPhase.HELD,
@@ -490,7 +491,7 @@ class ServiceController:
                     step_started_at=now,
                 )
             case ActionKind.PROMOTE:
-                return await self._promote(state, action.reason, evidence)
+                return await self._unless_lagging(state, self._promote(state, action.reason, evidence))
             case ActionKind.ROLLBACK:
                 return await self._finish_canary(state, RolloutPhase.ROLLED_BACK, action.reason, evidence)
             case ActionKind.ABORT:
@@ -521,6 +522,7 @@ class ServiceController:
         self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
     ) -> RolloutState:
         """Pass the confirm-promotion gate, then give the canary all traffic."""
+        await self.router.check_every_instance()  # a promotion needs every load balancer
         results = await self._run_hooks("confirm_promotion", state)
         if not all_ok(results):
             held = f"promotion not confirmed: {describe_failures(results)}"
@@ -547,7 +549,7 @@ class ServiceController:
         if self.ab:
             await self._move_canary_to_main_backend()  # gives the canary 100% on the way
         else:
-            await self._apply_weight(100)
+            await self._tolerating_lag(self._apply_weight(100))
         await self._remove(self.stable_instances + self.baseline_instances)
         self.stable_instances, self.canary_instances, self.baseline_instances = self.canary_instances, [], []
         self.stable_version = state.version
@@ -618,10 +620,37 @@ class ServiceController:
             try:
                 await action()
                 return
+            except InstanceLagError as error:  # done where it could be; the fleet finishes the rest
+                log.warning("%s: %s; the fleet restores them when they answer", what, error)
+                return
             except FridayMorningError as error:
                 log.warning("%s failed (attempt %d), retrying in %.1f s: %s", what, attempt, delay, error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, ROLLBACK_RETRY_MAX_S)
+
+    # --- a fleet's lagging load balancers ----------------------------------------------------------
+
+    async def _unless_lagging(self, state: RolloutState, change: Awaitable[RolloutState]) -> RolloutState:
+        """Move forward only when every load balancer takes the change; else hold where we are, say
+        which instance lags, and try again at the next judgement."""
+        try:
+            return await change
+        except InstanceLagError as error:
+            reason = (
+                f"holding at step {state.step_index + 1} ({state.canary_weight}%): "
+                f"HAProxy {', '.join(error.instances)} lagging"
+            )
+            log.warning("rollout %s: %s: %s", state.id, reason, error)
+            if state.reason == reason:
+                return state
+            return self.states.transition(state, self.clock(), "lagging", reason)
+
+    async def _tolerating_lag(self, change: Awaitable[None]) -> None:
+        """A change that never waits for a lagging load balancer: the fleet restores it later."""
+        try:
+            await change
+        except InstanceLagError as error:
+            log.warning("%s; the fleet restores them when they answer", error)
 
     # --- data plane ------------------------------------------------------------------------------
 

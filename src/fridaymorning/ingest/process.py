@@ -68,8 +68,23 @@ def collector_settings(config: Config) -> dict[str, Any]:
         "reconcile_interval_s": config.collector.reconcile_interval_s,
         "store_url": config.store_url(),
         "admin_socket": str(config.runtime_path(config.haproxy.admin_socket)),
+        "admin_sockets": admin_sockets(config),
         "backends": sorted({backend for service in config.services for backend in backends_of(service)}),
     }
+
+
+def admin_sockets(config: Config) -> list[str]:
+    """The admin socket of every HAProxy whose counters the collector reconciles: the managed one,
+    or each instance of `haproxy.instances` (a brought one's `unix://` path or `ipv4@` address)."""
+    from fridaymorning.router import admin_address
+
+    managed = str(config.runtime_path(config.haproxy.admin_socket))
+    if not config.haproxy.instances:
+        return [managed]
+    return [
+        managed if instance.admin is None else admin_address(instance.admin)
+        for instance in config.haproxy.instances
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,9 +335,12 @@ async def watch_haproxy_when_up(
 ) -> None:
     """Once HAProxy's admin socket answers, poll DroppedLogs and reconcile (see accounting)."""
     from fridaymorning.errors import RouterError
+    from fridaymorning.ingest.fleet_stats import FleetStats
     from fridaymorning.router import HAProxyRouter
 
-    router = HAProxyRouter(settings["admin_socket"])
+    addresses = settings.get("admin_sockets") or [settings["admin_socket"]]
+    routers = [HAProxyRouter(address) for address in addresses]
+    router: Any = routers[0] if len(routers) == 1 else FleetStats(routers)
     while True:
         with contextlib.suppress(RouterError):
             await router.show_info()

@@ -269,9 +269,9 @@ class LocalPlatform:
     and nothing can be adopted later.
     """
 
-    def __init__(self, config: PlatformConfig, host: str = "127.0.0.1", workdir: str | None = None) -> None:
+    def __init__(self, config: PlatformConfig, host: str | None = None, workdir: str | None = None) -> None:
         self._config = config
-        self._host = host
+        self._host = host or config.host
         self._workdir = Path(workdir) if workdir is not None else None
         self._managed: dict[int, _Managed] = {}
         # Records of a previous fm neither adopted nor cleaned up yet: kept in the file, so none is orphaned.

@@ -73,6 +73,44 @@ def render_haproxy_config(
     return "\n".join(sections)
 
 
+OWNED_FILE_HEADER = "# Written by fridaymorning: do not edit; it is rewritten after every change.\n"
+
+
+def render_owned_config(config: Config, servers: Mapping[str, Sequence[ServerSpec]] | None = None) -> str:
+    """The file a brought HAProxy loads with a second `-f`: only fridaymorning's backends.
+
+    A `defaults` section of its own comes first, so the team's defaults (a `mode tcp`, other
+    timeouts) do not change our backends, and ours do not reach any section of theirs (theirs come
+    first in the command line). `servers` become static `server` lines with their current weights,
+    so a reload of the team's HAProxy keeps them; the runtime rewrites the file after every change.
+    With `haproxy.owns: servers` the team's file declares the backends, and this file is not used.
+    """
+    servers_by_backend = checked_servers(config, servers or {})
+    interval_ms = config.haproxy.health_check_interval_ms
+    sections = [OWNED_FILE_HEADER + render_owned_defaults()]
+    for service in config.services:
+        for backend in backends_of(service):
+            sections.append(
+                render_backend(service, interval_ms, backend, servers_by_backend.get(backend, ()))
+            )
+    return "\n".join(sections)
+
+
+def render_owned_defaults() -> str:
+    """The defaults of fridaymorning's backends inside a HAProxy it does not own."""
+    return lines(
+        "defaults fridaymorning",
+        "mode http",
+        "timeout connect 2s",
+        "timeout client 30s",
+        "timeout server 30s",
+        "timeout queue 5s",
+        "timeout check 2s",
+        "option redispatch",
+        "retries 2",
+    )
+
+
 def ab_backend(service_name: str) -> str:
     """The backend of the requests an A/B rollout of `service_name` matches: 'web' → 'web__ab'."""
     return service_name + AB_BACKEND_SUFFIX

@@ -67,3 +67,8 @@ class Router(Protocol):
     async def server_states(self, backend: str) -> list[ServerState]:
         """Status, weight and request counters of every server of `backend` (from `show stat`)."""
         ...
+
+    async def check_every_instance(self) -> None:
+        """InstanceLagError unless every load balancer holds what it was told (a fleet's promotion
+        gate; a single HAProxy raises on each change already, so it has nothing to check)."""
+        ...

@@ -143,6 +143,10 @@ def first_line(text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+class UnreachableError(RouterError):
+    """The admin socket could not be reached, or did not answer in time: HAProxy refused nothing."""
+
+
 def silent(answer: str) -> bool:
     """Commands such as `set weight` and `enable server` answer nothing when they succeed."""
     return answer.strip() == ""
@@ -175,7 +179,7 @@ async def admin_command(socket_path: str | os.PathLike[str], command: str, timeo
         raise RouterError(f"refusing to send a command with a separator: {command!r}")
     try:
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_unix_connection(os.fspath(socket_path))
+            reader, writer = await open_admin(os.fspath(socket_path))
             try:
                 writer.write(command.encode() + b"\n")
                 await writer.drain()
@@ -186,9 +190,41 @@ async def admin_command(socket_path: str | os.PathLike[str], command: str, timeo
                     await writer.wait_closed()
     except TimeoutError:
         message = f"HAProxy did not answer {command!r} within {timeout_s}s on {socket_path}"
-        raise RouterError(message) from None
+        raise UnreachableError(message) from None
     except OSError as error:
-        raise RouterError(f"cannot reach the HAProxy admin socket {socket_path}: {error}") from error
+        raise UnreachableError(f"cannot reach the HAProxy admin socket {socket_path}: {error}") from error
+
+
+ADMIN_TCP_PREFIX = "ipv4@"
+
+
+async def open_admin(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to an admin socket: a Unix socket path, or 'ipv4@HOST:PORT' (a `stats socket
+    ipv4@...` line) for a HAProxy reached over TCP."""
+    if address.startswith(ADMIN_TCP_PREFIX):
+        host, port = admin_tcp_address(address)
+        return await asyncio.open_connection(host, port)
+    return await asyncio.open_unix_connection(address)
+
+
+def admin_tcp_address(address: str) -> tuple[str, int]:
+    """'ipv4@10.0.0.2:9999' → ('10.0.0.2', 9999); a RouterError when it is not an IPv4 address and port."""
+    host, _, port = address[len(ADMIN_TCP_PREFIX) :].rpartition(":")
+    try:
+        return str(ipaddress.IPv4Address(host)), check_port(int(port))
+    except ValueError:
+        raise RouterError(f"expected ipv4@A.B.C.D:PORT for an admin address, got {address!r}") from None
+
+
+def admin_address(url: str) -> str:
+    """A configured admin endpoint as `admin_command` takes it: 'unix:///path' → '/path';
+    'ipv4@host:port' stays as it is. A RouterError for anything else."""
+    if url.startswith("unix://") and url[len("unix://") :].startswith("/"):
+        return url[len("unix://") :]
+    if url.startswith(ADMIN_TCP_PREFIX):
+        admin_tcp_address(url)
+        return url
+    raise RouterError(f"expected unix:///ABSOLUTE/PATH or ipv4@A.B.C.D:PORT, got {url!r}")
 
 
 async def read_servers_state(socket_path: str | os.PathLike[str], timeout_s: float) -> str:
@@ -246,6 +282,7 @@ class HAProxyRouter:
         affinity_backends: Iterable[str] = (),
         on_change: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        # A Unix socket's path, or 'ipv4@HOST:PORT' (Path keeps that text as it is).
         self.socket_path = Path(socket_path)
         self.check_interval_ms = check_interval_ms
         self.timeout_s = timeout_s
@@ -345,6 +382,9 @@ class HAProxyRouter:
         if not any(row["pxname"] == backend for row in rows):
             raise RouterError(f"HAProxy has no backend {backend!r}")
         return [server_state_of(row) for row in rows if row["pxname"] == backend and is_server_row(row)]
+
+    async def check_every_instance(self) -> None:
+        """One instance: each change raises when it fails, so nothing is left to check."""
 
     # -- more than the protocol ------------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+"""A fleet of one HAProxy that `fm up` runs and one that a team runs, moved as one (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fridaymorning.config import Config
+from fridaymorning.controller.phases import RolloutPhase
+from fridaymorning.fleetlab import instance_config
+from fridaymorning.router import HAProxyRouter
+from fridaymorning.router.brought import write_include_file
+from fridaymorning.testing import EVENT_DEADLINE_S, VERSIONED_APP
+
+pytestmark = pytest.mark.haproxy
+
+
+async def test_a_managed_and_a_brought_instance_move_together(
+    tmp_path: Path,
+    free_port: Callable[[], int],
+    team_haproxies: Callable[..., Any],
+    start_runtime: Any,
+    background_requests: Callable[..., Any],
+) -> None:
+    """`fm up` starts its own HAProxy beside the team's; v2 is promoted and both report its weights."""
+    own_frontend, team_frontend, collector = free_port(), free_port(), free_port()
+    admin = tmp_path / "team.sock"
+    config = Config.model_validate(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "haproxy": {"instances": [{"name": "own"}, {"name": "team", "admin": f"unix://{admin}"}]},
+            "collector": {"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5},
+            "api": {"listen": f"127.0.0.1:{free_port()}"},
+            "services": [
+                {
+                    "name": "web",
+                    "frontend": f"127.0.0.1:{own_frontend}",
+                    "stable": "v1",
+                    "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
+                    "rollout": {
+                        "steps": [
+                            {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50}
+                        ]
+                    },
+                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
+                }
+            ],
+        }
+    )
+    config.base_dir = str(tmp_path)
+    ours = write_include_file(config)
+    theirs = tmp_path / "team.cfg"
+    theirs.write_text(
+        instance_config(
+            admin=str(admin),
+            collector=f"127.0.0.1:{collector}",
+            name="team",
+            address="127.0.0.1",
+            port=team_frontend,
+        )
+    )
+    await team_haproxies([theirs, ours], str(admin), tmp_path / "team.out").start()
+    runtime = await start_runtime(config)
+    urls = {"own": f"http://127.0.0.1:{own_frontend}/", "team": f"http://127.0.0.1:{team_frontend}/"}
+    async with httpx.AsyncClient(timeout=10) as client, background_requests(client, urls) as tallies:
+        runtime.controllers["web"].deploy("v2")
+        final = await asyncio.wait_for(runtime.controllers["web"].wait(), 2 * EVENT_DEADLINE_S)
+    assert final.phase is RolloutPhase.PROMOTED, final.reason
+    assert await runtime.managed_router.get_weights("web") == {"v2-1": 200}
+    assert await HAProxyRouter(admin).get_weights("web") == {"v2-1": 200}
+    assert [instance["managed"] for instance in runtime.status()["haproxy"]] == [True, False]
+    for name, tally in tallies.items():
+        assert set(tally) == {"200"}, (name, tally)
