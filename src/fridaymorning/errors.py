@@ -11,6 +11,7 @@ The hierarchy::
     │   └── WeightMismatchError  a weight read back differs from the weight that was set
     ├── PlatformError            an instance could not be started, or never became healthy
     ├── StoreError               the metric or state store failed
+    ├── ProviderError            a metric provider's query failed or gave no number
     └── RolloutError             a rollout action is refused in the current phase
 """
 
@@ -82,3 +83,7 @@ class StoreError(FridayMorningError):
 
 class RolloutError(FridayMorningError):
     """A rollout action makes no sense in the current phase. The message gives the reason."""
+
+
+class ProviderError(FridayMorningError):
+    """A metric provider's query failed (HTTP error, timeout, bad query) or gave no single number."""
