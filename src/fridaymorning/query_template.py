@@ -32,7 +32,8 @@ def check_template(template: str) -> str:
     unknown = sorted(set(placeholders_of(template)) - set(PLACEHOLDERS))
     if unknown:
         valid = ", ".join(f"{{{{ {name} }}}}" for name in PLACEHOLDERS)
-        raise ValueError(f"unknown placeholder {', '.join(unknown)} in the query; valid: {valid}")
+        named = ", ".join(f"{{{{ {name} }}}}" for name in unknown)
+        raise ValueError(f"unknown placeholder {named} in the query; valid: {valid}")
     return template
 
 

@@ -36,8 +36,14 @@ def finite(value: Any, what: str) -> float:
 class HttpProvider:
     """An async httpx client to one server, opened at the first query and closed by `aclose`."""
 
-    def __init__(self, url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url
+        self.transport = transport  # httpx's own: e.g. httpx.MockTransport in unit tests
         self.root, self.path = base_url(url)
         self.timeout_s = timeout_s
         self._client: httpx.AsyncClient | None = None
@@ -45,7 +51,9 @@ class HttpProvider:
     async def get_json(self, path: str, params: dict[str, str]) -> Any:
         """GET `path` and decode its JSON; any failure is a ProviderError with the server's reason."""
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.root, timeout=self.timeout_s)
+            self._client = httpx.AsyncClient(
+                base_url=self.root, timeout=self.timeout_s, transport=self.transport
+            )
         try:
             response = await self._client.get(self.path + path, params=params)
         except httpx.TimeoutException:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from fridaymorning.errors import ConfigError, ProviderError
 from fridaymorning.providers._http import DEFAULT_TIMEOUT_S, HttpProvider, finite
 from fridaymorning.providers.base import QueryWindow
@@ -18,9 +20,14 @@ class InfluxQLProvider(HttpProvider):
     """A MetricProvider for InfluxQL on InfluxDB 1.x."""
 
     def __init__(
-        self, url: str, *, store: MetricStore | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        url: str,
+        *,
+        store: MetricStore | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(url, timeout_s)
+        super().__init__(url, timeout_s, transport)
         self.database = self.path.strip("/")
         if not self.database or "/" in self.database:
             raise ConfigError(f"provider {url!r} must name one database: influxdb://HOST:PORT/DATABASE")
