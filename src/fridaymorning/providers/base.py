@@ -14,7 +14,8 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class QueryWindow:
-    """The closed seconds [start, end) a query looks at (Unix time). Instant queries are taken at `end`."""
+    """The closed seconds [start, end) a query looks at (Unix time), for providers that read windows;
+    PromQL and InfluxQL say their range in the query itself (`{{ window }}`)."""
 
     start: int
     end: int

@@ -1,7 +1,8 @@
 """PromQL checks against Prometheus or VictoriaMetrics, through their HTTP query API.
 
 `prometheus://HOST:PORT[/PREFIX]` and `victoriametrics://HOST:PORT` run an instant query
-(`GET /api/v1/query`) at the end of the check's window. The query must give one number: a scalar, or
+(`GET /api/v1/query`) at the server's current time, as Flagger and Argo Rollouts do, so the two
+machines' clocks need not agree; the query's own range (`[{{ window }}]`) says how far back it looks. The query must give one number: a scalar, or
 an instant vector of exactly one series (aggregate with `sum(...)`, `max(...)`, ... when it has more).
 VictoriaMetrics hides the newest 30 s of data from instant queries unless it runs with
 `-search.latencyOffset=1s` or less.
@@ -33,7 +34,7 @@ class PrometheusProvider(HttpProvider):
         super().__init__(url, timeout_s, transport)
 
     async def run(self, query: str, window: QueryWindow) -> float:
-        body = await self.get_json("/api/v1/query", {"query": query, "time": str(window.end)})
+        body = await self.get_json("/api/v1/query", {"query": query})
         return single_value(body, query)
 
 
