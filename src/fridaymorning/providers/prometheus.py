@@ -2,10 +2,10 @@
 
 `prometheus://HOST:PORT[/PREFIX]` and `victoriametrics://HOST:PORT` run an instant query
 (`GET /api/v1/query`) at the server's current time, as Flagger and Argo Rollouts do, so the two
-machines' clocks need not agree; the query's own range (`[{{ window }}]`) says how far back it looks. The query must give one number: a scalar, or
-an instant vector of exactly one series (aggregate with `sum(...)`, `max(...)`, ... when it has more).
-VictoriaMetrics hides the newest 30 s of data from instant queries unless it runs with
-`-search.latencyOffset=1s` or less.
+machines' clocks need not agree; the query's own range (`[{{ window }}]`) says how far back it
+looks. The query must give one number: a scalar, or an instant vector of exactly one series
+(aggregate with `sum(...)`, `max(...)`, ... when it has more). VictoriaMetrics hides the newest 30 s
+of data from instant queries unless it runs with `-search.latencyOffset=1s` or less.
 """
 
 from __future__ import annotations
