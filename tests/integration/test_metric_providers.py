@@ -142,6 +142,8 @@ async def test_promql_check_past_its_threshold_rolls_the_canary_back(
 
     async with httpx.AsyncClient(base_url=f"http://{runtime.config.api.listen}") as api:
         rollout = (await api.get(f"/api/v1/rollouts/{final.id}")).json()
+        services = (await api.get("/api/v1/services")).json()
+    assert [check["name"] for check in services[0]["checks"]] == ["app_latency"]
     verdicts = [event["verdict"] for event in rollout["events"] if event["verdict"]]
     assert checks_of(verdicts[-1], "app_latency")[0]["statistic"] == 0.9
     assert checks_of(await dashboard_verdict(runtime, final.id), "app_latency")[0]["phase"] == "fail"

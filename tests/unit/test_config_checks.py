@@ -75,3 +75,15 @@ def test_check_names_are_unique() -> None:
     check = "{name: c, provider: 'logs://', query: 'rps(web, v2)', fail_below: 1}"
     with pytest.raises(ConfigError, match="check names must be unique"):
         parse_config(with_checks(f"      checks: [{check}, {check}]\n"), "f.yaml")
+
+
+def test_the_readmes_example_is_valid() -> None:
+    """The README's custom checks example loads as the rollout section of a service."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Custom metric checks") :]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start : section.index("```\n", start)]
+    rollout = "".join(f"    {line}\n" for line in example.splitlines())
+    text = EXAMPLE[: EXAMPLE.index("    rollout:")] + rollout + EXAMPLE[EXAMPLE.index("    analysis:") :]
+    checks = parse_config(text, "f.yaml").services[0].rollout.checks
+    assert {check.provider.split(":")[0] for check in checks} == {"prometheus", "influxdb", "logs"}
