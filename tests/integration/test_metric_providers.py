@@ -117,7 +117,11 @@ async def dashboard_verdict(runtime: Any, rollout_id: int) -> dict[str, Any]:
 @pytest.mark.haproxy
 @pytest.mark.prometheus
 async def test_promql_check_past_its_threshold_rolls_the_canary_back(
-    tmp_path: Path, runtime_config, service_settings, start_runtime, prometheus: RunningServer
+    tmp_path: Path,
+    runtime_config: Any,
+    service_settings: Any,
+    start_runtime: Any,
+    prometheus: RunningServer,
 ) -> None:
     """Prometheus reports v2's latency at 0.9 s against a threshold of 0.5 s: the canary, healthy by
     the logs, is rolled back, and explain, the API and the dashboard name the check."""
@@ -155,7 +159,11 @@ async def test_promql_check_past_its_threshold_rolls_the_canary_back(
 @pytest.mark.haproxy
 @pytest.mark.prometheus
 async def test_broken_queries_are_errors_never_a_pass_and_fail_at_their_limit(
-    tmp_path: Path, runtime_config, service_settings, start_runtime, prometheus: RunningServer
+    tmp_path: Path,
+    runtime_config: Any,
+    service_settings: Any,
+    start_runtime: Any,
+    prometheus: RunningServer,
 ) -> None:
     """Bad PromQL, and a Prometheus that is not there: each measurement is an error (shown in the
     status while the rollout runs), the healthy canary is never promoted, and the limit of errors in a

@@ -45,5 +45,6 @@ def test_values_that_are_not_plain_tokens_are_refused(value: str) -> None:
 
 
 def test_placeholder_without_a_value_is_refused() -> None:
+    """Rendering never leaves a placeholder in the query."""
     with pytest.raises(ValueError, match="no value"):
         render("{{ service }}", {})
