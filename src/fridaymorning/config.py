@@ -48,6 +48,7 @@ class StrictModel(BaseModel):
 __all__ = [
     "AnalysisConfig",
     "Config",
+    "MetricCheckConfig",
     "ServiceConfig",
     "dotted",
     "key_lines",
