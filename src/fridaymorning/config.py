@@ -35,6 +35,7 @@ from fridaymorning.config_source import (
 )
 from fridaymorning.errors import ConfigError
 from fridaymorning.models import VERSION_PATTERN
+from fridaymorning.query_template import check_template
 
 DEFAULT_CONFIG_NAME = "fridaymorning.yaml"
 
@@ -48,6 +49,7 @@ class StrictModel(BaseModel):
 __all__ = [
     "AnalysisConfig",
     "Config",
+    "MetricCheckConfig",
     "ServiceConfig",
     "dotted",
     "key_lines",
@@ -216,6 +218,62 @@ class BlueGreenConfig(StrictModel):
     rollback_window_s: float = Field(default=300.0, ge=0)
 
 
+# Names the judge gives its own checks; a custom check may not take one (replay tells them apart by name).
+BUILTIN_CHECK_NAME = re.compile(
+    r"^(evidence|metrics|canary_health|rollout_hook|error_rate_slo|p99_slo|error_rate_vs_baseline"
+    r"|p[0-9]+_vs_baseline)$"
+)
+
+
+class MetricCheckConfig(StrictModel):
+    """A custom check: a query to a metric provider, run every `interval_s`, failing past a threshold.
+
+    `query` may use `{{ service }}`, `{{ version }}` (the canary), `{{ baseline }}` and `{{ window }}`
+    (`window_s` as a duration, e.g. `60s`). A query that fails is an error measurement, never a pass;
+    `consecutive_error_limit` errors in a row fail the check, and so does one value past the threshold.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+    provider: str = Field(
+        description="logs://, prometheus://HOST:PORT, victoriametrics://HOST:PORT or influxdb://HOST:PORT/DB"
+    )
+    query: str = Field(min_length=1)
+    fail_above: float | None = None
+    fail_below: float | None = None
+    interval_s: float = Field(default=10.0, gt=0, le=3600)
+    window_s: int = Field(default=60, ge=1, le=86400)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+    consecutive_error_limit: int = Field(default=4, ge=1, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def not_builtin(cls, name: str) -> str:
+        if BUILTIN_CHECK_NAME.match(name):
+            raise ValueError(f"{name!r} is the name of a built-in check; choose another")
+        return name
+
+    @field_validator("provider")
+    @classmethod
+    def known_provider(cls, value: str) -> str:
+        from fridaymorning.registry import check_scheme, scheme_of
+
+        check_scheme("provider", value)
+        if scheme_of(value) != "logs" and not urlsplit(value).netloc:
+            raise ValueError(f"provider {value!r} needs a host and a port, e.g. prometheus://127.0.0.1:9090")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def known_placeholders(cls, query: str) -> str:
+        return check_template(query)
+
+    @model_validator(mode="after")
+    def has_threshold(self) -> MetricCheckConfig:
+        if self.fail_above is None and self.fail_below is None:
+            raise ValueError("give 'fail_above', 'fail_below' or both")
+        return self
+
+
 class RolloutConfig(StrictModel):
     """How a new version is rolled out, and what to do when evidence stays too thin.
 
@@ -240,6 +298,15 @@ class RolloutConfig(StrictModel):
     blue_green: BlueGreenConfig = Field(default_factory=BlueGreenConfig)
     judge_interval_s: float = Field(default=1.0, gt=0, le=60)
     on_insufficient_evidence: Literal["hold", "rollback"] = "hold"
+    checks: list[MetricCheckConfig] = Field(default_factory=list, description="custom metric checks")
+
+    @field_validator("checks")
+    @classmethod
+    def unique_check_names(cls, checks: list[MetricCheckConfig]) -> list[MetricCheckConfig]:
+        names = [check.name for check in checks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"check names must be unique, got {names}")
+        return checks
 
     @field_validator("steps")
     @classmethod

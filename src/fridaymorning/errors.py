@@ -12,6 +12,7 @@ The hierarchy::
     │   └── InstanceLagError     a fleet's instance did not take a change, even after retries
     ├── PlatformError            an instance could not be started, or never became healthy
     ├── StoreError               the metric or state store failed
+    ├── ProviderError            a metric provider's query failed or gave no number
     └── RolloutError             a rollout action is refused in the current phase
 """
 
@@ -95,3 +96,7 @@ class StoreError(FridayMorningError):
 
 class RolloutError(FridayMorningError):
     """A rollout action makes no sense in the current phase. The message gives the reason."""
+
+
+class ProviderError(FridayMorningError):
+    """A metric provider's query failed (HTTP error, timeout, bad query) or gave no single number."""

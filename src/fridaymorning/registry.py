@@ -2,8 +2,8 @@
 
 Optional dependencies (docker, influx clients) are therefore imported only by those who choose them.
 An unknown scheme is a ConfigError that lists the valid ones. The runtime builds every role through
-here: the store from `store.url`, each service's platform from `platform.url`, and the router from
-`haproxy+unix://<admin socket>`.
+here: the store from `store.url`, each service's platform from `platform.url`, the router from
+`haproxy+unix://<admin socket>`, and each custom check's metric provider from its `provider` URL.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     },
     "platform": {
         "local": "fridaymorning.platform.local:LocalPlatform",
+    },
+    "provider": {
+        "logs": "fridaymorning.providers.logs:LogMetricProvider",
+        "prometheus": "fridaymorning.providers.prometheus:PrometheusProvider",
+        "victoriametrics": "fridaymorning.providers.prometheus:PrometheusProvider",
+        "influxdb": "fridaymorning.providers.influxdb:InfluxQLProvider",
     },
 }
 

@@ -460,6 +460,46 @@ class FakeNotifier:
         return {"sent": len(self.events), "failed": 0, "skipped": 0, "targets": []}
 
 
+class FakeMetricProvider:
+    """A MetricProvider that answers from a script: each query's next value, an error, or a stall.
+
+    `answers` maps a rendered query to what it gives, one entry per call (the last repeats): a number,
+    or an Exception to raise (e.g. ProviderError). `stall` makes every call wait until `release()`.
+    Every call is recorded in `calls` with its window.
+    """
+
+    def __init__(self, answers: Mapping[str, Sequence[float | Exception]] | None = None) -> None:
+        self.answers: dict[str, list[float | Exception]] = {q: list(a) for q, a in (answers or {}).items()}
+        self.calls: list[tuple[str, Any]] = []
+        self.stall = False
+        self.closed = False
+        self._released = asyncio.Event()
+
+    def answer(self, query: str, *values: float | Exception) -> None:
+        """From now on, `query` gives `values` in turn (the last one repeats)."""
+        self.answers[query] = list(values)
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def run(self, query: str, window: Any) -> float:
+        from fridaymorning.errors import ProviderError
+
+        self.calls.append((query, window))
+        if self.stall:
+            await self._released.wait()
+        script = self.answers.get(query)
+        if not script:
+            raise ProviderError(f"query {query!r} gave no series (no data)")
+        answer = script.pop(0) if len(script) > 1 else script[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
 class MemoryMetricStore:
     """A MetricStore in a list: windows written are served back, merged per second."""
 
@@ -627,6 +667,7 @@ class ControllerHarness:
         rps: int = 200,
         ab_share: float = 0.2,
         notifier: Notifier | None = None,
+        providers: Mapping[str, Any] | None = None,
     ) -> None:
         from fridaymorning.controller.state import StateStore
 
@@ -637,6 +678,8 @@ class ControllerHarness:
         self.metrics = MemoryMetricStore()
         # None: the service's own webhooks, as in production.
         self.notifier = notifier
+        # None: the providers the service's custom checks name, as in production.
+        self.providers = providers
         self.states = StateStore(state_path)
         self.canary_failure_rate = canary_failure_rate
         self.rps = rps
@@ -654,6 +697,7 @@ class ControllerHarness:
             self.states,
             clock=self.clock,
             notifier=self.notifier,
+            providers=self.providers,
         )
 
     async def restart(self) -> None:

@@ -29,6 +29,7 @@ async def services(runtime: Runtime) -> list[dict[str, Any]]:
             "strategy": controller.service.rollout.strategy,
             "stable": controller.stable_version,
             "steps": [step.model_dump() for step in controller.service.rollout.steps],
+            "checks": [check.model_dump() for check in controller.service.rollout.checks],
         }
         for name, controller in runtime.controllers.items()
     ]

@@ -15,8 +15,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fridaymorning.analysis.judge import judge
@@ -30,6 +30,7 @@ from fridaymorning.controller.hooks import (
     describe_failures,
     run_hooks,
 )
+from fridaymorning.controller.metric_checks import MetricChecks
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.shares import all_or_nothing, version_shares
@@ -47,6 +48,7 @@ from fridaymorning.errors import FridayMorningError, InstanceLagError, RolloutEr
 from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.notify import Notifier, Notifiers
 from fridaymorning.platform.base import Platform
+from fridaymorning.providers import MetricProvider, open_providers
 from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
 from fridaymorning.store.base import MetricStore
@@ -131,6 +133,7 @@ class ServiceController:
         data_lag_s: float = 0.0,
         hooks_cwd: str | None = None,
         notifier: Notifier | None = None,
+        providers: Mapping[str, MetricProvider] | None = None,
     ) -> None:
         self.service = service
         self.router = router
@@ -152,6 +155,10 @@ class ServiceController:
         self.last_verdict_rollout: int | None = None
         # Unless given one, the service's webhooks.
         self.notifier: Notifier = notifier if notifier is not None else Notifiers(service.notifications)
+        # Custom checks query their providers (unless given some, those their URLs name) in the background.
+        if providers is None:
+            providers = open_providers((check.provider for check in service.rollout.checks), metrics)
+        self.metric_checks = MetricChecks(service.name, service.rollout.checks, providers, data_lag_s)
         self._load_tests: list[LoadTest] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
@@ -205,6 +212,7 @@ class ServiceController:
         if active is not None:
             await self._end_on_stop(active)
         await self._stop_load_tests()
+        await self.metric_checks.close()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.platform.stop(self.canary_instances + self.baseline_instances + self.stable_instances)
         self.canary_instances, self.baseline_instances, self.stable_instances = [], [], []
@@ -414,6 +422,8 @@ class ServiceController:
         if state.phase not in WATCHED_PHASES:
             return state
         measurement = await self._measure(state)
+        checked = self.metric_checks.add_checks(measurement.verdict, state, self.clock())
+        measurement = replace(measurement, verdict=checked)
         verdict = measurement.verdict
         action = next_action(state, verdict, self.clock(), self.plan, measurement.step_requests)
         previous = self.last_verdict if self.last_verdict_rollout == state.id else None

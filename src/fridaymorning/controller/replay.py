@@ -2,16 +2,19 @@
 
 Each judged event stores the seconds it looked at. Replaying judges the same seconds of the same
 series again, from the metric store, with the service's current policy; a decision that comes out
-differently is reported.
+differently is reported. Custom checks queried other systems at the time: their recorded outcomes are
+taken as they were, and combined with the replayed judge's checks.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fridaymorning.analysis.judge import judge
+from fridaymorning.analysis.verdict import Check, VerdictPhase, combine
 from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.loop import judged_series
 from fridaymorning.controller.phases import RolloutState
@@ -41,6 +44,7 @@ def replay(
 ) -> list[ReplayedDecision]:
     """Judge again every event that carries a verdict, over the same seconds and series."""
     series = judged_series(service, rollout)
+    custom = {check.name for check in service.rollout.checks}
     decisions = []
     for event in events:
         verdict = event.get("verdict") or {}
@@ -51,10 +55,31 @@ def replay(
         canary = query(series.canary_backend, rollout.version, start, end)
         baseline = query(series.baseline_backend, series.baseline_version, start, end)
         replayed = judge(canary, baseline, service.analysis, compare=series.compare)
+        recorded = tuple(recorded_check(c) for c in verdict.get("checks", []) if c["name"] in custom)
+        if recorded:
+            replayed = combine((*replayed.checks, *recorded))
         decisions.append(
             ReplayedDecision(event["at"], event["kind"], start, end, verdict["phase"], replayed.phase.value)
         )
     return decisions
+
+
+def recorded_check(check: dict[str, Any]) -> Check:
+    """A check as the state store recorded it (its numbers may be missing: only its phase decides)."""
+
+    def number(key: str) -> float:
+        value = check.get(key)
+        return float(value) if isinstance(value, int | float) else math.nan
+
+    return Check(
+        check["name"],
+        VerdictPhase(check["phase"]),
+        number("statistic"),
+        number("bound"),
+        number("threshold"),
+        int(check.get("n") or 0),
+        str(check.get("detail", "")),
+    )
 
 
 def replayable(verdict: dict[str, Any]) -> bool:
