@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from fridaymorning.controller.phases import RolloutPhase
-from fridaymorning.testing import ControllerHarness, harness_service
+from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, harness_service
 
 
 def make_harness(tmp_path: Path, canary_failure_rate: float = 0.0) -> ControllerHarness:
@@ -31,7 +31,7 @@ async def test_a_lagging_instance_holds_the_step_and_the_rollout_goes_on_once_it
     assert kinds.count("lagging") == 1  # said once, not every judgement
     harness.router.lagging = ()
     await harness.drive(60)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
 
 
@@ -53,7 +53,7 @@ async def test_a_promotion_needs_every_instance(tmp_path: Path) -> None:
     assert "lb3" in state.reason
     harness.router.lagging = ()
     await harness.drive(30)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
 
 
@@ -65,7 +65,7 @@ async def test_a_rollback_does_not_wait_for_a_lagging_instance(tmp_path: Path) -
     await harness.drive(1)
     harness.router.lagging = ("lb1",)
     await harness.drive(30)
-    final = await asyncio.wait_for(harness.controller.wait(), 10)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert harness.router.percents_of("canary")[-1] == 0
     assert harness.router.removed == ["v2-1"]

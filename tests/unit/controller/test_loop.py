@@ -9,7 +9,13 @@ import pytest
 
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError, StoreError
-from fridaymorning.testing import ControllerHarness, FakeNotifier, FakePlatform, harness_service
+from fridaymorning.testing import (
+    EVENT_DEADLINE_S,
+    ControllerHarness,
+    FakeNotifier,
+    FakePlatform,
+    harness_service,
+)
 
 
 def make_harness(
@@ -29,7 +35,7 @@ async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> No
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(60)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
     assert harness.router.percents_of("canary") == [0, 10, 50, 100]  # stable alone, then each step
     assert harness.router.removed == ["v1-1"]
@@ -44,7 +50,7 @@ async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> N
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(30)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "error_rate" in final.reason
     assert harness.router.percents_of("canary")[-1] == 0
@@ -61,7 +67,7 @@ async def test_rollback_retries_until_haproxy_takes_weight_zero(tmp_path: Path) 
     await harness.drive(1)
     harness.router.failing_set_shares = 3
     await harness.drive(30)
-    final = await asyncio.wait_for(harness.controller.wait(), 60)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert harness.router.failing_set_shares == 0
     assert harness.router.percents_of("canary")[-1] == 0
@@ -79,7 +85,7 @@ async def test_no_traffic_holds_and_never_promotes(tmp_path: Path) -> None:
     assert held is not None and held.phase is RolloutPhase.HELD
     assert "maximum of 20 s" in held.reason
     harness.controller.command(rollout.id, "abort")
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ABORTED
 
 
@@ -101,7 +107,7 @@ async def test_canary_that_never_starts_is_rolled_back(tmp_path: Path) -> None:
     harness = make_harness(tmp_path, platform=FakePlatform(fail_versions=["v2"]))
     await harness.controller.start()
     harness.controller.deploy("v2")
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "did not start" in final.reason
 
@@ -127,7 +133,7 @@ async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
     rollout = harness.controller.deploy("v2")
     await harness.drive(2)
     harness.controller.command(rollout.id, "promote_full")
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
     with pytest.raises(RolloutError, match="it is promoted"):
         harness.controller.command(rollout.id, "promote")
@@ -155,7 +161,7 @@ async def test_dead_canary_server_is_rolled_back(tmp_path: Path) -> None:
     await harness.drive(2)
     harness.router.down.add("v2-1")
     await harness.drive(3)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "down" in final.reason
 
@@ -168,7 +174,7 @@ async def test_each_transition_is_notified_in_order(tmp_path: Path) -> None:
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(60)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
     assert notifier.kinds == ["started", "step", "step", "promoted"]
     assert [(event["step"], event["canary_weight"]) for event in notifier.events] == [
@@ -189,7 +195,7 @@ async def test_a_rollback_is_notified_with_the_failing_check(tmp_path: Path) -> 
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(30)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert notifier.kinds[0] == "started"
     assert notifier.kinds[-1] == "rolled_back"

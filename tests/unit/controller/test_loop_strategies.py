@@ -12,7 +12,7 @@ import pytest
 from fridaymorning.config import NotificationConfig, ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError
-from fridaymorning.testing import ControllerHarness, WebhookReceiver
+from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, WebhookReceiver
 
 STEPS = [
     {"weight": 10, "min_duration_s": 5, "max_duration_s": 30, "min_requests": 20},
@@ -42,7 +42,7 @@ def harness(tmp_path: Path, config: ServiceConfig, failure_rate: float = 0.0) ->
 
 async def finish(h: ControllerHarness, seconds: int = 120) -> Any:
     await h.drive(seconds)
-    return await asyncio.wait_for(h.controller.wait(), 5)
+    return await asyncio.wait_for(h.controller.wait(), EVENT_DEADLINE_S)
 
 
 async def test_approval_gate_waits_for_a_person(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.metric_checks import MetricChecks, query_window, with_checks
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import ProviderError
-from fridaymorning.testing import ControllerHarness, FakeMetricProvider, harness_service
+from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, FakeMetricProvider, harness_service
 
 PROMETHEUS = "prometheus://127.0.0.1:9090"
 QUERY = 'max(app_latency_seconds{service="{{ service }}",version="{{ version }}"}[{{ window }}])'
@@ -157,7 +157,7 @@ async def test_measurements_belong_to_their_rollout(tmp_path: Path) -> None:
     provider.answer(RENDERED, 0.1)
     second = harness.controller.deploy("v2")
     await harness.drive(80)
-    final = await asyncio.wait_for(harness.controller.wait(), 5)
+    final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.id == second.id and final.phase is RolloutPhase.PROMOTED, final
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fridaymorning.controller.loop import STOPPED_BY_OPERATOR
 from fridaymorning.controller.phases import RolloutPhase
-from fridaymorning.testing import ControllerHarness, harness_service
+from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, harness_service
 
 
 async def drive_until(
@@ -31,7 +31,7 @@ async def test_status_shows_no_verdict_for_a_rollout_not_yet_judged(tmp_path: Pa
     await controller.start()
     controller.deploy("v2")
     await harness.drive(60)
-    first = await asyncio.wait_for(controller.wait(), 60)
+    first = await asyncio.wait_for(controller.wait(), EVENT_DEADLINE_S)
     assert first is not None and first.phase is RolloutPhase.PROMOTED
     assert controller.last_verdict is not None  # the first rollout was judged
 
@@ -59,7 +59,7 @@ async def test_each_rollout_records_its_own_first_verdict(tmp_path: Path) -> Non
 
         await drive_until(harness, judged, traffic=False)
         controller.command(rollout.id, "abort")
-        final = await asyncio.wait_for(controller.wait(), 60)
+        final = await asyncio.wait_for(controller.wait(), EVENT_DEADLINE_S)
         assert final is not None and final.phase is RolloutPhase.ABORTED
     await controller.stop()
 
@@ -117,7 +117,7 @@ async def test_stable_from_the_store_wins_and_snapshot_names_the_config_one(tmp_
     await harness.controller.start()
     harness.controller.deploy("v2")
     await harness.drive(60)
-    await asyncio.wait_for(harness.controller.wait(), 60)
+    await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     await harness.restart()
     snapshot = harness.controller.snapshot()
     assert (snapshot["stable"], snapshot["config_stable"]) == ("v2", "v1")
