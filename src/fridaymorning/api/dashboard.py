@@ -299,10 +299,9 @@ async def read_back_weight(controller: ServiceController) -> float | None:
     if not controller.canary_instances or controller.ab:
         return None
     try:
-        states = await controller.router.server_states(controller.backend)
+        weights = await controller.traffic.weights()
     except Exception:  # HAProxy restarting: the row shows no read-back rather than failing
         return None
-    weights = {state.server: state.weight for state in states}
     return canary_share(weights, (instance.server for instance in controller.canary_instances))
 
 
