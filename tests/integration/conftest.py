@@ -8,17 +8,27 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fridaymorning.ingest.syslog import UdpCollector
+from fridaymorning.platform.local import free_port as free_port_on
 from fridaymorning.procfs import process_alive, read_cmdline
 from fridaymorning.router import HAProxyProcess, HAProxyRouter, StopTimeouts
 from fridaymorning.testing import VERSIONED_APP, LoggingHAProxy, logging_haproxy_config
+
+if TYPE_CHECKING:
+    from fridaymorning.config import Config
+    from fridaymorning.runtime import Runtime
+
+# What the factory fixtures below give a test, for its annotations.
+ServiceSettings = Callable[..., dict[str, Any]]
+RuntimeConfig = Callable[..., "Config"]
+StartRuntime = Callable[["Config"], Awaitable["Runtime"]]
+Upstreams = Callable[[int], Awaitable[list[int]]]
 
 UPSTREAM_CONFIG = """\
 global
@@ -73,9 +83,7 @@ def wrk_binary() -> str:
 
 def find_free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port_on("127.0.0.1")
 
 
 @pytest.fixture
@@ -104,9 +112,7 @@ def live_processes_using(path: Path) -> list[int]:
 
 
 @pytest.fixture
-async def http_upstreams(
-    haproxy_binary: str, tmp_path: Path
-) -> AsyncIterator[Callable[[int], Awaitable[list[int]]]]:
+async def http_upstreams(haproxy_binary: str, tmp_path: Path) -> AsyncIterator[Upstreams]:
     """A factory: `await http_upstreams(n)` starts one HAProxy answering 200 'ok' on n loopback ports.
 
     These stand in for the instances of a service. The HAProxy is stopped at teardown.
@@ -162,8 +168,8 @@ async def logging_haproxy(
         )
         config_path = tmp_path / "haproxy.cfg"
         config_path.write_text(config, encoding="utf-8")
-        timeouts = {} if stop_timeouts is None else {"stop_timeouts": stop_timeouts}
-        haproxy = HAProxyProcess(config_path, binary=haproxy_binary, **timeouts)
+        timeouts = StopTimeouts() if stop_timeouts is None else stop_timeouts
+        haproxy = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=timeouts)
         started.append(LoggingHAProxy(collector, haproxy, HAProxyRouter(admin_socket), ports))
         await haproxy.start()
         return started[-1]
@@ -231,7 +237,7 @@ def quick_service(name: str, frontend_port: int, **rollout: Any) -> dict[str, An
 
 
 @pytest.fixture
-def service_settings(free_port: Callable[[], int]) -> Callable[..., dict[str, Any]]:
+def service_settings(free_port: Callable[[], int]) -> ServiceSettings:
     """`service_settings(name, **rollout)`: a quick service of the versioned demo app on a free port."""
 
     def build(name: str = "web", **rollout: Any) -> dict[str, Any]:
@@ -241,7 +247,7 @@ def service_settings(free_port: Callable[[], int]) -> Callable[..., dict[str, An
 
 
 @pytest.fixture
-def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary: str) -> Callable[..., Any]:
+def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary: str) -> RuntimeConfig:
     """Build a Config on free loopback ports: `runtime_config(service_settings(...), ...)`."""
     from fridaymorning.config import Config
 
@@ -260,13 +266,13 @@ def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary:
 
 
 @pytest.fixture
-async def start_runtime() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def start_runtime() -> AsyncIterator[StartRuntime]:
     """Start a Runtime for a Config; every runtime started is stopped at teardown."""
     from fridaymorning.runtime import Runtime
 
     started: list[Runtime] = []
 
-    async def start(config: Any) -> Runtime:
+    async def start(config: Config) -> Runtime:
         runtime = Runtime(config)
         started.append(runtime)
         await runtime.start()

@@ -26,6 +26,7 @@ from fridaymorning.errors import MissingBinaryError
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import STATUS_CLASSES, Window
+from fridaymorning.platform.local import free_port
 from fridaymorning.testing import EVENT_DEADLINE_S
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
@@ -86,13 +87,6 @@ def haproxy_binary() -> str:
     return binary
 
 
-def free_tcp_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for_listener(port: int, timeout_s: float = 10.0) -> None:
     """Block until 127.0.0.1:port accepts connections, or fail the test."""
     deadline = time.monotonic() + timeout_s
@@ -123,7 +117,9 @@ async def collector(received: list[Window]) -> AsyncIterator[UdpCollector]:
 @pytest.fixture
 def haproxy(collector: UdpCollector, tmp_path: Path) -> Iterator[Frontends]:
     """A real HAProxy logging to the collector; stopped (then killed if need be) at teardown."""
-    ports = {name: free_tcp_port() for name in ("compact_port", "httplog_port", "ok_port", "failing_port")}
+    ports = {
+        name: free_port("127.0.0.1") for name in ("compact_port", "httplog_port", "ok_port", "failing_port")
+    }
     backends = "".join(
         BACKEND.format(name=name, ok_port=ports["ok_port"], failing_port=ports["failing_port"])
         for name in ("app_compact", "app_httplog")

@@ -87,9 +87,9 @@ def test_quantiles_of_counts_uses_the_lower_rank() -> None:
 
 def test_table_renders_one_row_per_server() -> None:
     """The rich table shows each server with its counts and timer quantiles."""
-    console = Console(file=io.StringIO(), width=200)
-    console.print(format_summary_table(summarize(sample_log())))
-    text = console.file.getvalue()
+    output = io.StringIO()
+    Console(file=output, width=200).print(format_summary_table(summarize(sample_log())))
+    text = output.getvalue()
     assert "v1-1" in text and "v2-1" in text
     assert "50/90/99" in text
     assert "102 requests in 104 lines, 1 rejected" in text

@@ -388,12 +388,13 @@ def mutated_httplog(draw: st.DrawFn) -> str:
 def test_mutated_lines_never_raise_and_equal_the_reference(lines: list[str], chunk: int) -> None:
     """Mutated httplog lines, whole or cut into small chunks: never raises, same summary as the reference."""
     content = ("\n".join(lines) + "\n").encode("utf-8", "replace")
-    saved = summarize_module._CHUNK_BYTES
-    summarize_module._CHUNK_BYTES = chunk
+    # The module, not the function the package exports under its name; a fixture would not reset per example.
+    saved = vars(summarize_module)["_CHUNK_BYTES"]
+    vars(summarize_module)["_CHUNK_BYTES"] = chunk
     try:
         stream = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", errors="replace")
         fast = summarize(stream)
     finally:
-        summarize_module._CHUNK_BYTES = saved
+        vars(summarize_module)["_CHUNK_BYTES"] = saved
     slow = reference(list(io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", errors="replace")))
     assert fast == slow

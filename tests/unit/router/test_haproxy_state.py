@@ -20,7 +20,7 @@ from fridaymorning.router.haproxy import parse_servers_state, write_atomically
 from fridaymorning.router.process import failed_reloads, runs_haproxy_master
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import FakeAdminSocket
+    from tests.unit.router.conftest import FakeAdminSocket
 
 SERVERS_STATE = (
     "1\n"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fridaymorning.analysis.judge import Policy
+from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import index_of_value, lognormal_parameters
 from fridaymorning.config import CollectorConfig
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
