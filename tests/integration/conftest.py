@@ -6,7 +6,6 @@ A missing program fails the test with install advice: a skipped integration test
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -16,9 +15,14 @@ import pytest
 
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.platform.local import free_port as free_port_on
-from fridaymorning.procfs import process_alive, read_cmdline
+from fridaymorning.procfs import pids, process_alive, read_cmdline
 from fridaymorning.router import HAProxyProcess, HAProxyRouter, StopTimeouts
-from fridaymorning.testing import VERSIONED_APP, LoggingHAProxy, logging_haproxy_config
+from fridaymorning.testing import (
+    VERSIONED_APP,
+    LoggingHAProxy,
+    answering_haproxy_config,
+    logging_haproxy_config,
+)
 
 if TYPE_CHECKING:
     from fridaymorning.config import Config
@@ -29,36 +33,7 @@ ServiceSettings = Callable[..., dict[str, Any]]
 RuntimeConfig = Callable[..., "Config"]
 StartRuntime = Callable[["Config"], Awaitable["Runtime"]]
 Upstreams = Callable[[int], Awaitable[list[int]]]
-
-UPSTREAM_CONFIG = """\
-global
-    stats socket {admin_socket} mode 600 level admin
-    maxconn 1000
-    # Stand-ins for instances: stop fast even if the HAProxy under test still holds connections to them.
-    hard-stop-after 2s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout http-request 2s
-    timeout http-keep-alive 2s
-"""
-
-UPSTREAM_FRONTEND = """\
-frontend upstream{index}
-    bind 127.0.0.1:{port}
-    http-request return status 200 content-type text/plain string ok
-"""
-
-LABELLED_UPSTREAM_FRONTEND = """\
-frontend upstream{index}
-    bind 127.0.0.1:{port}
-    http-request return status 200 content-type text/plain string {label}
-"""
-
-# A label becomes an unquoted word of haproxy.cfg.
-UPSTREAM_LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+LabelledUpstreams = Callable[[list[str]], Awaitable[list[int]]]
 
 
 def required_binary(name: str, package: str) -> str:
@@ -101,10 +76,9 @@ def processes_using() -> Callable[[Path], list[int]]:
 def live_processes_using(path: Path) -> list[int]:
     """Pids of live processes whose command line mentions `path` (e.g. a haproxy.cfg)."""
     needle = str(path)
-    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
     return [
         pid
-        for pid in pids
+        for pid in pids()
         if pid != os.getpid()
         and any(needle in argument for argument in read_cmdline(pid) or ())
         and process_alive(pid)
@@ -112,29 +86,16 @@ def live_processes_using(path: Path) -> list[int]:
 
 
 @pytest.fixture
-async def http_upstreams(haproxy_binary: str, tmp_path: Path) -> AsyncIterator[Upstreams]:
+def http_upstreams(labelled_upstreams: LabelledUpstreams) -> Upstreams:
     """A factory: `await http_upstreams(n)` starts one HAProxy answering 200 'ok' on n loopback ports.
 
     These stand in for the instances of a service. The HAProxy is stopped at teardown.
     """
-    started: list[HAProxyProcess] = []
 
     async def start(count: int) -> list[int]:
-        directory = tmp_path / f"upstream{len(started)}"
-        directory.mkdir()
-        ports = [find_free_port() for _ in range(count)]
-        text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
-        text += "".join(UPSTREAM_FRONTEND.format(index=i, port=port) for i, port in enumerate(ports))
-        config_path = directory / "haproxy.cfg"
-        config_path.write_text(text, encoding="utf-8")
-        process = HAProxyProcess(config_path, binary=haproxy_binary)
-        await process.start()
-        started.append(process)
-        return ports
+        return await labelled_upstreams(["ok"] * count)
 
-    yield start
-    for process in started:
-        await process.stop()
+    return start
 
 
 @pytest.fixture
@@ -181,9 +142,7 @@ async def logging_haproxy(
 
 
 @pytest.fixture
-async def labelled_upstreams(
-    haproxy_binary: str, tmp_path: Path
-) -> AsyncIterator[Callable[[list[str]], Awaitable[list[int]]]]:
+async def labelled_upstreams(haproxy_binary: str, tmp_path: Path) -> AsyncIterator[LabelledUpstreams]:
     """A factory: `await labelled_upstreams(["v1", "v2"])` starts one HAProxy with one loopback port per
     label, each answering 200 with its label as the body, so a test sees which server answered.
 
@@ -192,21 +151,15 @@ async def labelled_upstreams(
     started: list[HAProxyProcess] = []
 
     async def start(labels: list[str]) -> list[int]:
-        assert all(UPSTREAM_LABEL.match(label) for label in labels), labels
-        directory = tmp_path / f"labelled{len(started)}"
+        directory = tmp_path / f"upstream{len(started)}"
         directory.mkdir()
-        ports = [find_free_port() for _ in labels]
-        text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
-        text += "".join(
-            LABELLED_UPSTREAM_FRONTEND.format(index=index, port=port, label=label)
-            for index, (port, label) in enumerate(zip(ports, labels, strict=True))
-        )
+        answers = [(find_free_port(), label) for label in labels]
         config_path = directory / "haproxy.cfg"
-        config_path.write_text(text, encoding="utf-8")
+        config_path.write_text(answering_haproxy_config(directory / "admin.sock", answers), encoding="utf-8")
         process = HAProxyProcess(config_path, binary=haproxy_binary)
         await process.start()
         started.append(process)
-        return ports
+        return [port for port, _ in answers]
 
     yield start
     for process in started:

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.procfs import process_alive
 from fridaymorning.testing import EVENT_DEADLINE_S, FM, FmUpProcess, descendants, run_fm, wait_for_sync
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
         assert json.loads(status.stdout)["services"][0]["stable"] == "v2"
     finally:
         assert up.stop() == 0
-    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+    assert [pid for pid in children if process_alive(pid)] == []
 
 
 def test_deploy_refusals_and_abort_exit_code(

@@ -66,7 +66,7 @@ def test_kill_9_keeps_serving_and_the_rollout_resumes(
         data_plane = descendants(first.process.pid)
         first.kill()
         time.sleep(3)  # HAProxy and the instances serve alone
-        assert all(Path(f"/proc/{pid}").exists() for pid in data_plane)
+        assert all(process_alive(pid) for pid in data_plane)
         second = FmUpProcess(config)
         resumed = wait_for_phase(second.api, rollout["id"], {"progressing"})
         assert resumed["canary_weight"] == 30

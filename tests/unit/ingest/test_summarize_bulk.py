@@ -23,6 +23,7 @@ from fridaymorning.ingest.fastpath import DateCache, HeaderCache
 from fridaymorning.ingest.haproxy_log import is_failure, parse_event, parse_line
 from fridaymorning.ingest.summarize import summarize
 from fridaymorning.models import STATUS_CLASSES
+from fridaymorning.testing import httplog_line as httplog
 from fridaymorning.testing import local_time_zone
 
 summarize_module = importlib.import_module("fridaymorning.ingest.summarize")
@@ -36,20 +37,6 @@ HEADERS = [
     "<134>1 2026-11-26T12:38:53.468000+00:00 myhost haproxy 6027 - - ",
     "",
 ]
-
-
-def httplog(
-    client: str = "127.0.0.1:41054",
-    date: str = "[26/Nov/2026:12:38:53.468]",
-    target: str = "be/v1-1",
-    timers: str = "0/0/1/4/9",
-    status: str = "200",
-    size: str = "73",
-    termination: str = "----",
-    counts: str = "4/1/0/0/0",
-    tail: str = ' 0/0 {Mozilla 5 x} "GET /x?a=b HTTP/1.1"',
-) -> str:
-    return f"{client} {date} hl {target} {timers} {status} {size} - - {termination} {counts}{tail}"
 
 
 # Every httplog and compact case of test_haproxy_log.py, and what the fast path must hand back.
