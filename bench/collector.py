@@ -52,7 +52,13 @@ from fridaymorning.platform.local import free_port as free_port_on
 from fridaymorning.procfs import stat_fields
 from fridaymorning.router import ServerSpec, render_haproxy_config
 from fridaymorning.sketches import merge_sketches
-from fridaymorning.testing import answering_haproxy_config, compact_log_line, httplog_line
+from fridaymorning.testing import (
+    answering_haproxy_config,
+    compact_log_line,
+    httplog_line,
+    listening,
+    wait_for_sync,
+)
 
 PYTHON = sys.executable
 SCRIPT = str(Path(__file__).resolve())
@@ -279,15 +285,8 @@ def live_config(state_dir: str, frontend_port: int) -> Config:
     return Config.model_validate({"state_dir": state_dir, "services": [service]})
 
 
-def wait_listening(port: int, deadline_s: float = 10.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {deadline_s:.0f} s")
+def wait_listening(ports: list[int]) -> None:
+    wait_for_sync(lambda: all(map(listening, ports)), f"HAProxy listening on {ports}", timeout_s=10)
 
 
 def bench_live(quick: bool) -> dict[str, Any]:
@@ -309,11 +308,11 @@ def bench_live(quick: bool) -> dict[str, Any]:
             render_haproxy_config(config, ("127.0.0.1", collector.port), {LIVE_SERVICE: servers})
         )
         upstream = subprocess.Popen([HAPROXY, "-f", str(upstream_config), "-db"], stdout=subprocess.DEVNULL)
-        haproxy = subprocess.Popen([HAPROXY, "-f", str(haproxy_config), "-db"], stdout=subprocess.DEVNULL)
+        haproxy = None
         try:
-            for port, _ in answers:
-                wait_listening(port)
-            wait_listening(frontend_port)
+            wait_listening([port for port, _ in answers])  # so no server starts DOWN
+            haproxy = subprocess.Popen([HAPROXY, "-f", str(haproxy_config), "-db"], stdout=subprocess.DEVNULL)
+            wait_listening([frontend_port])
             cpu_before, started = collector.cpu_seconds(), time.time()
             wrk = subprocess.run(
                 ["wrk", "-t2", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{frontend_port}/"],
@@ -333,8 +332,9 @@ def bench_live(quick: bool) -> dict[str, Any]:
             )
         finally:
             for process in (haproxy, upstream):
-                process.terminate()
-                process.wait(timeout=15)
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=15)
     stats = collector.finish()
     return {
         "seconds": seconds,

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -508,12 +509,11 @@ def compact_log_line(
     *,
     size: int = 100,
     termination: str = "--",
-    backend: str = "web",
-    client: str = "127.0.0.1",
     header: str = SYSLOG_HEADER,
 ) -> str:
-    """One request in the compact log format (logformat.COMPACT_LOG_FORMAT), as HAProxy sends it at `at`."""
-    fields = (f"{at:.3f}", backend, server, status, tr_ms, ta_ms, size, termination, client)
+    """One request of backend `web` from 127.0.0.1 in the compact log format (logformat.COMPACT_LOG_FORMAT),
+    as HAProxy sends it at `at`."""
+    fields = (f"{at:.3f}", "web", server, status, tr_ms, ta_ms, size, termination, "127.0.0.1")
     return header + "fm1 " + " ".join(str(field) for field in fields)
 
 
@@ -850,6 +850,15 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s:g} s: {what} (last seen: {value!r})")
         await asyncio.sleep(interval_s)
+
+
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:`port` right now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for_sync(

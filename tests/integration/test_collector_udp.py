@@ -27,7 +27,7 @@ from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import STATUS_CLASSES, Window
 from fridaymorning.platform.local import free_port
-from fridaymorning.testing import EVENT_DEADLINE_S
+from fridaymorning.testing import EVENT_DEADLINE_S, listening, wait_for_sync
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
@@ -89,14 +89,7 @@ def haproxy_binary() -> str:
 
 def wait_for_listener(port: int, timeout_s: float = 10.0) -> None:
     """Block until 127.0.0.1:port accepts connections, or fail the test."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"HAProxy did not listen on 127.0.0.1:{port} within {timeout_s} s")
+    wait_for_sync(lambda: listening(port), f"HAProxy listening on 127.0.0.1:{port}", timeout_s)
 
 
 @pytest.fixture

@@ -37,21 +37,11 @@ class TrafficActuator:
     """Moves one service's traffic: its backends, its servers, and the canary's share."""
 
     def __init__(self, service: ServiceConfig, router: Router) -> None:
-        self.service = service
         self.router = router
-
-    @property
-    def backend(self) -> str:
-        return self.service.name
-
-    @property
-    def ab(self) -> bool:
-        return self.service.rollout.strategy == "ab"
-
-    @property
-    def canary_backend(self) -> str:
-        """Where canary servers live: the A/B backend for `ab`, else the service's backend."""
-        return ab_backend(self.backend) if self.ab else self.backend
+        self.backend = service.name
+        self.ab = service.rollout.strategy == "ab"
+        # Where canary servers live: the A/B backend for `ab`, else the service's backend.
+        self.canary_backend = ab_backend(self.backend) if self.ab else self.backend
 
     async def ensure_backends(self) -> None:
         """Make sure the service's backend (and its A/B backend) exist."""

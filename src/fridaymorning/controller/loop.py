@@ -135,11 +135,11 @@ class ServiceController:
 
     @property
     def backend(self) -> str:
-        return self.traffic.backend
+        return self.service.name
 
     @property
     def ab(self) -> bool:
-        return self.traffic.ab
+        return self.service.rollout.strategy == "ab"
 
     @property
     def canary_backend(self) -> str:
