@@ -5,8 +5,14 @@
 set -eu
 
 # binary -> Debian package. stress-ng keeps the cores busy for scripts/test-under-load.sh; nginx-light is
-# a real third-party service for the benchmarks; chromium runs the dashboard's browser tests.
-NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light chromium:chromium"
+# a real third-party service for the benchmarks; chromium runs the dashboard's browser tests; influxd,
+# victoria-metrics and prometheus are the monitoring servers the store and provider tests start; dockerd
+# runs the Swarm tests, busybox-static builds their images; rsyslog relays logs like a team's syslog
+# daemon; rsync and npm serve the GitLab CI test.
+NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light chromium:chromium
+influxd:influxdb victoria-metrics:victoria-metrics prometheus:prometheus dockerd:docker.io
+busybox:busybox-static rsyslogd:rsyslog rsync:rsync ip:iproute2 nsenter:util-linux openssl:openssl
+node:nodejs npm:npm"
 
 missing=""
 for pair in $NEEDED; do

@@ -5,9 +5,11 @@ A missing program fails the test with install advice: a skipped integration test
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,13 @@ from fridaymorning.testing import (
     LoggingHAProxy,
     answering_haproxy_config,
     logging_haproxy_config,
+)
+from fridaymorning.testservers import (
+    MissingServerError,
+    RunningServer,
+    influxdb_server,
+    prometheus_server,
+    victoria_metrics_server,
 )
 
 if TYPE_CHECKING:
@@ -234,3 +243,40 @@ async def start_runtime() -> AsyncIterator[StartRuntime]:
     yield start
     for runtime in started:
         await runtime.stop()
+
+
+@pytest.fixture
+def influxdb(tmp_path: Path) -> Iterator[RunningServer]:
+    """A real InfluxDB 1.x on a loopback port, its data under the test's temp dir."""
+    with contextlib.ExitStack() as stack:
+        yield _enter_server(stack, influxdb_server(tmp_path / "influxdb"))
+
+
+@pytest.fixture
+def victoria_metrics(tmp_path: Path) -> Iterator[RunningServer]:
+    """A real VictoriaMetrics with `-search.latencyOffset=1s`, so instant queries see the newest data."""
+    with contextlib.ExitStack() as stack:
+        yield _enter_server(stack, victoria_metrics_server(tmp_path / "victoria-metrics"))
+
+
+@pytest.fixture
+def start_prometheus(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """A function that starts a real Prometheus scraping the given HOST:PORT targets; all stop at teardown."""
+    with contextlib.ExitStack() as stack:
+        started = itertools.count()
+
+        def start(targets: Sequence[str], scrape_interval_s: float = 1.0) -> RunningServer:
+            data_dir = tmp_path / f"prometheus-{next(started)}"
+            return _enter_server(stack, prometheus_server(data_dir, targets, scrape_interval_s))
+
+        yield start
+
+
+def _enter_server(
+    stack: contextlib.ExitStack, server: contextlib.AbstractContextManager[RunningServer]
+) -> RunningServer:
+    """Start a server for the test's lifetime; a missing program fails the test (never skips it)."""
+    try:
+        return stack.enter_context(server)
+    except MissingServerError as missing:
+        pytest.fail(str(missing))
