@@ -10,9 +10,10 @@ Prints a table, then one JSON line:
   R lines/s received, parsed and aggregated on one core. Loss = lines sent - requests counted;
   the socket's kernel drops are shown beside it.
 * TCP: octet-counted lines as fast as one client sends them, time until all are counted.
-* Live: wrk against a real HAProxy whose backends are `http-request return` frontends, logging to
-  the UDP collector; HAProxy's own request count (`stot`) against lines logged, and the collector's
-  CPU (utime+stime from /proc/PID/stat over the run).
+* Live: wrk against a real HAProxy run from the haproxy.cfg `fm up` would render (the router's
+  renderer), logging to the UDP collector, in front of two stand-in servers that a second HAProxy
+  answers with `http-request return`; HAProxy's own request count (`stot`) against lines logged,
+  and the collector's CPU (utime+stime from /proc/PID/stat over the run).
 * Offline: one generated httplog file through `summarize` (in process) and through `halog -srv`
   (per-server table, the closest to ours) and `halog -pct` (percentiles), timed side by side.
 * Stores (`--stores`): the live path again, with the collector writing to no store, to SQLite, to a
@@ -46,13 +47,23 @@ from typing import Any
 
 import numpy as np
 
+from fridaymorning.config import Config
 from fridaymorning.ingest._receive import _IoVec as IoVec
 from fridaymorning.ingest._receive import _MMsgHdr as Message
 from fridaymorning.ingest.framing import frame_octet_counted
 from fridaymorning.ingest.summarize import summarize
 from fridaymorning.models import new_sketch
+from fridaymorning.platform.local import free_port as free_port_on
+from fridaymorning.procfs import stat_fields
+from fridaymorning.router import ServerSpec, render_haproxy_config
 from fridaymorning.sketches import merge_sketches
-from fridaymorning.testing import logging_haproxy_config
+from fridaymorning.testing import (
+    answering_haproxy_config,
+    compact_log_line,
+    httplog_line,
+    listening,
+    wait_for_sync,
+)
 
 PYTHON = sys.executable
 SCRIPT = str(Path(__file__).resolve())
@@ -69,11 +80,11 @@ def compact_lines(count: int, second: int) -> list[bytes]:
     for index in range(count):
         status = 503 if index % 50 == 0 else 200
         tr_ms = int(rng.lognormvariate(2.5, 0.8))
-        lines.append(
-            f"<134>Nov 26 12:38:53 haproxy[6027]: fm1 {second}.{index % 1000:03d} web "
-            f"v{1 + index % 2}-{1 + index % 3} {status} {tr_ms} {tr_ms + rng.randint(0, 3)} "
-            f"{rng.randint(100, 900)} -- 127.0.0.1".encode()
-        )
+        server = f"v{1 + index % 2}-{1 + index % 3}"
+        ta_ms = tr_ms + rng.randint(0, 3)
+        at = second + (index % 1000) / 1000
+        line = compact_log_line(at, server, status, tr_ms, ta_ms, size=rng.randint(100, 900))
+        lines.append(line.encode())
     return lines
 
 
@@ -152,8 +163,9 @@ class CollectorProcess:
         return float(self.process.stdout.readline().split()[1])
 
     def cpu_seconds(self) -> float:
-        """utime + stime so far, from /proc/PID/stat."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        """utime + stime so far, from /proc/PID/stat (fields 14 and 15)."""
+        fields = stat_fields(self.process.pid)
+        assert fields is not None, "the collector process is gone"
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def finish(self) -> dict[str, Any]:
@@ -269,9 +281,7 @@ def bench_tcp(quick: bool) -> dict[str, Any]:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port_on("127.0.0.1")
 
 
 def admin(socket_path: Path, command: str) -> str:
@@ -290,9 +300,29 @@ def haproxy_requests(socket_path: Path) -> int:
     total = 0
     for row in rows[1:]:
         values = dict(zip(header, row.split(","), strict=False))
-        if values.get("pxname") == "app" and values.get("svname") not in ("FRONTEND", "BACKEND"):
+        if values.get("pxname") == LIVE_SERVICE and values.get("svname") not in ("FRONTEND", "BACKEND"):
             total += int(values.get("stot") or 0)
     return total
+
+
+# The service of the live run, named as `fm up` would route and log it.
+LIVE_SERVICE = "web"
+
+
+def live_config(state_dir: str, frontend_port: int) -> Config:
+    """One service on `frontend_port`, as a user's fridaymorning.yaml would declare it."""
+    service = {
+        "name": LIVE_SERVICE,
+        "frontend": f"127.0.0.1:{frontend_port}",
+        "stable": "v1",
+        "platform": {"command": ["app", "{port}"]},
+        "rollout": {"steps": [{"weight": 50}]},
+    }
+    return Config.model_validate({"state_dir": state_dir, "services": [service]})
+
+
+def wait_listening(ports: list[int]) -> None:
+    wait_for_sync(lambda: all(map(listening, ports)), f"HAProxy listening on {ports}", timeout_s=10)
 
 
 def bench_live(quick: bool, store_url: str | None = None) -> dict[str, Any]:
@@ -300,22 +330,25 @@ def bench_live(quick: bool, store_url: str | None = None) -> dict[str, Any]:
     collector = CollectorProcess("udp", store_url=store_url)
     with tempfile.TemporaryDirectory() as directory:
         frontend_port = free_port()
-        admin_socket = Path(directory, "admin.sock")
-        config = Path(directory, "haproxy.cfg")
-        config.write_text(
-            logging_haproxy_config(
-                collector_port=collector.port,
-                admin_socket=admin_socket,
-                logged={"fe": frontend_port},
-                servers={"v1-1": free_port(), "v2-1": free_port()},
-                maxconn=4000,
-            )
+        config = live_config(directory, frontend_port)
+        admin_socket = config.runtime_path(config.haproxy.admin_socket)
+        answers = [(free_port(), "ok"), (free_port(), "ok")]
+        upstream_config = Path(directory, "upstream.cfg")
+        upstream_config.write_text(answering_haproxy_config(Path(directory, "upstream.sock"), answers))
+        servers = [
+            ServerSpec(LIVE_SERVICE, name, "127.0.0.1", port, 1)
+            for name, (port, _) in zip(("v1-1", "v2-1"), answers, strict=True)
+        ]
+        haproxy_config = Path(directory, "haproxy.cfg")
+        haproxy_config.write_text(
+            render_haproxy_config(config, ("127.0.0.1", collector.port), {LIVE_SERVICE: servers})
         )
-        haproxy = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=subprocess.DEVNULL)
+        upstream = subprocess.Popen([HAPROXY, "-f", str(upstream_config), "-db"], stdout=subprocess.DEVNULL)
+        haproxy = None
         try:
-            deadline = time.time() + 10
-            while not admin_socket.exists() and time.time() < deadline:
-                time.sleep(0.05)
+            wait_listening([port for port, _ in answers])  # so no server starts DOWN
+            haproxy = subprocess.Popen([HAPROXY, "-f", str(haproxy_config), "-db"], stdout=subprocess.DEVNULL)
+            wait_listening([frontend_port])
             cpu_before, started = collector.cpu_seconds(), time.time()
             wrk = subprocess.run(
                 ["wrk", "-t2", "-c50", f"-d{seconds}s", f"http://127.0.0.1:{frontend_port}/"],
@@ -334,8 +367,10 @@ def bench_live(quick: bool, store_url: str | None = None) -> dict[str, Any]:
                 ).split(":")[1]
             )
         finally:
-            haproxy.terminate()
-            haproxy.wait(timeout=10)
+            for process in (haproxy, upstream):
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=15)
     stats = collector.finish()
     store_keys = ("stored_requests", "store_flush_s", "overflowed", "retries", "sent")
     return {
@@ -424,12 +459,19 @@ def write_httplog(path: Path, count: int) -> None:
             second = index * 60 // count
             tr_ms = int(rng.lognormvariate(3, 0.8))
             status, termination = (503, "SH--") if index % 40 == 0 else (200, "----")
-            out.write(
-                f"Nov 26 12:38:{second:02d} lb1 haproxy[6027]: 127.0.0.1:{40000 + index % 20000} "
-                f"[26/Nov/2026:12:38:{second:02d}.{index % 1000:03d}] fe be/{servers[index % 3]} "
-                f"0/0/0/{tr_ms}/{tr_ms + rng.randint(0, 5)} {status} {100 + index % 700} - - {termination} "
-                f'2/1/0/0/0 0/0 "GET /item/{index % 1000} HTTP/1.1"\n'
+            line = httplog_line(
+                client=f"127.0.0.1:{40000 + index % 20000}",
+                date=f"[26/Nov/2026:12:38:{second:02d}.{index % 1000:03d}]",
+                frontend="fe",
+                target=f"be/{servers[index % 3]}",
+                timers=f"0/0/0/{tr_ms}/{tr_ms + rng.randint(0, 5)}",
+                status=status,
+                size=100 + index % 700,
+                termination=termination,
+                counts="2/1/0/0/0",
+                tail=f' 0/0 "GET /item/{index % 1000} HTTP/1.1"',
             )
+            out.write(f"Nov 26 12:38:{second:02d} lb1 haproxy[6027]: {line}\n")
 
 
 def time_halog(mode: str, path: Path) -> float:

@@ -79,7 +79,7 @@ from fridaymorning.fleetlab import (
     requests_while,
 )
 from fridaymorning.loadgen.traffic import NO_VERSION, VERSION_HEADER, TrafficGenerator
-from fridaymorning.procfs import read_pid
+from fridaymorning.procfs import pids, process_alive, read_cmdline, read_environ, read_pid
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
 from fridaymorning.router.process import PIDFILE_LINE, runs_haproxy_master
@@ -168,26 +168,18 @@ def set_mark(run_id: str, trial: str) -> str:
 def marked_processes(prefix: str) -> list[int]:
     """Live (non-zombie) processes but us whose environment has MARK=<a value starting with prefix>."""
     needle = f"{MARK}={prefix}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in (b"Z", b"X") and any(variable.startswith(needle) for variable in environ):
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid in pids()
+        if pid != os.getpid()
+        and any(variable.startswith(needle) for variable in read_environ(pid) or ())
+        and process_alive(pid)
+    ]
 
 
 def describe(pid: int, limit: int = 80) -> str:
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        return command.decode(errors="replace")[:limit]
-    except OSError:
-        return "?"
+    argv = read_cmdline(pid)
+    return " ".join(argv)[:limit] if argv else "?"
 
 
 def reap_marked(prefix: str, wait_s: float = 5.0) -> list[str]:
@@ -202,14 +194,6 @@ def reap_marked(prefix: str, wait_s: float = 5.0) -> list[str]:
     return leftovers
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in (b"Z", b"X")
-
-
 def listening_pid(port: int) -> int | None:
     """The pid of the process listening on TCP `port` (loopback), through /proc/net/tcp and /proc/*/fd."""
     inodes = set()
@@ -221,17 +205,15 @@ def listening_pid(port: int) -> int | None:
                     inodes.add(f"socket:[{fields[9]}]")
     if not inodes:
         return None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in pids():
         try:
-            descriptors = list((entry / "fd").iterdir())
+            descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
         except OSError:
             continue
         for descriptor in descriptors:
             with contextlib.suppress(OSError):
                 if os.readlink(descriptor) in inodes:
-                    return int(entry.name)
+                    return pid
     return None
 
 
@@ -571,7 +553,7 @@ def kill9_trial(root: Path, run_id: str, phase: str) -> dict[str, Any]:
         outage = tally_diff(d.tally(), before_outage)
         result["outage_requests"] = sum(c["requests"] for c in outage.values())
         result["outage_failed"] = failed_requests(outage)["total"]
-        result["data_plane_alive"] = f"{sum(alive(p) for p in data_plane)}/{len(data_plane)}"
+        result["data_plane_alive"] = f"{sum(process_alive(p) for p in data_plane)}/{len(data_plane)}"
         mark("restart")
         d.up = FmUpProcess(d.config, timeout_s=START_TIMEOUT_S)
         mark("api_up")

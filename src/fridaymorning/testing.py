@@ -12,7 +12,9 @@ import inspect
 import itertools
 import json
 import os
+import re
 import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from fridaymorning.errors import InstanceLagError, RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
 from fridaymorning.notify.base import Notifier
+from fridaymorning.procfs import parent_pid, pids
 from fridaymorning.router import Share, weights_for_shares
 
 if TYPE_CHECKING:
@@ -541,6 +544,47 @@ def synthetic_window(
     return window
 
 
+# What HAProxy puts before each message it sends to syslog (RFC 3164, without a hostname).
+SYSLOG_HEADER = "<134>Nov 26 12:38:53 haproxy[6027]: "
+
+
+def compact_log_line(
+    at: float,
+    server: str,
+    status: int = 200,
+    tr_ms: int = 3,
+    ta_ms: int = 5,
+    *,
+    size: int = 100,
+    termination: str = "--",
+    header: str = SYSLOG_HEADER,
+) -> str:
+    """One request of backend `web` from 127.0.0.1 in the compact log format (logformat.COMPACT_LOG_FORMAT),
+    as HAProxy sends it at `at`."""
+    fields = (f"{at:.3f}", "web", server, status, tr_ms, ta_ms, size, termination, "127.0.0.1")
+    return header + "fm1 " + " ".join(str(field) for field in fields)
+
+
+def httplog_line(
+    *,
+    client: str = "127.0.0.1:41054",
+    date: str = "[26/Nov/2026:12:38:53.468]",
+    frontend: str = "hl",
+    target: str = "be/v1-1",
+    timers: str = "0/0/1/4/9",
+    status: int | str = 200,
+    size: int | str = 73,
+    termination: str = "----",
+    counts: str = "4/1/0/0/0",
+    tail: str = ' 0/0 {Mozilla 5 x} "GET /x?a=b HTTP/1.1"',
+) -> str:
+    """One request in HAProxy's `option httplog` format, without the syslog header.
+
+    Every field is text as it stands in the line, so a test can give it malformed on purpose.
+    """
+    return f"{client} {date} {frontend} {target} {timers} {status} {size} - - {termination} {counts}{tail}"
+
+
 @contextlib.contextmanager
 def local_time_zone(spec: str) -> Iterator[None]:
     """Run with the local time zone `spec` (a TZ value such as "UTC0"), then restore the machine's.
@@ -605,6 +649,29 @@ def logging_haproxy_config(
     for server, port in servers.items():
         lines += [f"frontend serve-{server}", f"    bind 127.0.0.1:{port}"]
         lines += ["    http-request return status 200 content-type text/plain string ok"]
+    return "\n".join(lines) + "\n"
+
+
+# What an answering HAProxy returns becomes an unquoted word of its haproxy.cfg.
+ANSWER_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+def answering_haproxy_config(admin_socket: str | Path, answers: Sequence[tuple[int, str]]) -> str:
+    """A haproxy.cfg of stand-ins for instances: on each loopback (port, body), 200 with that body.
+
+    HAProxy answers every request itself, so the stand-ins cost little beside the HAProxy under test;
+    they stop soon even while that HAProxy still holds connections to them.
+    """
+    for _, body in answers:
+        if not ANSWER_PATTERN.match(body):
+            raise ValueError(f"an answer must match {ANSWER_PATTERN.pattern}, got {body!r}")
+    lines = ["global", f"    stats socket {admin_socket} mode 600 level admin", "    maxconn 1000"]
+    lines += ["    hard-stop-after 2s", "defaults", "    mode http", "    timeout connect 2s"]
+    lines += ["    timeout client 30s", "    timeout server 30s", "    timeout http-request 2s"]
+    lines += ["    timeout http-keep-alive 2s"]
+    for index, (port, body) in enumerate(answers):
+        lines += [f"frontend answer{index}", f"    bind 127.0.0.1:{port}"]
+        lines += [f"    http-request return status 200 content-type text/plain string {body}"]
     return "\n".join(lines) + "\n"
 
 
@@ -837,6 +904,15 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+def listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:`port` right now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for_sync(
     condition: Callable[[], Any], what: str, timeout_s: float = EVENT_DEADLINE_S, interval_s: float = 0.1
 ) -> Any:
@@ -902,14 +978,7 @@ class FmUpProcess:
 
 def descendants(pid: int) -> list[int]:
     """Pids of every live process whose parent chain reaches `pid`."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    parents = {child: parent_pid(child) for child in pids()}
     found, frontier = [], [pid]
     while frontier:
         current = frontier.pop()

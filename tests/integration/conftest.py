@@ -8,19 +8,23 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import shutil
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fridaymorning.ingest.syslog import UdpCollector
-from fridaymorning.procfs import process_alive, read_cmdline
+from fridaymorning.platform.local import free_port as free_port_on
+from fridaymorning.procfs import pids, process_alive, read_cmdline
 from fridaymorning.router import HAProxyProcess, HAProxyRouter, StopTimeouts
-from fridaymorning.testing import VERSIONED_APP, LoggingHAProxy, logging_haproxy_config
+from fridaymorning.testing import (
+    VERSIONED_APP,
+    LoggingHAProxy,
+    answering_haproxy_config,
+    logging_haproxy_config,
+)
 from fridaymorning.testservers import (
     MissingServerError,
     RunningServer,
@@ -29,35 +33,16 @@ from fridaymorning.testservers import (
     victoria_metrics_server,
 )
 
-UPSTREAM_CONFIG = """\
-global
-    stats socket {admin_socket} mode 600 level admin
-    maxconn 1000
-    # Stand-ins for instances: stop fast even if the HAProxy under test still holds connections to them.
-    hard-stop-after 2s
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    timeout http-request 2s
-    timeout http-keep-alive 2s
-"""
+if TYPE_CHECKING:
+    from fridaymorning.config import Config
+    from fridaymorning.runtime import Runtime
 
-UPSTREAM_FRONTEND = """\
-frontend upstream{index}
-    bind 127.0.0.1:{port}
-    http-request return status 200 content-type text/plain string ok
-"""
-
-LABELLED_UPSTREAM_FRONTEND = """\
-frontend upstream{index}
-    bind 127.0.0.1:{port}
-    http-request return status 200 content-type text/plain string {label}
-"""
-
-# A label becomes an unquoted word of haproxy.cfg.
-UPSTREAM_LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+# What the factory fixtures below give a test, for its annotations.
+ServiceSettings = Callable[..., dict[str, Any]]
+RuntimeConfig = Callable[..., "Config"]
+StartRuntime = Callable[["Config"], Awaitable["Runtime"]]
+Upstreams = Callable[[int], Awaitable[list[int]]]
+LabelledUpstreams = Callable[[list[str]], Awaitable[list[int]]]
 
 
 def required_binary(name: str, package: str) -> str:
@@ -82,9 +67,7 @@ def wrk_binary() -> str:
 
 def find_free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_port_on("127.0.0.1")
 
 
 @pytest.fixture
@@ -102,10 +85,9 @@ def processes_using() -> Callable[[Path], list[int]]:
 def live_processes_using(path: Path) -> list[int]:
     """Pids of live processes whose command line mentions `path` (e.g. a haproxy.cfg)."""
     needle = str(path)
-    pids = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
     return [
         pid
-        for pid in pids
+        for pid in pids()
         if pid != os.getpid()
         and any(needle in argument for argument in read_cmdline(pid) or ())
         and process_alive(pid)
@@ -113,31 +95,16 @@ def live_processes_using(path: Path) -> list[int]:
 
 
 @pytest.fixture
-async def http_upstreams(
-    haproxy_binary: str, tmp_path: Path
-) -> AsyncIterator[Callable[[int], Awaitable[list[int]]]]:
+def http_upstreams(labelled_upstreams: LabelledUpstreams) -> Upstreams:
     """A factory: `await http_upstreams(n)` starts one HAProxy answering 200 'ok' on n loopback ports.
 
     These stand in for the instances of a service. The HAProxy is stopped at teardown.
     """
-    started: list[HAProxyProcess] = []
 
     async def start(count: int) -> list[int]:
-        directory = tmp_path / f"upstream{len(started)}"
-        directory.mkdir()
-        ports = [find_free_port() for _ in range(count)]
-        text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
-        text += "".join(UPSTREAM_FRONTEND.format(index=i, port=port) for i, port in enumerate(ports))
-        config_path = directory / "haproxy.cfg"
-        config_path.write_text(text, encoding="utf-8")
-        process = HAProxyProcess(config_path, binary=haproxy_binary)
-        await process.start()
-        started.append(process)
-        return ports
+        return await labelled_upstreams(["ok"] * count)
 
-    yield start
-    for process in started:
-        await process.stop()
+    return start
 
 
 @pytest.fixture
@@ -171,8 +138,8 @@ async def logging_haproxy(
         )
         config_path = tmp_path / "haproxy.cfg"
         config_path.write_text(config, encoding="utf-8")
-        timeouts = {} if stop_timeouts is None else {"stop_timeouts": stop_timeouts}
-        haproxy = HAProxyProcess(config_path, binary=haproxy_binary, **timeouts)
+        timeouts = StopTimeouts() if stop_timeouts is None else stop_timeouts
+        haproxy = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=timeouts)
         started.append(LoggingHAProxy(collector, haproxy, HAProxyRouter(admin_socket), ports))
         await haproxy.start()
         return started[-1]
@@ -184,9 +151,7 @@ async def logging_haproxy(
 
 
 @pytest.fixture
-async def labelled_upstreams(
-    haproxy_binary: str, tmp_path: Path
-) -> AsyncIterator[Callable[[list[str]], Awaitable[list[int]]]]:
+async def labelled_upstreams(haproxy_binary: str, tmp_path: Path) -> AsyncIterator[LabelledUpstreams]:
     """A factory: `await labelled_upstreams(["v1", "v2"])` starts one HAProxy with one loopback port per
     label, each answering 200 with its label as the body, so a test sees which server answered.
 
@@ -195,21 +160,15 @@ async def labelled_upstreams(
     started: list[HAProxyProcess] = []
 
     async def start(labels: list[str]) -> list[int]:
-        assert all(UPSTREAM_LABEL.match(label) for label in labels), labels
-        directory = tmp_path / f"labelled{len(started)}"
+        directory = tmp_path / f"upstream{len(started)}"
         directory.mkdir()
-        ports = [find_free_port() for _ in labels]
-        text = UPSTREAM_CONFIG.format(admin_socket=directory / "admin.sock")
-        text += "".join(
-            LABELLED_UPSTREAM_FRONTEND.format(index=index, port=port, label=label)
-            for index, (port, label) in enumerate(zip(ports, labels, strict=True))
-        )
+        answers = [(find_free_port(), label) for label in labels]
         config_path = directory / "haproxy.cfg"
-        config_path.write_text(text, encoding="utf-8")
+        config_path.write_text(answering_haproxy_config(directory / "admin.sock", answers), encoding="utf-8")
         process = HAProxyProcess(config_path, binary=haproxy_binary)
         await process.start()
         started.append(process)
-        return ports
+        return [port for port, _ in answers]
 
     yield start
     for process in started:
@@ -240,7 +199,7 @@ def quick_service(name: str, frontend_port: int, **rollout: Any) -> dict[str, An
 
 
 @pytest.fixture
-def service_settings(free_port: Callable[[], int]) -> Callable[..., dict[str, Any]]:
+def service_settings(free_port: Callable[[], int]) -> ServiceSettings:
     """`service_settings(name, **rollout)`: a quick service of the versioned demo app on a free port."""
 
     def build(name: str = "web", **rollout: Any) -> dict[str, Any]:
@@ -250,7 +209,7 @@ def service_settings(free_port: Callable[[], int]) -> Callable[..., dict[str, An
 
 
 @pytest.fixture
-def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary: str) -> Callable[..., Any]:
+def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary: str) -> RuntimeConfig:
     """Build a Config on free loopback ports: `runtime_config(service_settings(...), ...)`."""
     from fridaymorning.config import Config
 
@@ -269,13 +228,13 @@ def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary:
 
 
 @pytest.fixture
-async def start_runtime() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def start_runtime() -> AsyncIterator[StartRuntime]:
     """Start a Runtime for a Config; every runtime started is stopped at teardown."""
     from fridaymorning.runtime import Runtime
 
     started: list[Runtime] = []
 
-    async def start(config: Any) -> Runtime:
+    async def start(config: Config) -> Runtime:
         runtime = Runtime(config)
         started.append(runtime)
         await runtime.start()

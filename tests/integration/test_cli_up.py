@@ -5,23 +5,34 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
+from fridaymorning.procfs import process_alive
 from fridaymorning.testing import EVENT_DEADLINE_S, FM, FmUpProcess, descendants, run_fm, wait_for_sync
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, ServiceSettings
 
 pytestmark = pytest.mark.haproxy
 
+# `write_config(steps)`: the path of a config for one quick service with these steps.
+WriteConfig = Callable[[list[dict[str, Any]]], Path]
+
 
 @pytest.fixture
-def write_config(tmp_path: Path, runtime_config, service_settings):
+def write_config(
+    tmp_path: Path, runtime_config: RuntimeConfig, service_settings: ServiceSettings
+) -> WriteConfig:
     """`write_config(steps)`: a fridaymorning.yaml for one quick service with these steps."""
 
-    def write(steps: list[dict]) -> Path:
+    def write(steps: list[dict[str, Any]]) -> Path:
         config = runtime_config(service_settings("web", steps=steps)).model_dump(mode="json")
         path = tmp_path / "fridaymorning.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -37,7 +48,7 @@ def send_requests(url: str, count: int) -> None:
 
 
 def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
-    tmp_path: Path, write_config, haproxy_binary
+    tmp_path: Path, write_config: WriteConfig, haproxy_binary: str
 ) -> None:
     """`fm deploy v2 --wait` exits 0 once promoted; `fm status --json` shows v2 stable; SIGTERM on
     `fm up` stops HAProxy and every instance."""
@@ -58,10 +69,12 @@ def test_up_deploy_wait_promotes_and_sigterm_leaves_nothing(
         assert json.loads(status.stdout)["services"][0]["stable"] == "v2"
     finally:
         assert up.stop() == 0
-    assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+    assert [pid for pid in children if process_alive(pid)] == []
 
 
-def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, haproxy_binary) -> None:
+def test_deploy_refusals_and_abort_exit_code(
+    tmp_path: Path, write_config: WriteConfig, haproxy_binary: str
+) -> None:
     """A second deploy is refused with the reason; `fm abort` ends the first, and its `--wait` exits 4."""
     config = write_config([{"weight": 10, "min_duration_s": 60, "min_requests": 10_000}])
     up = FmUpProcess(config)
@@ -90,7 +103,7 @@ def test_deploy_refusals_and_abort_exit_code(tmp_path: Path, write_config, hapro
         up.stop()
 
 
-def test_state_changes_need_the_token(tmp_path: Path, write_config, haproxy_binary) -> None:
+def test_state_changes_need_the_token(tmp_path: Path, write_config: WriteConfig, haproxy_binary: str) -> None:
     """Without the bearer token a deploy is refused with 401; with a bad version it is a 4xx with a reason."""
     config = write_config([{"weight": 10}])
     up = FmUpProcess(config)
@@ -110,7 +123,7 @@ def test_state_changes_need_the_token(tmp_path: Path, write_config, haproxy_bina
         up.stop()
 
 
-def test_port_in_use_is_a_clear_error(tmp_path: Path, write_config, haproxy_binary) -> None:
+def test_port_in_use_is_a_clear_error(tmp_path: Path, write_config: WriteConfig, haproxy_binary: str) -> None:
     """`fm up` whose frontend port is taken exits 1 and says which port and what wanted it."""
     import socket
 
@@ -127,7 +140,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, write_config, haproxy_bina
     assert f"{host}:{port}" in result.stderr and "already in use" in result.stderr
 
 
-def test_missing_haproxy_gives_install_advice(tmp_path: Path, write_config) -> None:
+def test_missing_haproxy_gives_install_advice(tmp_path: Path, write_config: WriteConfig) -> None:
     """A config naming a haproxy binary that does not exist makes `fm up` say how to install it."""
     config = write_config([{"weight": 10}])
     text = yaml.safe_load(config.read_text())
@@ -140,7 +153,7 @@ def test_missing_haproxy_gives_install_advice(tmp_path: Path, write_config) -> N
     assert "apt-get install -y haproxy" in result.stderr
 
 
-def test_validate_exit_codes(tmp_path: Path, write_config) -> None:
+def test_validate_exit_codes(tmp_path: Path, write_config: WriteConfig) -> None:
     """`fm validate`: 0 on a good file, 2 with file:line: field on a bad one; `fm init` writes a good one."""
     config = write_config([{"weight": 10}])
     assert subprocess.run([*FM, "validate", str(config)], capture_output=True, check=False).returncode == 0

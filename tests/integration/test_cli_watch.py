@@ -78,7 +78,8 @@ def latest_verdict(api: str) -> dict[str, Any] | None:
 
 
 def running_rollout(api: str) -> dict[str, Any] | None:
-    return httpx.get(f"{api}/status", timeout=30).json()["services"][0]["rollout"]
+    rollout: dict[str, Any] | None = httpx.get(f"{api}/status", timeout=30).json()["services"][0]["rollout"]
+    return rollout
 
 
 def test_deploy_wait_with_the_default_config_follows_to_promotion(

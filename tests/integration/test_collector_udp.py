@@ -26,7 +26,8 @@ from fridaymorning.errors import MissingBinaryError
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.models import STATUS_CLASSES, Window
-from fridaymorning.testing import EVENT_DEADLINE_S
+from fridaymorning.platform.local import free_port
+from fridaymorning.testing import EVENT_DEADLINE_S, listening, wait_for_sync
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
@@ -86,23 +87,9 @@ def haproxy_binary() -> str:
     return binary
 
 
-def free_tcp_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for_listener(port: int, timeout_s: float = 10.0) -> None:
     """Block until 127.0.0.1:port accepts connections, or fail the test."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"HAProxy did not listen on 127.0.0.1:{port} within {timeout_s} s")
+    wait_for_sync(lambda: listening(port), f"HAProxy listening on 127.0.0.1:{port}", timeout_s)
 
 
 @pytest.fixture
@@ -123,7 +110,9 @@ async def collector(received: list[Window]) -> AsyncIterator[UdpCollector]:
 @pytest.fixture
 def haproxy(collector: UdpCollector, tmp_path: Path) -> Iterator[Frontends]:
     """A real HAProxy logging to the collector; stopped (then killed if need be) at teardown."""
-    ports = {name: free_tcp_port() for name in ("compact_port", "httplog_port", "ok_port", "failing_port")}
+    ports = {
+        name: free_port("127.0.0.1") for name in ("compact_port", "httplog_port", "ok_port", "failing_port")
+    }
     backends = "".join(
         BACKEND.format(name=name, ok_port=ports["ok_port"], failing_port=ports["failing_port"])
         for name in ("app_compact", "app_httplog")

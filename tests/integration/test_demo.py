@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fridaymorning.procfs import pids, process_alive, read_cmdline
+
 pytestmark = [pytest.mark.haproxy, pytest.mark.slow]
 
 
@@ -20,16 +22,14 @@ def processes_of(state_dir: str) -> list[str]:
     files in it, and its sample-service instances write their output there. Other demos on the
     machine are not counted."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in pids():
+        argv = read_cmdline(pid)
         try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            outputs = [os.readlink(entry / "fd" / str(fd)) for fd in (1, 2)]
-            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            outputs = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (1, 2)]
         except OSError:
             continue  # gone while we looked, or not ours to read
-        if state != b"Z" and any(state_dir in text for text in (command, *outputs)):
+        command = " ".join(argv or ())
+        if argv and process_alive(pid) and any(state_dir in text for text in (command, *outputs)):
             found.append(command)
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -12,11 +13,14 @@ import yaml
 from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.testing import FmUpProcess, run_fm
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, ServiceSettings
+
 pytestmark = pytest.mark.haproxy
 
 
 def test_deploy_prints_the_plan_from_observed_traffic(
-    tmp_path: Path, runtime_config, service_settings, haproxy_binary
+    tmp_path: Path, runtime_config: RuntimeConfig, service_settings: ServiceSettings, haproxy_binary: str
 ) -> None:
     """After some traffic to stable, `fm deploy v2` prints each step's plan at the observed rate."""
     steps = [{"weight": 10, "min_duration_s": 60, "max_duration_s": 120, "min_requests": 100}]

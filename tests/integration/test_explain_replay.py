@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -13,11 +14,17 @@ from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.testing import EVENT_DEADLINE_S, run_fm
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, ServiceSettings, StartRuntime
+
 pytestmark = pytest.mark.haproxy
 
 
 async def test_explain_and_replay_a_promotion_and_a_rollback(
-    tmp_path: Path, runtime_config, service_settings, start_runtime
+    tmp_path: Path,
+    runtime_config: RuntimeConfig,
+    service_settings: ServiceSettings,
+    start_runtime: StartRuntime,
 ) -> None:
     """After a promotion and a rollback, history lists both, explain shows each decision's evidence,
     and replay judges the stored windows again to the same decisions."""
@@ -32,7 +39,9 @@ async def test_explain_and_replay_a_promotion_and_a_rollback(
         outcomes = []
         for version in ("v2", "broken4"):
             controller.deploy(version)
-            outcomes.append(await asyncio.wait_for(controller.wait(), 2 * EVENT_DEADLINE_S))
+            outcome = await asyncio.wait_for(controller.wait(), 2 * EVENT_DEADLINE_S)
+            assert outcome is not None
+            outcomes.append(outcome)
     finally:
         traffic.stop()
     assert [o.phase for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]

@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +24,9 @@ from fridaymorning.router import (
     render_haproxy_config,
 )
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import Upstreams
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
@@ -142,7 +146,7 @@ async def test_unknown_backend_is_refused(haproxy: RunningHAProxy) -> None:
         await haproxy.router.ensure_backend("nope")
 
 
-async def test_set_weight_reads_back(haproxy: RunningHAProxy, http_upstreams) -> None:
+async def test_set_weight_reads_back(haproxy: RunningHAProxy, http_upstreams: Upstreams) -> None:
     """A weight set through the admin socket is read back as set, by get weight and by show stat."""
     [port] = await http_upstreams(1)
     router = haproxy.router
@@ -152,7 +156,9 @@ async def test_set_weight_reads_back(haproxy: RunningHAProxy, http_upstreams) ->
     assert await router.get_weights("web") == {"v1-1": 50}
 
 
-async def test_shares_become_weights_that_give_them(haproxy: RunningHAProxy, http_upstreams) -> None:
+async def test_shares_become_weights_that_give_them(
+    haproxy: RunningHAProxy, http_upstreams: Upstreams
+) -> None:
     """70% over two stable servers and 30% on one canary are set as weights 70+70 and 60, read back."""
     ports = await http_upstreams(3)
     router = haproxy.router
@@ -170,7 +176,7 @@ async def test_errors_of_haproxy_become_router_errors(haproxy: RunningHAProxy) -
         await haproxy.router.drain("web", "ghost-1")
 
 
-async def test_new_server_gets_traffic(haproxy: RunningHAProxy, http_upstreams) -> None:
+async def test_new_server_gets_traffic(haproxy: RunningHAProxy, http_upstreams: Upstreams) -> None:
     """An added server leaves maintenance, passes its HTTP health check and serves the frontend."""
     [port] = await http_upstreams(1)
     await haproxy.router.add_server("web", "v1-1", "127.0.0.1", port, weight=100)
@@ -184,7 +190,7 @@ async def test_new_server_gets_traffic(haproxy: RunningHAProxy, http_upstreams) 
     assert (state.total_requests, state.address) == (1, f"127.0.0.1:{port}")
 
 
-async def test_server_state_dump_is_written(haproxy: RunningHAProxy, http_upstreams) -> None:
+async def test_server_state_dump_is_written(haproxy: RunningHAProxy, http_upstreams: Upstreams) -> None:
     """dump_server_state writes `show servers state` (format version 1) with the dynamic servers."""
     [port] = await http_upstreams(1)
     await haproxy.router.add_server("web", "v1-1", "127.0.0.1", port, weight=7)
@@ -201,7 +207,7 @@ def wrk_failures(output: str) -> list[str]:
 
 
 async def test_servers_change_under_load_without_failed_requests(
-    haproxy: RunningHAProxy, http_upstreams, wrk_binary: str
+    haproxy: RunningHAProxy, http_upstreams: Upstreams, wrk_binary: str
 ) -> None:
     """Adding a server, shifting weights, draining and removing another under load fails 0 requests."""
     stable_port, canary_port = await http_upstreams(2)

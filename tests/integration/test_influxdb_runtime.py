@@ -8,7 +8,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -19,11 +19,18 @@ from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.testing import EVENT_DEADLINE_S, run_fm, wait_for, wait_for_sync
 from fridaymorning.testservers import RunningServer, influxdb_server, stop
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, ServiceSettings, StartRuntime
+
 pytestmark = [pytest.mark.haproxy, pytest.mark.influxdb, pytest.mark.timeout(900)]
 
 
 async def test_a_promotion_and_a_rollback_judged_from_influxdb_alone(
-    tmp_path: Path, influxdb: RunningServer, runtime_config, service_settings, start_runtime
+    tmp_path: Path,
+    influxdb: RunningServer,
+    runtime_config: RuntimeConfig,
+    service_settings: ServiceSettings,
+    start_runtime: StartRuntime,
 ) -> None:
     """A good version is promoted and a broken one rolled back, from windows in InfluxDB; the decisions
     are points there too; no SQLite metric file is made; replay from InfluxDB reproduces them all.
@@ -45,7 +52,7 @@ async def test_a_promotion_and_a_rollback_judged_from_influxdb_alone(
         status = await asyncio.to_thread(run_fm, "status", config=path)  # the API runs on this loop
     finally:
         traffic.stop()
-    assert [o.phase for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]
+    assert [o.phase if o else None for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]
     assert "store buffer" in status.stdout and "0 overflowed" in status.stdout, status.stdout
     assert not list(config.state_path().glob("metrics.db*"))
 
@@ -85,9 +92,9 @@ async def test_an_influxdb_outage_of_ten_seconds_during_a_rollout_loses_no_windo
     tmp_path: Path,
     influxdb: RunningServer,
     restarts: contextlib.ExitStack,
-    runtime_config,
-    service_settings,
-    start_runtime,
+    runtime_config: RuntimeConfig,
+    service_settings: ServiceSettings,
+    start_runtime: StartRuntime,
 ) -> None:
     """InfluxDB is stopped for 10 s in the middle of a step: the collector's buffer holds the windows,
     the judge holds (error verdicts, never a pass), and once InfluxDB is back on the same port and data
@@ -103,9 +110,12 @@ async def test_an_influxdb_outage_of_ten_seconds_during_a_rollout_loses_no_windo
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     runtime = await start_runtime(config)
     controller = runtime.controllers["web"]
+    collector = runtime.collector
+    assert collector is not None
 
     def buffer() -> dict[str, Any]:
-        return runtime.collector.stats().get("store_buffer") or {}  # type: ignore[no-any-return]
+        found: dict[str, Any] = collector.stats().get("store_buffer") or {}
+        return found
 
     def stored_requests() -> int:
         answer = httpx.get(
@@ -135,7 +145,7 @@ async def test_an_influxdb_outage_of_ten_seconds_during_a_rollout_loses_no_windo
     events = runtime.states.events(final.id)
     assert any(event["verdict"] and event["verdict"]["phase"] == "error" for event in events)
     counted = await wait_for(
-        lambda: (runtime.collector.stats()["requests"] == stored_requests()) and stored_requests(),
+        lambda: (collector.stats()["requests"] == stored_requests()) and stored_requests(),
         "every request the collector counted, in InfluxDB",
     )
     assert counted > 0 and buffer()["overflowed"] == 0 and buffer()["rejected"] == 0

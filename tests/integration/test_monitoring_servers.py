@@ -52,7 +52,7 @@ def test_victoria_metrics_takes_line_protocol_and_shows_new_data(
         return result
 
     result = wait_for_sync(newest, "VictoriaMetrics shows the point just written")
-    assert result[0]["value"][1] == "7"  # type: ignore[index]
+    assert result[0]["value"][1] == "7"
 
 
 @pytest.mark.prometheus
@@ -72,7 +72,7 @@ def test_prometheus_scrapes_a_target(start_prometheus: Callable[..., RunningServ
             return result
 
         result = wait_for_sync(scraped, "Prometheus scraped the target")
-        assert result[0]["value"][1] == "3"  # type: ignore[index]
+        assert result[0]["value"][1] == "3"
     finally:
         server.shutdown()
         thread.join(timeout=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -14,6 +15,9 @@ from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.procfs import process_alive
 from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, descendants, run_fm, wait_for_sync
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, ServiceSettings
+
 pytestmark = pytest.mark.haproxy
 
 
@@ -21,11 +25,15 @@ pytestmark = pytest.mark.haproxy
 API_CALL_TIMEOUT_S = 30.0
 
 
-def wait_for_phase(api: str, rollout_id: int, phases: set[str], timeout_s: float = EVENT_DEADLINE_S) -> dict:
+def wait_for_phase(
+    api: str, rollout_id: int, phases: set[str], timeout_s: float = EVENT_DEADLINE_S
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            rollout = httpx.get(f"{api}/rollouts/{rollout_id}", timeout=API_CALL_TIMEOUT_S).json()
+            rollout: dict[str, Any] = httpx.get(
+                f"{api}/rollouts/{rollout_id}", timeout=API_CALL_TIMEOUT_S
+            ).json()
         except httpx.TransportError:  # a restarted fm up not listening yet, or too busy to answer
             time.sleep(0.2)
             continue
@@ -36,7 +44,7 @@ def wait_for_phase(api: str, rollout_id: int, phases: set[str], timeout_s: float
 
 
 def test_kill_9_keeps_serving_and_the_rollout_resumes(
-    tmp_path: Path, runtime_config, service_settings, haproxy_binary
+    tmp_path: Path, runtime_config: RuntimeConfig, service_settings: ServiceSettings, haproxy_binary: str
 ) -> None:
     """After kill -9 of fm up at step 1, no request fails; the restarted fm up adopts HAProxy and the
     instances, resumes the rollout at the same weight, and an orderly stop leaves no process."""
@@ -58,7 +66,7 @@ def test_kill_9_keeps_serving_and_the_rollout_resumes(
         data_plane = descendants(first.process.pid)
         first.kill()
         time.sleep(3)  # HAProxy and the instances serve alone
-        assert all(Path(f"/proc/{pid}").exists() for pid in data_plane)
+        assert all(process_alive(pid) for pid in data_plane)
         second = FmUpProcess(config)
         resumed = wait_for_phase(second.api, rollout["id"], {"progressing"})
         assert resumed["canary_weight"] == 30

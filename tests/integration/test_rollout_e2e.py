@@ -4,6 +4,7 @@ request counts from the logs equal HAProxy's own `show stat` totals."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,11 +13,14 @@ from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.runtime import Runtime
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
 
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, StartRuntime
+
 pytestmark = pytest.mark.haproxy
 
 
 @pytest.fixture
-async def runtime(runtime_config, start_runtime) -> Runtime:
+async def runtime(runtime_config: RuntimeConfig, start_runtime: StartRuntime) -> Runtime:
     return await start_runtime(runtime_config())
 
 
@@ -33,14 +37,16 @@ async def test_canary_answering_500_is_rolled_back(runtime: Runtime) -> None:
         tally = traffic.stop()
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK, final
     assert final.reason.startswith(("error_rate_vs_baseline", "error_rate_slo")), final.reason
-    assert runtime.router is not None
-    assert set(await runtime.router.get_weights("web")) == {"v1-1"}
+    assert runtime.managed_router is not None
+    assert set(await runtime.managed_router.get_weights("web")) == {"v1-1"}
     assert tally["broken1"]["errors"] > 0
     assert tally["v1"]["errors"] == 0
 
 
 @pytest.mark.parametrize("protocol", ["udp", "tcp"])
-async def test_logged_requests_equal_haproxy_counters(runtime_config, start_runtime, protocol: str) -> None:
+async def test_logged_requests_equal_haproxy_counters(
+    runtime_config: RuntimeConfig, start_runtime: StartRuntime, protocol: str
+) -> None:
     """The requests the collector counted per server from HAProxy's logs, by UDP or through a ring
     over TCP, equal `show stat`'s totals."""
     config = runtime_config()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -12,6 +12,9 @@ from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.demo.run import BackgroundTraffic
 from fridaymorning.runtime import Runtime
 from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import RuntimeConfig, ServiceSettings, StartRuntime
 
 pytestmark = pytest.mark.haproxy
 
@@ -41,7 +44,9 @@ async def phase_reached(runtime: Runtime, rollout_id: int, phase: RolloutPhase) 
     return await wait_for(current, f"rollout {rollout_id} {phase}")
 
 
-async def test_blue_green_promotes_a_good_green(runtime_config, service_settings, start_runtime) -> None:
+async def test_blue_green_promotes_a_good_green(
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
+) -> None:
     """Blue/green: green takes all traffic at once, passes its window, and blue is stopped."""
     settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": 4})
     runtime = await start_runtime(runtime_config(settings))
@@ -52,13 +57,13 @@ async def test_blue_green_promotes_a_good_green(runtime_config, service_settings
     finally:
         tally = traffic.stop()
     assert final.phase is RolloutPhase.PROMOTED, final.reason
-    assert runtime.router is not None
-    assert set(await runtime.router.get_weights("web")) == {"v2-1"}
+    assert runtime.managed_router is not None
+    assert set(await runtime.managed_router.get_weights("web")) == {"v2-1"}
     assert tally["v1"]["errors"] == tally["v2"]["errors"] == 0
 
 
 async def test_blue_green_rolls_back_a_bad_green_at_once(
-    runtime_config, service_settings, start_runtime
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
 ) -> None:
     """A failing green gives all traffic back to blue; blue keeps serving without errors."""
     settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": 30})
@@ -71,13 +76,13 @@ async def test_blue_green_rolls_back_a_bad_green_at_once(
         tally = traffic.stop()
     assert final.phase is RolloutPhase.ROLLED_BACK
     assert final.finished_at - final.started_at < 30, "rolled back only after the rollback window"
-    assert runtime.router is not None
-    assert set(await runtime.router.get_weights("web")) == {"v1-1"}
+    assert runtime.managed_router is not None
+    assert set(await runtime.managed_router.get_weights("web")) == {"v1-1"}
     assert tally["v1"]["errors"] == 0
 
 
 async def test_ab_sends_only_matched_requests_to_the_canary(
-    runtime_config, service_settings, start_runtime
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
 ) -> None:
     """A/B: requests with the header reach the canary, all others stay on stable, until promotion."""
     settings = service_settings(strategy="ab", ab={"header": "X-Canary", "value": "1"})
@@ -104,28 +109,32 @@ async def test_ab_sends_only_matched_requests_to_the_canary(
         assert (await client.get(frontend_url(runtime))).headers["X-Version"] == "v2"
 
 
-async def test_fresh_baseline_runs_beside_the_canary(runtime_config, service_settings, start_runtime) -> None:
+async def test_fresh_baseline_runs_beside_the_canary(
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
+) -> None:
     """With fresh_baseline, new v1 instances serve at the canary's weight, and are gone after promotion."""
     runtime = await start_runtime(runtime_config(service_settings(fresh_baseline=True)))
     traffic = BackgroundTraffic(frontend_url(runtime), rate=150)
     traffic.start()
     controller = runtime.controllers["web"]
-    assert runtime.router is not None
+    assert runtime.managed_router is not None
     try:
         rollout = controller.deploy("v2")
         await phase_reached(runtime, rollout.id, RolloutPhase.PROGRESSING)
-        weights = await runtime.router.get_weights("web")
+        weights = await runtime.managed_router.get_weights("web")
         final = await finished(runtime)
     finally:
         tally = traffic.stop()
     assert weights["v1__baseline-1"] == weights["v2-1"] > 0
     assert weights["v1-1"] > weights["v2-1"]
     assert final.phase is RolloutPhase.PROMOTED, final.reason
-    assert set(await runtime.router.get_weights("web")) == {"v2-1"}
+    assert set(await runtime.managed_router.get_weights("web")) == {"v2-1"}
     assert tally["v1"]["errors"] == 0
 
 
-async def test_affinity_keeps_a_user_on_one_version(runtime_config, service_settings, start_runtime) -> None:
+async def test_affinity_keeps_a_user_on_one_version(
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
+) -> None:
     """With affinity, a client holding the cookie sees one version for every request at 50/50."""
     steps = [{"weight": 50, "min_duration_s": 60, "max_duration_s": 120, "min_requests": 10_000}]
     settings = service_settings(steps=steps, affinity={"cookie": "FMSERVER"})
@@ -146,7 +155,9 @@ async def test_affinity_keeps_a_user_on_one_version(runtime_config, service_sett
     assert final.phase is RolloutPhase.ABORTED
 
 
-async def test_two_services_roll_out_independently(runtime_config, service_settings, start_runtime) -> None:
+async def test_two_services_roll_out_independently(
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
+) -> None:
     """Two services in one config: a bad rollout of one does not touch the other, which is promoted."""
     runtime = await start_runtime(runtime_config(service_settings("web"), service_settings("api")))
     web = BackgroundTraffic(frontend_url(runtime, "web"), rate=100)
@@ -163,7 +174,9 @@ async def test_two_services_roll_out_independently(runtime_config, service_setti
     assert web_tally["v1"]["errors"] == 0 and "broken3" not in api_tally
 
 
-async def test_load_test_hook_brings_the_evidence(runtime_config, service_settings, start_runtime) -> None:
+async def test_load_test_hook_brings_the_evidence(
+    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
+) -> None:
     """A service with no traffic of its own is promoted on the traffic its load-test hook generates;
     without the hook, the same rollout holds."""
     hook = {"name": "traffic", "kind": "rollout", "load_test": {"rate_per_s": 150}}

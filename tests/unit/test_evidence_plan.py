@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -75,7 +76,7 @@ def test_strategies_are_planned_as_they_judge() -> None:
         ({"requests": 0, "failed": 0, "latency_ms": {}}, None),
     ],
 )
-def test_traffic_of_metrics(metrics: dict, expected: Traffic | None) -> None:
+def test_traffic_of_metrics(metrics: dict[str, Any], expected: Traffic | None) -> None:
     """The API's last minute of stable becomes the planned traffic; without latencies the default shape."""
     traffic = traffic_of_metrics(metrics, 60)
     assert traffic == expected

@@ -64,6 +64,27 @@ def test_a_zombie_is_not_alive() -> None:
         child.wait()
 
 
+@pytest.mark.parametrize(("text", "pid"), [("1234\n", 1234), ("", None), ("abc", None), ("0", None)])
+def test_read_pid(tmp_path: Path, text: str, pid: int | None) -> None:
+    """A pidfile gives its pid; an empty or garbled one gives None."""
+    pidfile = tmp_path / "haproxy.pid"
+    pidfile.write_text(text)
+    assert procfs.read_pid(pidfile) == pid
+    assert procfs.read_pid(tmp_path / "missing.pid") is None
+
+
+def test_this_process_and_its_children_are_listed() -> None:
+    """pids() lists every process, this one among them; descendants follow the parent links."""
+    from fridaymorning.testing import descendants
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        assert {os.getpid(), child.pid} <= set(procfs.pids())
+        assert child.pid in descendants(os.getpid())
+    finally:
+        child.communicate(b"")
+
+
 def test_signal_handlers_are_read() -> None:
     """handles_signals is True for a signal with a handler, False for one left at its default action."""
     previous = signal.signal(signal.SIGUSR1, lambda *_: None)
@@ -73,3 +94,18 @@ def test_signal_handlers_are_read() -> None:
         assert not procfs.handles_signals(os.getpid(), signal.SIGUSR1)
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_blocked_signal_is_not_handled() -> None:
+    """A master is signalled only when it catches the signal and does not block it: a blocked SIGUSR2
+    would be lost."""
+    previous = signal.signal(signal.SIGUSR2, lambda *_: None)
+    try:
+        assert procfs.handles_signals(os.getpid(), signal.SIGUSR2)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+        try:
+            assert not procfs.handles_signals(os.getpid(), signal.SIGUSR2)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -299,10 +299,9 @@ async def read_back_weight(controller: ServiceController) -> float | None:
     if not controller.canary_instances or controller.ab:
         return None
     try:
-        states = await controller.router.server_states(controller.backend)
+        weights = await controller.traffic.weights()
     except Exception:  # HAProxy restarting: the row shows no read-back rather than failing
         return None
-    weights = {state.server: state.weight for state in states}
     return canary_share(weights, (instance.server for instance in controller.canary_instances))
 
 
@@ -382,206 +381,236 @@ autocomplete="current-password" size="50"></label> <button type="submit">Log in<
 <code>&lt;state_dir&gt;/viewer-token</code>; <code>fm dashboard</code> prints a one-time login link.</p>"""
 
 
-def dashboard_router(
-    runtime: Any, admin_token: str, viewer_token: str, sessions: Sessions, feed: LiveFeed
-) -> APIRouter:
-    """The dashboard's pages, its JSON calls under /dashboard/api, and the login-link call."""
-    router = APIRouter(include_in_schema=False)
+# The dashboard's pages, its JSON calls under /dashboard/api, and the login-link call. Each finds what
+# `install_dashboard` set up (sessions, feed, tokens, runtime) on `app.state.dashboard`.
+router = APIRouter(include_in_schema=False)
 
-    def session_of(request: Request) -> Session | None:
-        return sessions.get(request.cookies.get(SESSION_COOKIE))
 
-    def require_session(request: Request) -> Session:
-        session = session_of(request)
-        if session is None:
-            raise HTTPException(401, "log in to the dashboard first")
-        return session
+def dashboard_of(request: Request) -> Dashboard:
+    dashboard: Dashboard = request.app.state.dashboard
+    return dashboard
 
-    def require_action(request: Request) -> Session:
-        """An action: an admin session that proves, by the header, that the page itself sent it."""
-        session = require_session(request)
-        if session.role != "admin":
-            raise HTTPException(403, "the viewer token is read-only")
-        check_csrf(request, session, "the action")
-        return session
 
-    def logged_in(role: Role) -> Response:
-        session_id, _ = sessions.open(role)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE, session_id, max_age=SESSION_TTL_S, httponly=True, samesite="strict", path="/"
+def session_of(request: Request) -> Session | None:
+    return dashboard_of(request).sessions.get(request.cookies.get(SESSION_COOKIE))
+
+
+def require_session(request: Request) -> Session:
+    session = session_of(request)
+    if session is None:
+        raise HTTPException(401, "log in to the dashboard first")
+    return session
+
+
+def require_action(request: Request) -> Session:
+    """An action: an admin session that proves, by the header, that the page itself sent it."""
+    session = require_session(request)
+    if session.role != "admin":
+        raise HTTPException(403, "the viewer token is read-only")
+    check_csrf(request, session, "the action")
+    return session
+
+
+def require_action_or_viewer_csrf(request: Request) -> Session:
+    """A call that changes nothing in the controller but must come from the page: any role, CSRF."""
+    session = require_session(request)
+    check_csrf(request, session, "the call")
+    return session
+
+
+def logged_in(request: Request, role: Role) -> Response:
+    session_id, _ = dashboard_of(request).sessions.open(role)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE, session_id, max_age=SESSION_TTL_S, httponly=True, samesite="strict", path="/"
+    )
+    return response
+
+
+def rollout_or_404(request: Request, rollout_id: int) -> RolloutState:
+    state: RolloutState | None = dashboard_of(request).runtime.states.rollout(rollout_id)
+    if state is None:
+        raise HTTPException(404, f"no rollout {rollout_id}")
+    return state
+
+
+def controller_or_404(request: Request, service: str) -> ServiceController:
+    controller: ServiceController | None = dashboard_of(request).runtime.controllers.get(service)
+    if controller is None:
+        raise HTTPException(404, f"service {service!r} is no longer configured")
+    return controller
+
+
+def shell(title: str, request: Request) -> HTMLResponse:
+    session = session_of(request)
+    if session is None:
+        return page("log in", LOGIN_FORM.format(error="Log in to see this page."), None, 401)
+    return page(title, '<p class="loading">loading…</p>', session)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview_page(request: Request) -> HTMLResponse:
+    return shell("overview", request)
+
+
+@router.get("/history", response_class=HTMLResponse)
+async def history_page(request: Request) -> HTMLResponse:
+    return shell("history", request)
+
+
+@router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
+async def rollout_page(request: Request, rollout_id: int) -> HTMLResponse:
+    return shell(f"rollout {rollout_id}", request)
+
+
+@router.get("/rollouts/{rollout_id}/explain", response_class=HTMLResponse)
+async def explain_page(request: Request, rollout_id: int) -> HTMLResponse:
+    return shell(f"rollout {rollout_id} explained", request)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, code: str | None = None) -> Response:
+    if code is not None:
+        role = dashboard_of(request).sessions.use_link(code)
+        if role is not None:
+            return logged_in(request, role)
+        return page("log in", LOGIN_FORM.format(error="That login link is used or expired."), None, 401)
+    return page("log in", LOGIN_FORM.format(error=""), None)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    # A plain form post, parsed here: no multipart parser is needed for one field.
+    fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+    dashboard = dashboard_of(request)
+    role = role_of_token((fields.get("token") or [""])[0], dashboard.admin_token, dashboard.viewer_token)
+    if role is None:
+        return page("log in", LOGIN_FORM.format(error="That token is not valid."), None, 401)
+    return logged_in(request, role)
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    require_action_or_viewer_csrf(request)
+    dashboard_of(request).sessions.close(request.cookies.get(SESSION_COOKIE))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/static/{name:path}")
+async def static(name: str) -> Response:
+    if name not in STATIC_FILES:
+        raise HTTPException(404, "no such file")
+    return Response(static_text(name), media_type=STATIC_FILES[name])
+
+
+@router.post("/dashboard/login-link", status_code=201)
+async def login_link(request: Request, viewer: bool = False) -> dict[str, Any]:
+    """A one-time link that logs a browser in (as admin, or with viewer=true read-only); needs the admin
+    token as a bearer token: `fm dashboard` asks for it."""
+    header = request.headers.get("authorization", "")
+    dashboard = dashboard_of(request)
+    if not header.isascii() or not token_matches(header, dashboard.admin_token):
+        raise HTTPException(
+            401, "a valid bearer token is required for this call", headers={"WWW-Authenticate": "Bearer"}
         )
-        return response
+    code = dashboard.sessions.new_link("viewer" if viewer else "admin")
+    return {"path": f"/login?code={code}", "expires_in_s": LOGIN_LINK_TTL_S}
 
-    def rollout_or_404(rollout_id: int) -> RolloutState:
-        state: RolloutState | None = runtime.states.rollout(rollout_id)
-        if state is None:
-            raise HTTPException(404, f"no rollout {rollout_id}")
-        return state
 
-    def controller_or_404(service: str) -> ServiceController:
-        controller: ServiceController | None = runtime.controllers.get(service)
-        if controller is None:
-            raise HTTPException(404, f"service {service!r} is no longer configured")
-        return controller
+@router.get("/dashboard/api/overview")
+async def overview_data(request: Request) -> list[dict[str, Any]]:
+    require_session(request)
+    return await overview(dashboard_of(request).runtime)
 
-    def shell(title: str, request: Request) -> HTMLResponse:
-        session = session_of(request)
-        if session is None:
-            return page("log in", LOGIN_FORM.format(error="Log in to see this page."), None, 401)
-        return page(title, '<p class="loading">loading…</p>', session)
 
-    @router.get("/", response_class=HTMLResponse)
-    async def overview_page(request: Request) -> HTMLResponse:
-        return shell("overview", request)
+@router.get("/dashboard/api/history")
+async def history_data(request: Request, limit: int = 100) -> list[dict[str, Any]]:
+    require_session(request)
+    return [
+        {**rollout_dict(state), "duration_s": duration_of(state)}
+        for state in dashboard_of(request).runtime.states.rollouts(None, min(max(limit, 1), 1000))
+    ]
 
-    @router.get("/history", response_class=HTMLResponse)
-    async def history_page(request: Request) -> HTMLResponse:
-        return shell("history", request)
 
-    @router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
-    async def rollout_page(request: Request, rollout_id: int) -> HTMLResponse:
-        return shell(f"rollout {rollout_id}", request)
+@router.get("/dashboard/api/rollouts/{rollout_id}")
+async def rollout_data(request: Request, rollout_id: int) -> dict[str, Any]:
+    require_session(request)
+    runtime = dashboard_of(request).runtime
+    state = rollout_or_404(request, rollout_id)
+    controller = runtime.controllers.get(state.service)
+    verdict = controller.current_verdict(state) if controller and state.active else None
+    events = runtime.states.events(rollout_id)
+    if verdict is None:
+        verdict = next((e["verdict"] for e in reversed(events) if e.get("verdict")), None)
+    return {
+        **rollout_dict(state),
+        "duration_s": duration_of(state),
+        "events": events,
+        "verdict": verdict,
+        "actions": allowed_actions(state.phase),
+        "affinity": bool(controller and controller.service.rollout.affinity is not None),
+    }
 
-    @router.get("/rollouts/{rollout_id}/explain", response_class=HTMLResponse)
-    async def explain_page(request: Request, rollout_id: int) -> HTMLResponse:
-        return shell(f"rollout {rollout_id} explained", request)
 
-    @router.get("/login", response_class=HTMLResponse)
-    async def login_page(code: str | None = None) -> Response:
-        if code is not None:
-            role = sessions.use_link(code)
-            if role is not None:
-                return logged_in(role)
-            return page("log in", LOGIN_FORM.format(error="That login link is used or expired."), None, 401)
-        return page("log in", LOGIN_FORM.format(error=""), None)
+@router.get("/dashboard/api/rollouts/{rollout_id}/series")
+async def series_data(request: Request, rollout_id: int) -> dict[str, Any]:
+    require_session(request)
+    state = rollout_or_404(request, rollout_id)
+    controller = controller_or_404(request, state.service)
+    end = int(state.finished_at or time.time() - DATA_LAG_S) + 1
+    start = max(int(state.started_at), end - MAX_SERIES_S)
+    versions = await series(dashboard_of(request).runtime, controller, state, start, end)
+    return {"rollout": rollout_id, "versions": versions}
 
-    @router.post("/login")
-    async def login(request: Request) -> Response:
-        # A plain form post, parsed here: no multipart parser is needed for one field.
-        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
-        role = role_of_token((fields.get("token") or [""])[0], admin_token, viewer_token)
-        if role is None:
-            return page("log in", LOGIN_FORM.format(error="That token is not valid."), None, 401)
-        return logged_in(role)
 
-    @router.post("/logout")
-    async def logout(request: Request) -> Response:
-        require_action_or_viewer_csrf(request)
-        sessions.close(request.cookies.get(SESSION_COOKIE))
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+@router.post("/dashboard/api/rollouts/{rollout_id}/replay")
+async def replay_data(request: Request, rollout_id: int) -> dict[str, Any]:
+    require_action_or_viewer_csrf(request)
+    from fridaymorning.controller.replay import replay
 
-    def require_action_or_viewer_csrf(request: Request) -> Session:
-        """A call that changes nothing in the controller but must come from the page: any role, CSRF."""
-        session = require_session(request)
-        check_csrf(request, session, "the call")
-        return session
+    runtime = dashboard_of(request).runtime
+    state = rollout_or_404(request, rollout_id)
+    controller = controller_or_404(request, state.service)
+    if runtime.metrics is None:
+        raise HTTPException(503, "the metric store is not open")
+    events = runtime.states.events(rollout_id)
+    decisions = await asyncio.to_thread(replay, state, events, runtime.metrics.query, controller.service)
+    return {
+        "rollout": rollout_id,
+        "decisions": [
+            {
+                "at": decision.at - state.started_at,
+                "kind": decision.kind,
+                "start": decision.start,
+                "end": decision.end,
+                "recorded": decision.recorded,
+                "replayed": decision.replayed,
+                "same": decision.same,
+            }
+            for decision in decisions
+        ],
+        "reproduced": all(decision.same for decision in decisions),
+    }
 
-    @router.get("/static/{name:path}")
-    async def static(name: str) -> Response:
-        if name not in STATIC_FILES:
-            raise HTTPException(404, "no such file")
-        return Response(static_text(name), media_type=STATIC_FILES[name])
 
-    @router.post("/dashboard/login-link", status_code=201)
-    async def login_link(request: Request, viewer: bool = False) -> dict[str, Any]:
-        """A one-time link that logs a browser in (as admin, or with viewer=true read-only); needs the admin
-        token as a bearer token: `fm dashboard` asks for it."""
-        header = request.headers.get("authorization", "")
-        if not header.isascii() or not token_matches(header, admin_token):
-            raise HTTPException(
-                401, "a valid bearer token is required for this call", headers={"WWW-Authenticate": "Bearer"}
-            )
-        code = sessions.new_link("viewer" if viewer else "admin")
-        return {"path": f"/login?code={code}", "expires_in_s": LOGIN_LINK_TTL_S}
+@router.post("/dashboard/api/rollouts/{rollout_id}/{action}")
+async def act(request: Request, rollout_id: int, action: str) -> dict[str, Any]:
+    require_action(request)
+    state = rollout_or_404(request, rollout_id)
+    controller = controller_or_404(request, state.service)
+    if action == "retry":
+        return rollout_dict(controller.retry(rollout_id))  # RolloutError: the app's 409 handler
+    if action not in ACTIONS:
+        raise HTTPException(404, f"no action {action!r}")
+    return rollout_dict(controller.command(rollout_id, ACTIONS[action]))
 
-    @router.get("/dashboard/api/overview")
-    async def overview_data(request: Request) -> list[dict[str, Any]]:
-        require_session(request)
-        return await overview(runtime)
 
-    @router.get("/dashboard/api/history")
-    async def history_data(request: Request, limit: int = 100) -> list[dict[str, Any]]:
-        require_session(request)
-        return [
-            {**rollout_dict(state), "duration_s": duration_of(state)}
-            for state in runtime.states.rollouts(None, min(max(limit, 1), 1000))
-        ]
-
-    @router.get("/dashboard/api/rollouts/{rollout_id}")
-    async def rollout_data(request: Request, rollout_id: int) -> dict[str, Any]:
-        require_session(request)
-        state = rollout_or_404(rollout_id)
-        controller = runtime.controllers.get(state.service)
-        verdict = controller.current_verdict(state) if controller and state.active else None
-        events = runtime.states.events(rollout_id)
-        if verdict is None:
-            verdict = next((e["verdict"] for e in reversed(events) if e.get("verdict")), None)
-        return {
-            **rollout_dict(state),
-            "duration_s": duration_of(state),
-            "events": events,
-            "verdict": verdict,
-            "actions": allowed_actions(state.phase),
-            "affinity": bool(controller and controller.service.rollout.affinity is not None),
-        }
-
-    @router.get("/dashboard/api/rollouts/{rollout_id}/series")
-    async def series_data(request: Request, rollout_id: int) -> dict[str, Any]:
-        require_session(request)
-        state = rollout_or_404(rollout_id)
-        controller = controller_or_404(state.service)
-        end = int(state.finished_at or time.time() - DATA_LAG_S) + 1
-        start = max(int(state.started_at), end - MAX_SERIES_S)
-        return {"rollout": rollout_id, "versions": await series(runtime, controller, state, start, end)}
-
-    @router.post("/dashboard/api/rollouts/{rollout_id}/replay")
-    async def replay_data(request: Request, rollout_id: int) -> dict[str, Any]:
-        require_action_or_viewer_csrf(request)
-        from fridaymorning.controller.replay import replay
-
-        state = rollout_or_404(rollout_id)
-        controller = controller_or_404(state.service)
-        if runtime.metrics is None:
-            raise HTTPException(503, "the metric store is not open")
-        events = runtime.states.events(rollout_id)
-        decisions = await asyncio.to_thread(replay, state, events, runtime.metrics.query, controller.service)
-        return {
-            "rollout": rollout_id,
-            "decisions": [
-                {
-                    "at": decision.at - state.started_at,
-                    "kind": decision.kind,
-                    "start": decision.start,
-                    "end": decision.end,
-                    "recorded": decision.recorded,
-                    "replayed": decision.replayed,
-                    "same": decision.same,
-                }
-                for decision in decisions
-            ],
-            "reproduced": all(decision.same for decision in decisions),
-        }
-
-    @router.post("/dashboard/api/rollouts/{rollout_id}/{action}")
-    async def act(request: Request, rollout_id: int, action: str) -> dict[str, Any]:
-        require_action(request)
-        state = rollout_or_404(rollout_id)
-        controller = controller_or_404(state.service)
-        if action == "retry":
-            return rollout_dict(controller.retry(rollout_id))  # RolloutError: the app's 409 handler
-        if action not in ACTIONS:
-            raise HTTPException(404, f"no action {action!r}")
-        return rollout_dict(controller.command(rollout_id, ACTIONS[action]))
-
-    @router.get("/dashboard/api/events")
-    async def live(request: Request) -> StreamingResponse:
-        require_session(request)
-        return StreamingResponse(feed.stream(), media_type="text/event-stream")
-
-    return router
+@router.get("/dashboard/api/events")
+async def live(request: Request) -> StreamingResponse:
+    require_session(request)
+    return StreamingResponse(dashboard_of(request).feed.stream(), media_type="text/event-stream")
 
 
 def check_csrf(request: Request, session: Session, what: str) -> None:
@@ -623,11 +652,14 @@ class ReadGuard(BaseHTTPMiddleware):
 
 @dataclass
 class Dashboard:
-    """What `install_dashboard` set up: its sessions and live feed (the benchmark counts the feed's pages)."""
+    """What `install_dashboard` set up, for the routes: its sessions and live feed (the benchmark counts
+    the feed's pages), the two tokens and the runtime."""
 
     sessions: Sessions
     feed: LiveFeed
     viewer_token: str
+    admin_token: str
+    runtime: Any
 
 
 def install_dashboard(app: FastAPI, runtime: Any, admin_token: str) -> Dashboard:
@@ -642,11 +674,9 @@ def install_dashboard(app: FastAPI, runtime: Any, admin_token: str) -> Dashboard
         if state_dir is not None
         else secrets.token_urlsafe(32)
     )
-    dashboard = Dashboard(Sessions(), LiveFeed(runtime), viewer_token)
+    dashboard = Dashboard(Sessions(), LiveFeed(runtime), viewer_token, admin_token, runtime)
     app.state.dashboard = dashboard
-    app.include_router(
-        dashboard_router(runtime, admin_token, viewer_token, dashboard.sessions, dashboard.feed)
-    )
+    app.include_router(router)
     config = getattr(runtime, "config", None)
     if config is not None and reads_need_token(config.api.listen):
         app.add_middleware(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -43,7 +43,7 @@ class EventHub:
         for queue in self._queues:
             queue.put_nowait(event)
 
-    async def stream(self, service: str | None) -> AsyncIterator[str]:
+    async def stream(self, service: str | None) -> AsyncGenerator[str, None]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._queues.add(queue)
         try:

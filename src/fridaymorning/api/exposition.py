@@ -35,8 +35,9 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from fridaymorning import __version__
-from fridaymorning.controller.loop import ServiceController, judged_series
+from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.controller.planner import judged_series
 from fridaymorning.controller.state import StateStore
 from fridaymorning.errors import FridayMorningError
 from fridaymorning.models import Window

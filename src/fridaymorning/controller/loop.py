@@ -1,7 +1,9 @@
 """The controller's loop for one service: measure, judge, decide, act, persist.
 
-Decisions come from the pure functions of analysis.judge and controller.strategy; everything here is
-the I/O around them. Errors are data: a failing store gives an `error` verdict, never a pass.
+Decisions come from the pure functions of analysis.judge and the planner (controller.planner,
+controller.strategy); every router call goes through the traffic actuator (controller.actuator). What is
+left here sequences the two, with persistence. Errors are data: a failing store gives an `error`
+verdict, never a pass.
 
 Every transition is persisted before the loop moves on, so a controller killed at any moment resumes
 where it was (`start` with the instances the platform adopted): HAProxy and the instances keep serving
@@ -22,6 +24,7 @@ from typing import Any
 from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
+from fridaymorning.controller.actuator import Roster, TrafficActuator
 from fridaymorning.controller.hooks import (
     HookContext,
     HookResult,
@@ -33,7 +36,7 @@ from fridaymorning.controller.hooks import (
 from fridaymorning.controller.metric_checks import MetricChecks
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
-from fridaymorning.controller.shares import all_or_nothing, version_shares
+from fridaymorning.controller.planner import judged_seconds, judged_series
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
     WATCHED_PHASES,
@@ -45,18 +48,15 @@ from fridaymorning.controller.strategy import (
     plan_of,
 )
 from fridaymorning.errors import FridayMorningError, InstanceLagError, RolloutError
-from fridaymorning.models import Instance, ServerStatus, baseline_label
+from fridaymorning.models import Instance, baseline_label
 from fridaymorning.notify import Notifier, Notifiers
 from fridaymorning.platform.base import Platform
 from fridaymorning.providers import MetricProvider, open_providers
-from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
 from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
 
-# How long new servers may take to pass HAProxy's health checks once added.
-SERVERS_UP_TIMEOUT_S = 15.0
 # The longest pause between retries of a rollback's HAProxy commands (see _until_done).
 ROLLBACK_RETRY_MAX_S = 5.0
 
@@ -80,31 +80,6 @@ class Measurement:
             "window": {"start": self.start, "end": self.end},
             "step_requests": self.step_requests,
         }
-
-
-def judged_seconds(state: RolloutState, now: float, data_lag_s: float) -> tuple[int, int]:
-    """The closed seconds [start, end) a judgement at `now` looks at: from the rollout's start on."""
-    return math.floor(state.started_at) + 1, math.floor(now - data_lag_s)
-
-
-@dataclass(frozen=True, slots=True)
-class JudgedSeries:
-    """Where a rollout's judge reads its data, and whether canary and baseline are compared at all."""
-
-    canary_backend: str
-    baseline_backend: str
-    baseline_version: str
-    compare: bool
-
-
-def judged_series(service: ServiceConfig, rollout: RolloutState) -> JudgedSeries:
-    """The series the controller judges for `rollout`, as `fm replay` must read them again."""
-    strategy = service.rollout.strategy
-    canary_backend = ab_backend(service.name) if strategy == "ab" else service.name
-    fresh = service.rollout.fresh_baseline
-    baseline_version = baseline_label(rollout.baseline) if fresh else rollout.baseline
-    # Blue/green: blue serves nothing once green takes over, so there is nothing to compare with.
-    return JudgedSeries(canary_backend, service.name, baseline_version, compare=strategy != "blue_green")
 
 
 def error_verdict(message: str) -> Verdict:
@@ -136,7 +111,8 @@ class ServiceController:
         providers: Mapping[str, MetricProvider] | None = None,
     ) -> None:
         self.service = service
-        self.router = router
+        # Every router call for this service goes through the actuator.
+        self.traffic = TrafficActuator(service, router)
         self.platform = platform
         self.metrics = metrics
         self.states = states
@@ -175,28 +151,30 @@ class ServiceController:
     @property
     def canary_backend(self) -> str:
         """Where canary servers live: the A/B backend for `ab`, else the service's backend."""
-        return ab_backend(self.backend) if self.ab else self.backend
+        return self.traffic.canary_backend
+
+    def roster(self) -> Roster:
+        """The service's instances by role, as the actuator is given them."""
+        return Roster(self.stable_instances, self.baseline_instances, self.canary_instances)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, adopted: Sequence[Instance] = ()) -> None:
         """Take over what a previous run left (adopted instances, an active rollout), else start stable."""
-        await self.router.ensure_backend(self.backend)
-        if self.ab:
-            await self.router.ensure_backend(self.canary_backend)
+        await self.traffic.ensure_backends()
         active = self.states.active_rollout(self.service.name)
         await self._sort_adopted(adopted, active)
         if not self.stable_instances:
             self.stable_instances = await self.platform.start(
                 self.stable_version, self.service.platform.replicas
             )
-        await self._reconcile_servers()
+        await self.traffic.reconcile(self.roster())
         if active is None:
             await self._tolerating_lag(self._apply_weight(0))
         else:
             self._commands = asyncio.Queue()
             self._task = asyncio.create_task(self._resume(active), name=f"rollout-{active.id}")
-        await self._wait_servers_up(self.stable_instances, self.backend)
+        await self.traffic.wait_servers_up(self.stable_instances, self.backend)
 
     async def stop(self) -> None:
         """An orderly stop: end the running rollout, then stop every instance.
@@ -251,25 +229,6 @@ class ServiceController:
         if orphans:
             log.info("stopping instances no rollout needs: %s", [i.server for i in orphans])
             await self.platform.stop(orphans)
-
-    async def _reconcile_servers(self) -> None:
-        """Make HAProxy's servers match the instances: add the missing, remove the stale."""
-        wanted = {
-            self.backend: self.stable_instances
-            + self.baseline_instances
-            + ([] if self.ab else self.canary_instances),
-        }
-        if self.ab:
-            wanted[self.canary_backend] = self.canary_instances
-        for backend, instances in wanted.items():
-            present = {state.server for state in await self.router.server_states(backend)}
-            for instance in instances:
-                if instance.server not in present:
-                    await self.router.add_server(backend, instance.server, instance.host, instance.port)
-            names = {instance.server for instance in instances}
-            for stale in sorted(present - names):
-                await self.router.drain(backend, stale)
-                await self.router.remove_server(backend, stale)
 
     # --- requests from people --------------------------------------------------------------------
 
@@ -390,12 +349,7 @@ class ServiceController:
             self.baseline_instances = await self.platform.start(
                 state.baseline, replicas, label=baseline_label(state.baseline)
             )
-        for instance in self.canary_instances:
-            await self.router.add_server(self.canary_backend, instance.server, instance.host, instance.port)
-        for instance in self.baseline_instances:
-            await self.router.add_server(self.backend, instance.server, instance.host, instance.port)
-        await self._wait_servers_up(self.canary_instances, self.canary_backend)
-        await self._wait_servers_up(self.baseline_instances, self.backend)
+        await self.traffic.add_rollout_servers(self.canary_instances, self.baseline_instances)
 
     async def _after_step_started(self, state: RolloutState) -> RolloutState:
         """Run the step's rollout hooks; a failing one counts as a failed check."""
@@ -467,9 +421,7 @@ class ServiceController:
         return Measurement(verdict, step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:
-        names = {instance.server for instance in self.canary_instances}
-        states = await self.router.server_states(self.canary_backend)
-        return [s.server for s in states if s.server in names and s.status is ServerStatus.DOWN]
+        return await self.traffic.servers_down(self.canary_instances)
 
     async def _act(
         self, state: RolloutState, action: Action, measurement: Measurement | None
@@ -532,7 +484,7 @@ class ServiceController:
         self, state: RolloutState, reason: str, evidence: dict[str, Any] | None
     ) -> RolloutState:
         """Pass the confirm-promotion gate, then give the canary all traffic."""
-        await self.router.check_every_instance()  # a promotion needs every load balancer
+        await self.traffic.check_every_instance()  # a promotion needs every load balancer
         results = await self._run_hooks("confirm_promotion", state)
         if not all_ok(results):
             held = f"promotion not confirmed: {describe_failures(results)}"
@@ -557,7 +509,7 @@ class ServiceController:
     ) -> RolloutState:
         """Canary to 100%, drain and stop the old stable (and the fresh baseline). Safe to repeat."""
         if self.ab:
-            await self._move_canary_to_main_backend()  # gives the canary 100% on the way
+            await self.traffic.move_canary_to_main_backend(self.roster())  # gives the canary 100% on the way
         else:
             await self._tolerating_lag(self._apply_weight(100))
         await self._remove(self.stable_instances + self.baseline_instances)
@@ -571,20 +523,6 @@ class ServiceController:
         await self._run_hooks("post_rollout", state)
         self._notify("promoted", state, reason, evidence)
         return state
-
-    async def _move_canary_to_main_backend(self) -> None:
-        """A/B promotion: the canary's servers join the main backend, then leave the A/B backend."""
-        present = {s.server for s in await self.router.server_states(self.backend)}
-        for instance in self.canary_instances:
-            if instance.server not in present:
-                await self.router.add_server(self.backend, instance.server, instance.host, instance.port)
-        await self._wait_servers_up(self.canary_instances, self.backend)
-        await self._apply_weight(100)
-        in_ab = {s.server for s in await self.router.server_states(self.canary_backend)}
-        for instance in self.canary_instances:
-            if instance.server in in_ab:
-                await self.router.drain(self.canary_backend, instance.server)
-                await self.router.remove_server(self.canary_backend, instance.server)
 
     async def _finish_canary(
         self, state: RolloutState, final: RolloutPhase, reason: str, evidence: dict[str, Any] | None = None
@@ -665,57 +603,15 @@ class ServiceController:
     # --- data plane ------------------------------------------------------------------------------
 
     async def _apply_weight(self, canary_percent: int, *, only_servers_in_haproxy: bool = False) -> None:
-        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified.
-
-        `only_servers_in_haproxy` leaves out canary and baseline servers HAProxy does not hold: a rollout
-        stopped between starting its instances and adding them has servers that get no traffic already,
-        and "No such server" would otherwise be retried for ever.
-        """
-        stable = [instance.server for instance in self.stable_instances]
-        baseline = [instance.server for instance in self.baseline_instances]
-        canary = [instance.server for instance in self.canary_instances]
-        if only_servers_in_haproxy:
-            held = {
-                state.server
-                for backend in sorted({self.backend, self.canary_backend})
-                for state in await self.router.server_states(backend)
-            }
-            baseline = [server for server in baseline if server in held]
-            canary = [server for server in canary if server in held]
-        if self.ab:
-            in_main = {s.server for s in await self.router.server_states(self.backend)}
-            canary_in_main = [server for server in canary if server in in_main]
-            if canary and not canary_in_main:
-                # A/B: the canary gets every matched request, or none; the main backend keeps stable.
-                await self.router.set_shares(self.canary_backend, all_or_nothing(canary_percent > 0, canary))
-                await self.router.set_shares(self.backend, version_shares(0, stable, [], []))
-                return
-            canary = canary_in_main
-        await self.router.set_shares(self.backend, version_shares(canary_percent, stable, baseline, canary))
+        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified."""
+        await self.traffic.set_canary_percent(
+            canary_percent, self.roster(), only_servers_in_haproxy=only_servers_in_haproxy
+        )
 
     async def _remove(self, instances: list[Instance]) -> None:
         """Drain, delete from HAProxy, then stop: no request is cut in flight."""
-        backends = {self.backend, self.canary_backend}
-        for backend in sorted(backends):
-            existing = {state.server for state in await self.router.server_states(backend)}
-            mine = [instance.server for instance in instances if instance.server in existing]
-            for server in mine:
-                await self.router.drain(backend, server)
-            for server in mine:
-                await self.router.remove_server(backend, server)
+        await self.traffic.take_out(instances)
         await self.platform.stop(instances)
-
-    async def _wait_servers_up(self, instances: list[Instance], backend: str) -> None:
-        names = {instance.server for instance in instances}
-        deadline = time.monotonic() + SERVERS_UP_TIMEOUT_S
-        while names:
-            states = {s.server: s.status for s in await self.router.server_states(backend)}
-            if all(states.get(name) is ServerStatus.UP for name in names):
-                return
-            if time.monotonic() > deadline:
-                not_up = sorted(name for name in names if states.get(name) is not ServerStatus.UP)
-                raise RolloutError(f"servers not UP in HAProxy after {SERVERS_UP_TIMEOUT_S:.0f} s: {not_up}")
-            await asyncio.sleep(0.2)
 
     # --- hooks, load tests, notifications --------------------------------------------------------
 

@@ -16,8 +16,8 @@ from typing import Any
 from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, VerdictPhase, combine
 from fridaymorning.config import ServiceConfig
-from fridaymorning.controller.loop import judged_series
 from fridaymorning.controller.phases import RolloutState
+from fridaymorning.controller.planner import judged_series
 from fridaymorning.models import Window
 
 Query = Callable[[str, str, int, int], list[Window]]

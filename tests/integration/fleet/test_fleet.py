@@ -212,7 +212,7 @@ async def test_an_instance_reloaded_with_a_stale_file_gets_our_servers_back(flee
     await fleet.haproxies[2].reload()
 
     async def restored() -> bool:
-        return await fleet.weights(3) == expected
+        return bool(await fleet.weights(3) == expected)
 
     await wait_for(restored, "lb3's servers restored")
     assert all(instance["state"] == "in_sync" for instance in runtime.status()["haproxy"])
@@ -242,7 +242,7 @@ async def restart_during_rollout(instances: Any, config_path: Path, api: ApiClie
     rollout = await asyncio.to_thread(api.post, "/services/web/deploy", {"version": "v2"})
 
     def at_step_one() -> bool:
-        return api.get(f"/rollouts/{rollout['id']}")["canary_weight"] == STEPS[0]["weight"]
+        return bool(api.get(f"/rollouts/{rollout['id']}")["canary_weight"] == STEPS[0]["weight"])
 
     await asyncio.to_thread(wait_for_sync, at_step_one, "the rollout at step 1")
     first.kill()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fridaymorning.analysis.evidence import ArmSecond, Evidence, histogram_of
-from fridaymorning.analysis.judge import Policy, fail_alpha, fails, judge, verdict_of
+from fridaymorning.analysis.judge import fail_alpha, fails, judge, verdict_of
+from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, VALUES, index_of_value
 from fridaymorning.analysis.verdict import Check, VerdictPhase
 from fridaymorning.models import Window, new_sketch
@@ -110,7 +111,9 @@ def test_every_check_carries_its_evidence() -> None:
 def test_judge_equals_folding_seconds_into_evidence() -> None:
     """judge(windows) is verdict_of(the same seconds added one by one): the simulator's path."""
     rng = np.random.default_rng(3)
-    canary, baseline, evidence = [], [], Evidence(POLICY)
+    canary: list[Window] = []
+    baseline: list[Window] = []
+    evidence = Evidence(POLICY)
     for second in range(30):
         arms = []
         for version, requests, rate in (("v2", 30, 0.05), ("v1", 270, 0.01)):

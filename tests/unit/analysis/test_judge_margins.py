@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from fridaymorning.analysis.evidence import ArmSecond, Evidence, evidence_of, slower_index
+from fridaymorning.analysis.evidence import ArmSecond, Evidence, SloBlock, evidence_of, slower_index
 from fridaymorning.analysis.judge import fail_alpha, fails, slo_alpha, verdict_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, THETA_GRID, UPPER_EDGES, index_of_value
@@ -179,13 +179,8 @@ def test_a_canary_slow_for_good_is_judged_after_the_warm_up() -> None:
 
 def test_slo_alphas_sum_to_the_tests_share() -> None:
     """Both bounds of every SLO window a rollout can open spend at most fail_alpha together."""
-
-    class Block:
-        def __init__(self, index: int) -> None:
-            self.index = index
-
     policy = Policy()
-    spent = sum(2 * slo_alpha(policy, Block(k)) for k in range(1, 100_000))  # type: ignore[arg-type]
+    spent = sum(2 * slo_alpha(policy, SloBlock(k, start=0)) for k in range(1, 100_000))
     assert spent <= fail_alpha(policy)
     assert spent == pytest.approx(fail_alpha(policy), rel=1e-4)
 

@@ -154,8 +154,8 @@ def test_quantile_bounds_cover_p99_at_every_size() -> None:
         for n in (500, 1000, 2000, 5000, 10000, 20000):
             lower, upper = quantile_rank_bounds(n, 0.99, ALPHA)
             ordered = np.sort(samples[:n])
-            low = ordered[lower - 1] if lower >= 1 else 0.0
-            high = ordered[upper - 1] if upper <= n else math.inf
+            low = ordered[int(lower) - 1] if lower >= 1 else 0.0
+            high = ordered[int(upper) - 1] if upper <= n else math.inf
             if not low <= true_p99 <= high:
                 misses += 1
                 break

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from fridaymorning.controller.loop import rollout_dict
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import Served
+    from tests.unit.api.conftest import Served
 
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 

@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import Served
+    from tests.unit.api.conftest import Served
 
 # src="..." and href="..." in the page, and any absolute or protocol-relative URL anywhere in it.
 REFERENCE = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")

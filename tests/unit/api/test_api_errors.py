@@ -14,7 +14,7 @@ from fridaymorning.api.metrics import MAX_QUERY_SPAN_S
 from fridaymorning.errors import StoreError
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import Served
+    from tests.unit.api.conftest import Served
 
 
 def deploy(served: Served, service: str, body: Any) -> Any:

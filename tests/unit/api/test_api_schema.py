@@ -21,7 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import Served
+    from tests.unit.api.conftest import Served
 
 EXAMPLES_PER_OPERATION = 30
 NEVER_ENDING = "/api/v1/events"

@@ -28,7 +28,7 @@ from fridaymorning.api.dashboard import (
 from fridaymorning.controller.phases import RolloutPhase
 
 if TYPE_CHECKING:
-    from conftest import Served
+    from tests.unit.api.conftest import Served
 
 TOKEN = "dashboard-test-admin-token"
 

@@ -30,7 +30,7 @@ from fridaymorning.sketches import cumulative_counts
 from fridaymorning.testing import FakeClock, synthetic_window
 
 if TYPE_CHECKING:
-    from conftest import Served
+    from tests.unit.api.conftest import Served
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

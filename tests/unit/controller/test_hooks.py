@@ -27,6 +27,7 @@ from fridaymorning.controller.hooks import (
 )
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.errors import ConfigError
+from fridaymorning.procfs import process_alive
 from fridaymorning.testing import WebhookReceiver, wait_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -64,11 +65,7 @@ def command_hook(code: str, *args: str, **settings: Any) -> HookConfig:
 
 def process_gone(pid: int) -> bool:
     """True when `pid` no longer runs. A zombie counts as gone: whoever reaps it is not under test."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
+    return not process_alive(pid)
 
 
 async def eventually_gone(pid: int, within_s: float = 60.0) -> bool:

@@ -37,11 +37,11 @@ async def test_status_shows_no_verdict_for_a_rollout_not_yet_judged(tmp_path: Pa
 
     second = controller.deploy("v3")
     snapshot = controller.snapshot()  # before the new rollout's first judgement
-    assert snapshot["rollout"] is not None and snapshot["rollout"]["id"] == second.id  # type: ignore[index]
+    assert snapshot["rollout"] is not None and snapshot["rollout"]["id"] == second.id
     assert snapshot["verdict"] is None
     await drive_until(harness, lambda: controller.snapshot()["verdict"] is not None)
     judged = controller.snapshot()["verdict"]
-    assert judged is not None and judged["phase"] == "hold"  # type: ignore[index]
+    assert judged is not None and judged["phase"] == "hold"
     await controller.stop()
 
 

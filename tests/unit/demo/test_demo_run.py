@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ async def test_a_demo_that_is_ok_removes_its_state_directory(
 ) -> None:
     """OK: nothing is left behind, and the JSON names no state directory."""
     created: list[Path] = []
-    monkeypatch.setattr(run.tempfile, "mkdtemp", lambda prefix: record(created, tmp_path / "fm-demo-ok"))
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix: record(created, tmp_path / "fm-demo-ok"))
     monkeypatch.setattr(run, "run_in", finishing(True))
     result = await run_releases(200.0, True, None, lambda _: None)  # type: ignore[arg-type]
     assert "state_dir" not in result

@@ -20,6 +20,7 @@ from fridaymorning.ingest.process import (
     CollectorProcess,
     collector_settings,
 )
+from fridaymorning.procfs import read_cmdline
 
 SETTINGS = {"protocol": "udp", "host": "127.0.0.1", "port": 5140, "backends": ["web"]}
 
@@ -31,7 +32,7 @@ def lookalike(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         [sys.executable, "-c", "import time; time.sleep(60)", MODULE, str(tmp_path / SETTINGS_FILE)]
     )
     deadline = time.monotonic() + 30
-    while MODULE.encode() not in Path(f"/proc/{process.pid}/cmdline").read_bytes():  # until exec is done
+    while MODULE not in (read_cmdline(process.pid) or []):  # until exec is done
         assert time.monotonic() < deadline, "the lookalike never ran"
         time.sleep(0.01)
     yield process

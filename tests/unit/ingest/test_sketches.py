@@ -139,11 +139,7 @@ def test_vectorised_merge_equals_ddsketch_merge() -> None:
     for part in parts:
         expected.merge(part)
     merged = merge_sketches(parts)
-    assert (merged.count, merged.sum, merged._min, merged._max) == (
-        expected.count,
-        pytest.approx(expected.sum),
-        expected._min,
-        expected._max,
-    )
+    assert (merged.count, merged._min, merged._max) == (expected.count, expected._min, expected._max)
+    assert merged.sum == pytest.approx(expected.sum)
     for quantile in (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0):
         assert merged.get_quantile_value(quantile) == expected.get_quantile_value(quantile)

@@ -8,19 +8,18 @@ import json
 from rich.console import Console
 
 from fridaymorning.ingest.summarize import format_summary_table, quantiles_of_counts, summarize
+from fridaymorning.testing import compact_log_line, httplog_line
 
 HEADER = "Nov 26 12:38:53 lb1 haproxy[6027]: "
 
 
 def compact(server: str, status: int, tr_ms: int, ta_ms: int, termination: str = "--") -> str:
-    return f"fm1 1795696733.100 web {server} {status} {tr_ms} {ta_ms} 10 {termination} 10.0.0.1"
+    return compact_log_line(1795696733.1, server, status, tr_ms, ta_ms, termination=termination, header="")
 
 
 def httplog(server: str, status: int, tr_ms: int, ta_ms: int, termination: str = "----") -> str:
-    return (
-        f"10.0.0.1:5000 [26/Nov/2026:12:38:53.100] fe web/{server} 0/0/0/{tr_ms}/{ta_ms} {status} 10 - - "
-        f'{termination} 1/1/0/0/0 0/0 "GET / HTTP/1.1"'
-    )
+    timers = f"0/0/0/{tr_ms}/{ta_ms}"
+    return httplog_line(target=f"web/{server}", timers=timers, status=status, termination=termination)
 
 
 def sample_log() -> list[str]:
@@ -87,9 +86,9 @@ def test_quantiles_of_counts_uses_the_lower_rank() -> None:
 
 def test_table_renders_one_row_per_server() -> None:
     """The rich table shows each server with its counts and timer quantiles."""
-    console = Console(file=io.StringIO(), width=200)
-    console.print(format_summary_table(summarize(sample_log())))
-    text = console.file.getvalue()
+    output = io.StringIO()
+    Console(file=output, width=200).print(format_summary_table(summarize(sample_log())))
+    text = output.getvalue()
     assert "v1-1" in text and "v2-1" in text
     assert "50/90/99" in text
     assert "102 requests in 104 lines, 1 rejected" in text

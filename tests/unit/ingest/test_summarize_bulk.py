@@ -23,6 +23,7 @@ from fridaymorning.ingest.fastpath import DateCache, HeaderCache
 from fridaymorning.ingest.haproxy_log import is_failure, parse_event, parse_line
 from fridaymorning.ingest.summarize import summarize
 from fridaymorning.models import STATUS_CLASSES
+from fridaymorning.testing import httplog_line as httplog
 from fridaymorning.testing import local_time_zone
 
 summarize_module = importlib.import_module("fridaymorning.ingest.summarize")
@@ -36,20 +37,6 @@ HEADERS = [
     "<134>1 2026-11-26T12:38:53.468000+00:00 myhost haproxy 6027 - - ",
     "",
 ]
-
-
-def httplog(
-    client: str = "127.0.0.1:41054",
-    date: str = "[26/Nov/2026:12:38:53.468]",
-    target: str = "be/v1-1",
-    timers: str = "0/0/1/4/9",
-    status: str = "200",
-    size: str = "73",
-    termination: str = "----",
-    counts: str = "4/1/0/0/0",
-    tail: str = ' 0/0 {Mozilla 5 x} "GET /x?a=b HTTP/1.1"',
-) -> str:
-    return f"{client} {date} hl {target} {timers} {status} {size} - - {termination} {counts}{tail}"
 
 
 # Every httplog and compact case of test_haproxy_log.py, and what the fast path must hand back.
@@ -388,12 +375,13 @@ def mutated_httplog(draw: st.DrawFn) -> str:
 def test_mutated_lines_never_raise_and_equal_the_reference(lines: list[str], chunk: int) -> None:
     """Mutated httplog lines, whole or cut into small chunks: never raises, same summary as the reference."""
     content = ("\n".join(lines) + "\n").encode("utf-8", "replace")
-    saved = summarize_module._CHUNK_BYTES
-    summarize_module._CHUNK_BYTES = chunk
+    # The module, not the function the package exports under its name; a fixture would not reset per example.
+    saved = vars(summarize_module)["_CHUNK_BYTES"]
+    vars(summarize_module)["_CHUNK_BYTES"] = chunk
     try:
         stream = io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", errors="replace")
         fast = summarize(stream)
     finally:
-        summarize_module._CHUNK_BYTES = saved
+        vars(summarize_module)["_CHUNK_BYTES"] = saved
     slow = reference(list(io.TextIOWrapper(io.BytesIO(content), encoding="utf-8", errors="replace")))
     assert fast == slow

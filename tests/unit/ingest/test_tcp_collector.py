@@ -11,6 +11,7 @@ import pytest
 from fridaymorning.ingest.framing import frame_octet_counted
 from fridaymorning.ingest.syslog import TcpCollector
 from fridaymorning.models import Window
+from fridaymorning.testing import compact_log_line
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -18,7 +19,7 @@ T = 1_800_000_000
 
 
 def compact(second: int, server: str) -> bytes:
-    return f"<134>Nov 26 12:38:53 haproxy[1]: fm1 {second}.250 web {server} 200 3 5 100 -- 127.0.0.1".encode()
+    return compact_log_line(second + 0.25, server).encode()
 
 
 @pytest.fixture

@@ -12,15 +12,15 @@ import pytest
 from fridaymorning.errors import PortInUseError
 from fridaymorning.ingest.syslog import UdpCollector
 from fridaymorning.models import Window
+from fridaymorning.testing import SYSLOG_HEADER, compact_log_line
 
 pytestmark = pytest.mark.timeout(20)
 
 T = 1_800_000_000
-HEADER = b"<134>Nov 26 12:38:53 haproxy[6027]: "
 
 
 def compact(second: int, server: str, status: int = 200) -> bytes:
-    return HEADER + f"fm1 {second}.250 web {server} {status} 3 5 100 -- 127.0.0.1\n".encode()
+    return (compact_log_line(second + 0.25, server, status) + "\n").encode()
 
 
 class Sender:
@@ -105,7 +105,7 @@ async def test_malformed_datagrams_are_counted_and_never_stop_the_collector(coll
 async def test_events_and_multi_line_datagrams(collector: UdpCollector) -> None:
     """HAProxy notices count as events; a datagram holding several lines (ring/TCP style) is split."""
     sender = Sender(collector.address)
-    event = HEADER + b"Server web/v2-1 is DOWN, reason: Layer4 connection problem."
+    event = SYSLOG_HEADER.encode() + b"Server web/v2-1 is DOWN, reason: Layer4 connection problem."
     sender.send(event, compact(T, "v1-1") + compact(T, "v1-2") + compact(T, "v2-1"))
     await wait_until(lambda: collector.stats()["lines"] == 4)
     stats = collector.stats()

@@ -39,6 +39,7 @@ async def serving(answer: bytes | None, *, close_after: bool = False) -> AsyncIt
             while await reader.readuntil(b"\r\n\r\n"):
                 if answer is None:
                     await asyncio.sleep(3600)
+                    return
                 writer.write(answer)
                 await writer.drain()
                 if close_after or answer.startswith(b"HTTP/1.0"):

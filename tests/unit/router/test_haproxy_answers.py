@@ -14,7 +14,7 @@ from fridaymorning.router import HAProxyRouter, Share
 from fridaymorning.router.haproxy import parse_get_weight, parse_show_info, parse_show_stat, status_of
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import FakeAdminSocket
+    from tests.unit.router.conftest import FakeAdminSocket
 
 SHOW_STAT = (
     "# pxname,svname,qcur,scur,stot,status,weight,uweight,addr,algo\n"

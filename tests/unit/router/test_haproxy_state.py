@@ -4,23 +4,18 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fridaymorning.errors import RouterError
-from fridaymorning.procfs import handles_signals, process_alive, read_pid
 from fridaymorning.router import HAProxyProcess, HAProxyRouter, ServerSpec
 from fridaymorning.router.haproxy import parse_servers_state, write_atomically
 from fridaymorning.router.process import failed_reloads, runs_haproxy_master
 
 if TYPE_CHECKING:  # the fixture's class, for annotations only: test directories are not packages
-    from conftest import FakeAdminSocket
+    from tests.unit.router.conftest import FakeAdminSocket
 
 SERVERS_STATE = (
     "1\n"
@@ -167,49 +162,7 @@ def test_write_atomically_replaces_the_file_whole(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == [target]
 
 
-# -- processes seen through /proc ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("text", "pid"), [("1234\n", 1234), ("", None), ("abc", None), ("0", None)])
-def test_read_pid(tmp_path: Path, text: str, pid: int | None) -> None:
-    """A pidfile gives its pid; an empty or garbled one gives None."""
-    pidfile = tmp_path / "haproxy.pid"
-    pidfile.write_text(text)
-    assert read_pid(pidfile) == pid
-    assert read_pid(tmp_path / "missing.pid") is None
-
-
-def test_a_zombie_is_not_alive() -> None:
-    """A process that exited but was not reaped yet (as under an init that reaps late) counts as gone."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    try:
-        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, still unreaped
-        assert not process_alive(child.pid)
-    finally:
-        child.wait()
-    assert process_alive(os.getpid())
-
-
-@pytest.fixture
-def usr_handlers() -> Iterator[None]:
-    """SIGUSR1 and SIGUSR2 handled by this process for the test, then restored."""
-    previous = {number: signal.signal(number, lambda *_: None) for number in (signal.SIGUSR1, signal.SIGUSR2)}
-    yield
-    for number, handler in previous.items():
-        signal.signal(number, handler)
-
-
-def test_handles_signals_reads_caught_and_blocked_masks(usr_handlers: None) -> None:
-    """A master is signalled only when it catches the signal and does not block it; a default or
-    blocked SIGUSR2 would be lost or kill it."""
-    assert handles_signals(os.getpid(), signal.SIGUSR1, signal.SIGUSR2)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-    try:
-        assert not handles_signals(os.getpid(), signal.SIGUSR2)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
-    signal.signal(signal.SIGUSR2, signal.SIG_DFL)
-    assert not handles_signals(os.getpid(), signal.SIGUSR1, signal.SIGUSR2)
+# -- processes seen through /proc (procfs itself: tests/unit/test_procfs.py) -------------------------
 
 
 def test_only_a_haproxy_master_with_our_config_is_recognised(tmp_path: Path) -> None:

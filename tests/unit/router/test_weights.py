@@ -117,7 +117,7 @@ def test_all_arms_at_0_percent_close_the_backend() -> None:
         ({"stable": Share(90, ()), "canary": Share(10, ("c",))}, "no stable server"),
         ({"stable": Share(90, ("s",)), "canary": Share(10, ("s",))}, "two shares"),
         ({"stable": Share(90, ("s", "s")), "canary": Share(10, ("c",))}, "twice"),
-        ({"stable": Share(True, ("s",))}, "integer percent"),  # type: ignore[arg-type]
+        ({"stable": Share(True, ("s",))}, "integer percent"),
     ],
 )
 def test_impossible_shares_are_refused(shares: dict[str, Share], message: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fridaymorning.analysis.judge import Policy
+from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import HISTOGRAM_SIZE, index_of_value
 from fridaymorning.simulation.reference import (
     FlaggerAnalysis,
@@ -107,7 +107,7 @@ def literal_root(canary: np.ndarray, baseline: np.ndarray, quantile: float) -> f
         sigma = math.sqrt(
             n_x * n_y / 12 * ((n_x + n_y + 1) - np.sum(ties**3 - ties) / ((n_x + n_y) * (n_x + n_y - 1)))
         )
-        return (dz - np.sign(dz) * 0.5) / sigma - quantile
+        return float((dz - np.sign(dz) * 0.5) / sigma - quantile)
 
     low, high = float(canary.min() - baseline.max()), float(canary.max() - baseline.min())
     if f(low) <= 0:

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fridaymorning.analysis.judge import Policy
+from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import index_of_value, lognormal_parameters
 from fridaymorning.config import CollectorConfig
-from fridaymorning.controller.loop import judged_seconds
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.controller.planner import judged_seconds
 from fridaymorning.errors import ConfigError
 from fridaymorning.router._render import render_defaults
 from fridaymorning.simulation.scenario import (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import cast
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_lines_wait_out_an_outage_and_arrive_in_order_in_batches() -> None:
     server = FlakyServer()
     buffer = LineBuffer(server.send, FAST, "test")
     assert buffer.put(["a", "b", "c"]) and buffer.put(["d", "e", "f"])
-    wait_for_sync(lambda: buffer.stats()["retries"] >= 3, "retries while the server is down")
+    wait_for_sync(lambda: cast(int, buffer.stats()["retries"]) >= 3, "retries while the server is down")
     assert buffer.stats()["pending"] == 6
     assert buffer.stats()["failing_for_s"] is not None
     server.up.set()

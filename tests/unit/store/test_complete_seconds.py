@@ -31,7 +31,7 @@ class MarkedStore(LineProtocolStore):
 
 def test_a_read_waits_until_the_mark_covers_the_judged_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     """Marks 98, 99, then 100: the read of seconds below 100 happens once the mark reaches 100."""
-    monkeypatch.setattr(remote.time, "sleep", lambda _: None)
+    monkeypatch.setattr("fridaymorning.store.remote.time.sleep", lambda _: None)
     store = MarkedStore([98, 99, 100])
     assert store.query_complete("web", "v2", 50, 100) == []
     assert store.queries == [(50, 100)]
