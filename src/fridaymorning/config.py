@@ -79,7 +79,12 @@ class PlatformConfig(StrictModel):
     """How instances of a version are started."""
 
     url: str = "local://"
-    command: list[str] = Field(min_length=1)
+    # local://: the argv of an instance, with '{port}'. swarm://: the image, with '{version}'.
+    command: list[str] = Field(default_factory=list)
+    image: str = ""
+    container_port: int = Field(default=8080, gt=0, lt=65536)
+    # swarm:// without a registry: Docker hosts of the other nodes, which get each image by save/load.
+    image_nodes: list[str] = Field(default_factory=list)
     replicas: int = Field(default=1, ge=1, le=64)
     health_path: str = "/healthz"
     health_timeout_s: float = Field(default=20.0, gt=0)
@@ -96,7 +101,7 @@ class PlatformConfig(StrictModel):
     @field_validator("command")
     @classmethod
     def command_uses_port(cls, command: list[str]) -> list[str]:
-        if not any("{port}" in part for part in command):
+        if command and not any("{port}" in part for part in command):
             raise ValueError("the command must contain '{port}' so each instance gets its own port")
         for part in command:
             try:
@@ -106,6 +111,15 @@ class PlatformConfig(StrictModel):
                     f"bad placeholder in {part!r}: only {{port}}, {{version}}, {{index}} and {{python}} exist"
                 ) from error
         return command
+
+    @model_validator(mode="after")
+    def what_to_run(self) -> PlatformConfig:
+        swarm = self.url.startswith("swarm")
+        if swarm and not self.image:
+            raise ValueError("a swarm:// platform needs `image`, e.g. 'registry/app:{version}'")
+        if not swarm and not self.command:
+            raise ValueError("a local:// platform needs `command`, with '{port}' in it")
+        return self
 
     @field_validator("health_path")
     @classmethod

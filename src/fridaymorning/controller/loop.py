@@ -32,6 +32,7 @@ from fridaymorning.controller.hooks import (
 )
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
+from fridaymorning.controller.replacements import replaced_pairs, swap
 from fridaymorning.controller.shares import all_or_nothing, version_shares
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
@@ -46,7 +47,7 @@ from fridaymorning.controller.strategy import (
 from fridaymorning.errors import FridayMorningError, RolloutError
 from fridaymorning.models import Instance, ServerStatus, baseline_label
 from fridaymorning.notify import Notifier, Notifiers
-from fridaymorning.platform.base import Platform
+from fridaymorning.platform.base import Platform, TracksReplacements
 from fridaymorning.router import ab_backend
 from fridaymorning.router.base import Router
 from fridaymorning.store.base import MetricStore
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # How long new servers may take to pass HAProxy's health checks once added.
 SERVERS_UP_TIMEOUT_S = 15.0
+# How often a platform that replaces instances by itself (Swarm) is asked which ones it replaced.
+REPLACEMENT_POLL_S = 1.0
 # The longest pause between retries of a rollback's HAProxy commands (see _until_done).
 ROLLBACK_RETRY_MAX_S = 5.0
 
@@ -156,6 +159,11 @@ class ServiceController:
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
         self._task: asyncio.Task[RolloutState] | None = None
+        # The canary share last given to the router, and the lock that keeps weight changes whole, so a
+        # replaced server gets its share without racing a rollout's own change.
+        self._applied_percent = 0
+        self._weights_lock = asyncio.Lock()
+        self._tracker: asyncio.Task[None] | None = None
 
     @property
     def backend(self) -> str:
@@ -190,6 +198,8 @@ class ServiceController:
             self._commands = asyncio.Queue()
             self._task = asyncio.create_task(self._resume(active), name=f"rollout-{active.id}")
         await self._wait_servers_up(self.stable_instances, self.backend)
+        if isinstance(self.platform, TracksReplacements):
+            self._tracker = asyncio.create_task(self._follow_replacements(self.platform), name="replacements")
 
     async def stop(self) -> None:
         """An orderly stop: end the running rollout, then stop every instance.
@@ -198,6 +208,9 @@ class ServiceController:
         rolling back or aborting is finished as decided. So the next `fm up` starts clean. A crash
         (kill -9) never gets here, and the next `fm up` resumes the rollout instead.
         """
+        if self._tracker is not None:
+            self._tracker.cancel()
+            await asyncio.gather(self._tracker, return_exceptions=True)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -624,13 +637,23 @@ class ServiceController:
 
     # --- data plane ------------------------------------------------------------------------------
 
-    async def _apply_weight(self, canary_percent: int, *, only_servers_in_haproxy: bool = False) -> None:
-        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified.
+    async def _apply_weight(
+        self, canary_percent: int | None, *, only_servers_in_haproxy: bool = False
+    ) -> None:
+        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified;
+        None gives it again the share last given (for replaced servers).
 
         `only_servers_in_haproxy` leaves out canary and baseline servers HAProxy does not hold: a rollout
         stopped between starting its instances and adding them has servers that get no traffic already,
         and "No such server" would otherwise be retried for ever.
         """
+        async with self._weights_lock:
+            if canary_percent is None:
+                canary_percent = self._applied_percent
+            self._applied_percent = canary_percent
+            await self._set_shares(canary_percent, only_servers_in_haproxy)
+
+    async def _set_shares(self, canary_percent: int, only_servers_in_haproxy: bool) -> None:
         stable = [instance.server for instance in self.stable_instances]
         baseline = [instance.server for instance in self.baseline_instances]
         canary = [instance.server for instance in self.canary_instances]
@@ -652,6 +675,36 @@ class ServiceController:
                 return
             canary = canary_in_main
         await self.router.set_shares(self.backend, version_shares(canary_percent, stable, baseline, canary))
+
+    async def _follow_replacements(self, platform: TracksReplacements) -> None:
+        """Until stopped: when the platform replaced an instance (a Swarm task restarted on a new port),
+        replace its HAProxy server and give it its share again. Errors are logged and retried."""
+        while True:
+            await asyncio.sleep(REPLACEMENT_POLL_S)
+            try:
+                for role in ("stable_instances", "baseline_instances", "canary_instances"):
+                    await self._replace_servers(platform, role)
+            except FridayMorningError as error:
+                log.warning("following replaced instances: %s", error)
+
+    async def _replace_servers(self, platform: TracksReplacements, role: str) -> None:
+        routed: list[Instance] = getattr(self, role)
+        if not routed:
+            return
+        pairs = replaced_pairs(routed, await platform.current(routed))
+        if not pairs or getattr(self, role) != routed:  # none, or the rollout changed them meanwhile
+            return
+        backend = self.canary_backend if role == "canary_instances" else self.backend
+        present = {state.server for state in await self.router.server_states(backend)}
+        for old, new in pairs:
+            log.warning(
+                "%s was replaced (%s:%d -> %s:%d)", old.server, old.host, old.port, new.host, new.port
+            )
+            if old.server in present:
+                await self.router.remove_server(backend, old.server)
+            await self.router.add_server(backend, new.server, new.host, new.port)
+        setattr(self, role, swap(routed, pairs))
+        await self._apply_weight(None, only_servers_in_haproxy=True)
 
     async def _remove(self, instances: list[Instance]) -> None:
         """Drain, delete from HAProxy, then stop: no request is cut in flight."""
