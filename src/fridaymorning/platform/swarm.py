@@ -280,10 +280,17 @@ class SwarmPlatform:
             )
         return found
 
-    def _tasks(self, entry: _Version) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = self._docker().api.tasks(
-            filters={"service": entry.service_id, "desired-state": "running"}
-        )
+    def _tasks(self, entry: _Version, desired: str | None = "running") -> list[dict[str, Any]]:
+        """The tasks of `entry` (those meant to run, unless `desired` is None); [] when it is gone."""
+        import docker
+
+        filters = {"service": entry.service_id}
+        if desired is not None:
+            filters["desired-state"] = desired
+        try:
+            tasks: list[dict[str, Any]] = self._docker().api.tasks(filters=filters)
+        except docker.errors.NotFound:
+            return []
         return tasks
 
     def _node_address(self, node_id: str) -> str:
@@ -399,7 +406,7 @@ class SwarmPlatform:
         import docker
 
         client = self._docker()
-        if any(client.api.tasks(filters={"service": entry.service_id}) for entry in entries):
+        if any(self._tasks(entry, None) for entry in entries):
             return True
         names = {entry.name for entry in entries}
         hosts = [client] + [
