@@ -32,7 +32,7 @@ from fridaymorning.controller.hooks import (
 )
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
-from fridaymorning.controller.replacements import replaced_pairs, swap
+from fridaymorning.controller.replacements import gone, replaced_pairs, swap
 from fridaymorning.controller.shares import all_or_nothing, version_shares
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
@@ -679,23 +679,33 @@ class ServiceController:
     async def _follow_replacements(self, platform: TracksReplacements) -> None:
         """Until stopped: when the platform replaced an instance (a Swarm task restarted on a new port),
         replace its HAProxy server and give it its share again. Errors are logged and retried."""
+        drained: set[Instance] = set()
         while True:
             await asyncio.sleep(REPLACEMENT_POLL_S)
             try:
                 for role in ("stable_instances", "baseline_instances", "canary_instances"):
-                    await self._replace_servers(platform, role)
+                    await self._replace_servers(platform, role, drained)
             except FridayMorningError as error:
                 log.warning("following replaced instances: %s", error)
 
-    async def _replace_servers(self, platform: TracksReplacements, role: str) -> None:
+    async def _replace_servers(self, platform: TracksReplacements, role: str, drained: set[Instance]) -> None:
         routed: list[Instance] = getattr(self, role)
         if not routed:
             return
-        pairs = replaced_pairs(routed, await platform.current(routed))
-        if not pairs or getattr(self, role) != routed:  # none, or the rollout changed them meanwhile
+        current = await platform.current(routed)
+        if getattr(self, role) != routed:  # the rollout changed them meanwhile
             return
         backend = self.canary_backend if role == "canary_instances" else self.backend
         present = {state.server for state in await self.router.server_states(backend)}
+        if role != "canary_instances":  # a dead canary stays, for the judge to see DOWN and roll back
+            for instance in gone(routed, current):
+                if instance not in drained and instance.server in present:
+                    log.warning("%s stopped running; draining it until it is replaced", instance.server)
+                    await self.router.drain(backend, instance.server)
+                    drained.add(instance)
+        pairs = replaced_pairs(routed, current)
+        if not pairs:
+            return
         for old, new in pairs:
             log.warning(
                 "%s was replaced (%s:%d -> %s:%d)", old.server, old.host, old.port, new.host, new.port

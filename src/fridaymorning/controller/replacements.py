@@ -27,6 +27,12 @@ def replaced_pairs(
     return pairs
 
 
+def gone(routed: Sequence[Instance], current: Sequence[Instance]) -> list[Instance]:
+    """The routed instances that `current` does not run at all: stopped, and not replaced yet."""
+    running = {instance.server for instance in current}
+    return [instance for instance in routed if instance.server not in running]
+
+
 def swap(instances: Sequence[Instance], pairs: Sequence[tuple[Instance, Instance]]) -> list[Instance]:
     """`instances` with each replaced one swapped for its replacement, in the same order."""
     replacement = dict(pairs)

@@ -121,3 +121,19 @@ def build_images(client: Any, versions: Iterable[str]) -> list[str]:
         client.images.build(fileobj=context, custom_context=True, tag=image_name(version), rm=True)
         names.append(image_name(version))
     return names
+
+
+def build_images_at(platform_url: str, versions: Iterable[str]) -> list[str]:
+    """Build the demo images on the Docker host of a swarm:// platform URL (see platform/swarm.py)."""
+    import docker
+
+    transport = platform_url.split("://", 1)[0].removeprefix("swarm").removeprefix("+")
+    if not transport:
+        client = docker.from_env(version="auto")
+    else:
+        rest = platform_url.split("://", 1)[1]
+        client = docker.DockerClient(base_url=f"{transport}://{rest}", version="auto")
+    try:
+        return build_images(client, versions)
+    finally:
+        client.close()

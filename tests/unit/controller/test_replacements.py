@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fridaymorning.controller.replacements import replaced_pairs, swap
+from fridaymorning.controller.replacements import gone, replaced_pairs, swap
 from fridaymorning.models import Instance
 from fridaymorning.testing import ControllerHarness, ReplacingFakePlatform, harness_service, wait_for
 
@@ -22,6 +22,12 @@ def test_a_replacement_pairs_by_server_name() -> None:
 def test_a_task_gone_and_not_yet_replaced_pairs_with_nothing() -> None:
     """A task that is gone without a replacement yet is left to HAProxy's checks (it is DOWN there)."""
     assert replaced_pairs([V1_1, V1_2], [V1_1]) == []
+
+
+def test_gone_lists_the_instances_that_run_under_no_name_any_more() -> None:
+    """A task that stopped is gone until its replacement runs; a replaced one is not gone."""
+    assert gone([V1_1, V1_2], [V1_1]) == [V1_2]
+    assert gone([V1_1, V1_2], [V1_1, V1_2_NEW]) == []
 
 
 def test_swap_keeps_the_order() -> None:
