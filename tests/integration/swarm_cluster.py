@@ -108,6 +108,8 @@ class SwarmCluster:
 
     def start(self) -> None:
         """Namespaces, links, one dockerd per node, the Swarm, the address label of each node."""
+        if os.geteuid() != 0:
+            pytest.fail("the swarm tests start dockerd in network namespaces: run them as root")
         dockerd = required("dockerd", "docker.io")
         required("docker", "docker.io")
         nsenter = required("nsenter", "util-linux")
