@@ -6,7 +6,8 @@ set -eu
 
 # binary -> Debian package. stress-ng keeps the cores busy for scripts/test-under-load.sh; nginx-light is
 # a real third-party service for the benchmarks; chromium runs the dashboard's browser tests.
-NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light chromium:chromium"
+# docker.io (dockerd) and busybox-static (the demo images) for the Swarm platform and its tests.
+NEEDED="haproxy:haproxy halog:haproxy wrk:wrk stress-ng:stress-ng nginx:nginx-light chromium:chromium dockerd:docker.io busybox:busybox-static"
 
 missing=""
 for pair in $NEEDED; do

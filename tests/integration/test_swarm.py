@@ -4,6 +4,8 @@ are built on the manager; the worker gets them from the platform by save/load.""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ import yaml
 
 from fridaymorning.demo.image import build_images
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, run_fm, wait_for_sync
+from fridaymorning.testing import EVENT_DEADLINE_S, FM, FmUpProcess, run_fm, wait_for_sync
 
 from .conftest import find_free_port
 from .swarm_cluster import SwarmCluster, host_snapshot
@@ -142,6 +144,29 @@ def test_one_node_promotes_the_good_version_and_rolls_back_the_bad(
         assert up.stop() == 0
     assert failed_stable(tally, {"v1", "v2"}) == 0, tally
     assert tally["v3"]["requests"] > 0 and tally["v2"]["requests"] > 0, tally
+    assert services_of(one_node) == []
+
+
+def test_fm_demo_runs_on_swarm(one_node: SwarmCluster, haproxy_binary: str) -> None:
+    """`fm demo --platform swarm` builds its images on the manager, promotes v2 and rolls back v3 as Swarm
+    services, with no failed stable request, and leaves no service behind."""
+    command = [
+        *FM,
+        "demo",
+        "--json",
+        "--rate",
+        "60",
+        "--platform",
+        "swarm",
+        "--docker-host",
+        one_node.manager.docker_host,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=SWARM_DEADLINE_S * 3, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert [release["outcome"] for release in result["releases"]] == ["promoted", "rolled_back"]
+    assert result["failed_stable_requests"] == 0 and result["ok"], result
+    assert "built fm-demo:v1, fm-demo:v2, fm-demo:v3" in done.stderr
     assert services_of(one_node) == []
 
 
