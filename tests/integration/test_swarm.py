@@ -206,6 +206,7 @@ def test_two_nodes_with_a_killed_task_replaced(
         assert up.stop() == 0
     assert failed_stable(tally, {"v1", "v2"}) == 0, tally
     assert services_of(two_nodes) == []
+    assert [node.docker("ps", "-aq").stdout.split() for node in two_nodes.nodes] == [[], []]
 
 
 def test_kill_9_of_fm_up_mid_rollout_resumes(
