@@ -53,7 +53,7 @@ def host_snapshot() -> dict[str, Any]:
         if line and not line.startswith("#")
     ]
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
-    netns = set(run("ip", "netns", "list").stdout.split())
+    netns = {line.split()[0] for line in run("ip", "netns", "list").stdout.splitlines() if line.strip()}
     return {"links": links, "iptables": sorted(rules), "ip_forward": forward, "netns": netns}
 
 
