@@ -680,21 +680,27 @@ class ServiceController:
         """Until stopped: when the platform replaced an instance (a Swarm task restarted on a new port),
         replace its HAProxy server and give it its share again. Errors are logged and retried."""
         drained: set[Instance] = set()
+        reweigh = False  # a replaced server still waits for its share
         while True:
             await asyncio.sleep(REPLACEMENT_POLL_S)
             try:
                 for role in ("stable_instances", "baseline_instances", "canary_instances"):
-                    await self._replace_servers(platform, role, drained)
+                    reweigh = await self._replace_servers(platform, role, drained) or reweigh
+                if reweigh:
+                    await self._apply_weight(None, only_servers_in_haproxy=True)
+                    reweigh = False
             except FridayMorningError as error:
                 log.warning("following replaced instances: %s", error)
 
-    async def _replace_servers(self, platform: TracksReplacements, role: str, drained: set[Instance]) -> None:
+    async def _replace_servers(self, platform: TracksReplacements, role: str, drained: set[Instance]) -> bool:
+        """Drain the stopped instances of `role`, and replace the servers of the replaced ones; True when
+        a server was replaced (it then needs its share)."""
         routed: list[Instance] = getattr(self, role)
         if not routed:
-            return
+            return False
         current = await platform.current(routed)
         if getattr(self, role) != routed:  # the rollout changed them meanwhile
-            return
+            return False
         backend = self.canary_backend if role == "canary_instances" else self.backend
         present = {state.server for state in await self.router.server_states(backend)}
         if role != "canary_instances":  # a dead canary stays, for the judge to see DOWN and roll back
@@ -705,7 +711,7 @@ class ServiceController:
                     drained.add(instance)
         pairs = replaced_pairs(routed, current)
         if not pairs:
-            return
+            return False
         for old, new in pairs:
             log.warning(
                 "%s was replaced (%s:%d -> %s:%d)", old.server, old.host, old.port, new.host, new.port
@@ -714,7 +720,7 @@ class ServiceController:
                 await self.router.remove_server(backend, old.server)
             await self.router.add_server(backend, new.server, new.host, new.port)
         setattr(self, role, swap(routed, pairs))
-        await self._apply_weight(None, only_servers_in_haproxy=True)
+        return True
 
     async def _remove(self, instances: list[Instance]) -> None:
         """Drain, delete from HAProxy, then stop: no request is cut in flight."""
