@@ -110,12 +110,13 @@ def demo_config(state_dir: Path, swarm: SwarmDemo | None = None) -> Config:
                         ]
                     },
                     # p50 and p90 against the baseline: at 20 canary req/s a p99 comparison needs
-                    # longer than a demo should take to gather its evidence.
+                    # longer than a demo should take to gather its evidence. On Swarm, p50 alone: a
+                    # process forked per request (busybox CGI) makes the tail too noisy for a demo.
                     "analysis": {
                         "min_requests": 100,
                         "max_error_rate": 0.02,
                         "max_p99_ms": 500,
-                        "quantiles": [0.5, 0.9],
+                        "quantiles": [0.5, 0.9] if swarm is None else [0.5],
                     },
                 }
             ],
