@@ -459,12 +459,20 @@ def simulate(
 def demo(
     as_json: bool = JsonOption,
     rate: float = typer.Option(200.0, help="requests per second of generated traffic"),
+    platform: str = typer.Option("local", help="local (processes) or swarm (Docker Swarm services)"),
+    docker_host: str = typer.Option("", help="swarm: the manager's Docker host (default: DOCKER_HOST)"),
+    image_node: list[str] = typer.Option([], help="swarm: another node's Docker host, given the images"),
 ) -> None:
     """Run a live canary demo: v1 stable, v2 (good) promoted, v3 (bad) rolled back."""
-    from fridaymorning.demo.run import run_demo
+    from fridaymorning.demo.run import SwarmDemo, run_demo
 
+    if platform not in ("local", "swarm"):
+        fail(f"--platform: unknown platform {platform!r}; valid: local, swarm", EXIT_USAGE)
+    swarm = None
+    if platform == "swarm":
+        swarm = SwarmDemo(f"swarm+{docker_host}" if docker_host else "swarm://", list(image_node))
     try:
-        result = asyncio.run(run_demo(rate=rate, quiet=as_json, console=console))
+        result = asyncio.run(run_demo(rate=rate, quiet=as_json, console=console, swarm=swarm))
     except FridayMorningError as error:
         fail(str(error))
     except asyncio.CancelledError:

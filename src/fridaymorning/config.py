@@ -127,7 +127,12 @@ class PlatformConfig(StrictModel):
     """How instances of a version are started."""
 
     url: str = "local://"
-    command: list[str] = Field(min_length=1)
+    # local://: the argv of an instance, with '{port}'. swarm://: the image, with '{version}'.
+    command: list[str] = Field(default_factory=list)
+    image: str = ""
+    container_port: int = Field(default=8080, gt=0, lt=65536)
+    # swarm:// without a registry: Docker hosts of the other nodes, which get each image by save/load.
+    image_nodes: list[str] = Field(default_factory=list)
     host: str = Field(
         default="127.0.0.1", description="the address instances listen on, and HAProxy reaches them at"
     )
@@ -147,7 +152,7 @@ class PlatformConfig(StrictModel):
     @field_validator("command")
     @classmethod
     def command_uses_port(cls, command: list[str]) -> list[str]:
-        if not any("{port}" in part for part in command):
+        if command and not any("{port}" in part for part in command):
             raise ValueError("the command must contain '{port}' so each instance gets its own port")
         for part in command:
             try:
@@ -163,6 +168,15 @@ class PlatformConfig(StrictModel):
     def host_is_address(cls, host: str) -> str:
         ipaddress.ip_address(host)  # a ValueError names the problem
         return host
+
+    @model_validator(mode="after")
+    def what_to_run(self) -> PlatformConfig:
+        swarm = self.url.startswith("swarm")
+        if swarm and not self.image:
+            raise ValueError("a swarm:// platform needs `image`, e.g. 'registry/app:{version}'")
+        if not swarm and not self.command:
+            raise ValueError("a local:// platform needs `command`, with '{port}' in it")
+        return self
 
     @field_validator("health_path")
     @classmethod

@@ -26,6 +26,9 @@ IMPLEMENTATIONS: dict[str, dict[str, str]] = {
     },
     "platform": {
         "local": "fridaymorning.platform.local:LocalPlatform",
+        "swarm": "fridaymorning.platform.swarm:SwarmPlatform",
+        "swarm+unix": "fridaymorning.platform.swarm:SwarmPlatform",
+        "swarm+tcp": "fridaymorning.platform.swarm:SwarmPlatform",
     },
     "provider": {
         "logs": "fridaymorning.providers.logs:LogMetricProvider",

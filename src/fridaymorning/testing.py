@@ -444,6 +444,22 @@ class FakePlatform:
         await self.stop(list(self.running))
 
 
+class ReplacingFakePlatform(FakePlatform):
+    """A FakePlatform that replaces instances by itself, as Swarm restarts a task: `replace(instance)`
+    swaps it for a new one under the same server name on a new port, and `current()` reports it."""
+
+    async def current(self, instances: Sequence[Instance]) -> list[Instance]:
+        names = {instance.server for instance in instances}
+        return [instance for instance in self.running if instance.server in names]
+
+    def replace(self, instance: Instance) -> Instance:
+        replacement = Instance(
+            instance.version, instance.index, instance.host, next(self._ports), "replaced", instance.label
+        )
+        self.running[self.running.index(instance)] = replacement
+        return replacement
+
+
 class FakeNotifier:
     """A Notifier that keeps every event it was given, in order, and delivers them at once."""
 

@@ -151,6 +151,21 @@ class TrafficActuator:
         states = await self.router.server_states(self.canary_backend)
         return [s.server for s in states if s.server in names and s.status is ServerStatus.DOWN]
 
+    async def servers_held(self, backend: str) -> set[str]:
+        """The names of the servers HAProxy holds in `backend`."""
+        return {state.server for state in await self.router.server_states(backend)}
+
+    async def drain_server(self, backend: str, server: str) -> None:
+        """Send no new request to `server` (its instance stopped; the platform is replacing it)."""
+        await self.router.drain(backend, server)
+
+    async def replace_server(self, backend: str, old: Instance, new: Instance, held: set[str]) -> None:
+        """The platform replaced `old` by `new` (same server name, new address): swap the HAProxy server.
+        It joins with no traffic; the caller gives it its share again."""
+        if old.server in held:
+            await self.router.remove_server(backend, old.server)
+        await self.router.add_server(backend, new.server, new.host, new.port)
+
     async def weights(self) -> dict[str, int]:
         """Each server's weight in the service's backend, as HAProxy has it now."""
         return {state.server: state.weight for state in await self.router.server_states(self.backend)}

@@ -37,6 +37,7 @@ from fridaymorning.controller.metric_checks import MetricChecks
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.planner import judged_seconds, judged_series
+from fridaymorning.controller.replacements import gone, replaced_pairs, swap
 from fridaymorning.controller.state import StateStore
 from fridaymorning.controller.strategy import (
     WATCHED_PHASES,
@@ -50,13 +51,15 @@ from fridaymorning.controller.strategy import (
 from fridaymorning.errors import FridayMorningError, InstanceLagError, RolloutError
 from fridaymorning.models import Instance, baseline_label
 from fridaymorning.notify import Notifier, Notifiers
-from fridaymorning.platform.base import Platform
+from fridaymorning.platform.base import Platform, TracksReplacements
 from fridaymorning.providers import MetricProvider, open_providers
 from fridaymorning.router.base import Router
 from fridaymorning.store.base import MetricStore
 
 log = logging.getLogger(__name__)
 
+# How often a platform that replaces instances by itself (Swarm) is asked which ones it replaced.
+REPLACEMENT_POLL_S = 1.0
 # The longest pause between retries of a rollback's HAProxy commands (see _until_done).
 ROLLBACK_RETRY_MAX_S = 5.0
 
@@ -139,6 +142,11 @@ class ServiceController:
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
         self._task: asyncio.Task[RolloutState] | None = None
+        # The canary share last given to the router, and the lock that keeps weight changes whole, so a
+        # replaced server gets its share without racing a rollout's own change.
+        self._applied_percent = 0
+        self._weights_lock = asyncio.Lock()
+        self._tracker: asyncio.Task[None] | None = None
 
     @property
     def backend(self) -> str:
@@ -175,6 +183,8 @@ class ServiceController:
             self._commands = asyncio.Queue()
             self._task = asyncio.create_task(self._resume(active), name=f"rollout-{active.id}")
         await self.traffic.wait_servers_up(self.stable_instances, self.backend)
+        if isinstance(self.platform, TracksReplacements):
+            self._tracker = asyncio.create_task(self._follow_replacements(self.platform), name="replacements")
 
     async def stop(self) -> None:
         """An orderly stop: end the running rollout, then stop every instance.
@@ -183,6 +193,9 @@ class ServiceController:
         rolling back or aborting is finished as decided. So the next `fm up` starts clean. A crash
         (kill -9) never gets here, and the next `fm up` resumes the rollout instead.
         """
+        if self._tracker is not None:
+            self._tracker.cancel()
+            await asyncio.gather(self._tracker, return_exceptions=True)
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -602,11 +615,63 @@ class ServiceController:
 
     # --- data plane ------------------------------------------------------------------------------
 
-    async def _apply_weight(self, canary_percent: int, *, only_servers_in_haproxy: bool = False) -> None:
-        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified."""
-        await self.traffic.set_canary_percent(
-            canary_percent, self.roster(), only_servers_in_haproxy=only_servers_in_haproxy
-        )
+    async def _apply_weight(
+        self, canary_percent: int | None, *, only_servers_in_haproxy: bool = False
+    ) -> None:
+        """Give the canary `canary_percent` of the traffic (a fresh baseline gets as much), verified;
+        None gives it again the share last given (for replaced servers). One change at a time: the
+        rollout's own and the replacement follower's."""
+        async with self._weights_lock:
+            if canary_percent is None:
+                canary_percent = self._applied_percent
+            self._applied_percent = canary_percent
+            await self.traffic.set_canary_percent(
+                canary_percent, self.roster(), only_servers_in_haproxy=only_servers_in_haproxy
+            )
+
+    async def _follow_replacements(self, platform: TracksReplacements) -> None:
+        """Until stopped: when the platform replaced an instance (a Swarm task restarted on a new port),
+        replace its HAProxy server and give it its share again. Errors are logged and retried."""
+        drained: set[Instance] = set()
+        reweigh = False  # a replaced server still waits for its share
+        while True:
+            await asyncio.sleep(REPLACEMENT_POLL_S)
+            try:
+                for role in ("stable_instances", "baseline_instances", "canary_instances"):
+                    reweigh = await self._replace_servers(platform, role, drained) or reweigh
+                if reweigh:
+                    await self._apply_weight(None, only_servers_in_haproxy=True)
+                    reweigh = False
+            except FridayMorningError as error:
+                log.warning("following replaced instances: %s", error)
+
+    async def _replace_servers(self, platform: TracksReplacements, role: str, drained: set[Instance]) -> bool:
+        """Drain the stopped instances of `role`, and replace the servers of the replaced ones; True when
+        a server was replaced (it then needs its share)."""
+        routed: list[Instance] = getattr(self, role)
+        if not routed:
+            return False
+        current = await platform.current(routed)
+        if getattr(self, role) != routed:  # the rollout changed them meanwhile
+            return False
+        backend = self.canary_backend if role == "canary_instances" else self.backend
+        present = await self.traffic.servers_held(backend)
+        if role != "canary_instances":  # a dead canary stays, for the judge to see DOWN and roll back
+            for instance in gone(routed, current):
+                if instance not in drained and instance.server in present:
+                    log.warning("%s stopped running; draining it until it is replaced", instance.server)
+                    await self.traffic.drain_server(backend, instance.server)
+                    drained.add(instance)
+        pairs = replaced_pairs(routed, current)
+        if not pairs:
+            return False
+        for old, new in pairs:
+            log.warning(
+                "%s was replaced (%s:%d -> %s:%d)", old.server, old.host, old.port, new.host, new.port
+            )
+            await self.traffic.replace_server(backend, old, new, present)
+        setattr(self, role, swap(routed, pairs))
+        return True
 
     async def _remove(self, instances: list[Instance]) -> None:
         """Drain, delete from HAProxy, then stop: no request is cut in flight."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from fridaymorning.models import Instance
 
@@ -34,4 +35,18 @@ class Platform(Protocol):
 
     async def close(self) -> None:
         """Stop every instance this platform started or adopted."""
+        ...
+
+
+@runtime_checkable
+class TracksReplacements(Protocol):
+    """A platform that replaces instances by itself (Swarm restarts a task whose container died or whose
+    health check failed). The controller asks it, about once a second, which instances now stand for the
+    ones it routes to, and replaces the HAProxy servers of those that changed. Local processes are never
+    replaced by the platform, so LocalPlatform does not implement it."""
+
+    async def current(self, instances: Sequence[Instance]) -> list[Instance]:
+        """The running instances that now stand for `instances`: each one still running, or the one that
+        replaced it under the same server name (a new address or port); one that is gone and not yet
+        replaced is left out."""
         ...

@@ -228,6 +228,9 @@ def render_defaults() -> str:
         # A connection refused by a server that is going away is retried on another one.
         "option redispatch",
         "retries 2",
+        # So is a request whose server died under it (a killed container, a Swarm task replaced): no
+        # answer at all, never an HTTP status, so a failing version's own 5xx are still seen and judged.
+        "retry-on conn-failure empty-response",
     )
 
 
