@@ -558,6 +558,7 @@ def dashboard_router(
                     "end": decision.end,
                     "recorded": decision.recorded,
                     "replayed": decision.replayed,
+                    "incremental": decision.incremental,
                     "same": decision.same,
                 }
                 for decision in decisions

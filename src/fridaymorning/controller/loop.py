@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
 from fridaymorning.controller.hooks import (
@@ -30,6 +29,7 @@ from fridaymorning.controller.hooks import (
     describe_failures,
     run_hooks,
 )
+from fridaymorning.controller.judging import KeptEvidence, Series
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
 from fridaymorning.controller.shares import all_or_nothing, version_shares
@@ -156,6 +156,8 @@ class ServiceController:
         self._background: set[asyncio.Task[Any]] = set()
         self._commands: asyncio.Queue[ManualCommand] = asyncio.Queue()
         self._task: asyncio.Task[RolloutState] | None = None
+        # The running rollout's evidence, kept between ticks (the runtime says when the collector started).
+        self.evidence = KeptEvidence(service.analysis)
 
     @property
     def backend(self) -> str:
@@ -431,7 +433,8 @@ class ServiceController:
         """Judge every closed second since the rollout began, and count the current step's canary requests.
 
         Only seconds the collector has already written are judged, so `fm replay` later sees exactly
-        the same data. A dead canary server or a failing store is evidence too: fail, or error.
+        the same data; only those closed since the last tick are read (controller.judging). A dead
+        canary server or a failing store is evidence too: fail, or error.
         """
         start, end = judged_seconds(state, self.clock(), self.data_lag_s)
         down = await self._canary_servers_down()
@@ -440,18 +443,21 @@ class ServiceController:
                 "canary_health", f"servers down in HAProxy: {', '.join(down)}", len(down)
             )
             return Measurement(verdict, 0, start, end)
-        series = judged_series(self.service, state)
-        query = self.metrics.query
+        judged = judged_series(self.service, state)
+        series = Series(
+            judged.canary_backend,
+            state.version,
+            judged.baseline_backend,
+            judged.baseline_version,
+            judged.compare,
+        )
+        step_start = math.floor(state.step_started_at) + 1
         try:
-            canary = await asyncio.to_thread(query, series.canary_backend, state.version, start, end)
-            baseline = await asyncio.to_thread(
-                query, series.baseline_backend, series.baseline_version, start, end
+            verdict, step_requests = await self.evidence.judge(
+                state.id, series, self.metrics.query, start, end, step_start, self.clock()
             )
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
-        step_start = math.floor(state.step_started_at) + 1
-        step_requests = sum(window.requests for window in canary if window.second >= step_start)
-        verdict = judge(canary, baseline, self.service.analysis, compare=series.compare)
         return Measurement(verdict, step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:
