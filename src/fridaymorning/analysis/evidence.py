@@ -1,8 +1,8 @@
 """The judge's running evidence: counts, latency histograms and e-processes, folded one second at a time.
 
 `Evidence.add` is the only place a second of traffic enters the statistics. The controller keeps a
-`RunningEvidence` per rollout and folds only the seconds closed since its last judgement (it folds
-every stored second once after a restart); `judge.judge` (used by `fm replay`) folds all of a
+`RunningEvidence` per rollout (controller.judging) and folds only the seconds closed since its last
+judgement (every stored second once after a restart); `judge.judge` (used by `fm replay`) folds all of a
 rollout's windows at once, with the same result. The simulator folds its generated seconds through it
 as they happen. Both then ask `judge.verdict_of` for the verdict (the simulator asks
 `judge.fails` first, the failing side of the same checks, and builds the verdict only when it can change
@@ -537,7 +537,9 @@ class RunningEvidence:
     Folding a rollout's windows in several calls, each with the windows of the seconds from
     `unread_from` on, gives the same evidence (and so the same verdict) as folding them all in one call,
     as long as no window arrives later for a second already folded: the collector writes each second
-    once, `data_lag_s` after it ends, and the controller reads no closer to now.
+    once, `data_lag_s` after it ends (a line later still counts in the oldest second still open), and
+    the controller reads no closer to now. controller.judging handles the one exception, a collector
+    process that started again.
 
     The folding starts at the first second any window has. A second missing for one version counts as
     empty; seconds without any window up to the last second with one are folded in empty, so the

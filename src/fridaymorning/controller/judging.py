@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fridaymorning.analysis.evidence import RunningEvidence
+from fridaymorning.analysis.evidence import Evidence, RunningEvidence
 from fridaymorning.analysis.judge import verdict_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.verdict import Verdict
@@ -77,6 +77,11 @@ class KeptEvidence:
         self._running = RunningEvidence(policy)
         self._built_at = -math.inf
         self.rebuilds = 0  # builds from the store after the first, because a collector started
+
+    @property
+    def current(self) -> Evidence:
+        """The evidence folded so far (of the rollout judged last)."""
+        return self._running.evidence
 
     async def judge(
         self, rollout: int, series: Series, query: Query, start: int, end: int, step_start: int, now: float
