@@ -12,7 +12,7 @@ HAProxy logs them):
   closed since the last tick, fold it into the kept evidence, build the verdict. The median of 20
   one-second ticks; the target is at most 5 ms at every age.
 - compared against: the judgement from scratch at the same ages, as every tick made it before evidence
-  was kept: every second since the rollout began read and folded again (here 600 s at a time, so that
+  was kept: every second since the rollout began read and folded again (here 120 s at a time, so that
   a day of windows is never in memory at once; `judge.judge`, what `fm replay` does, reads them all
   at once with the same CPU). This is also the one-off rebuild after a restart.
 - memory: each age runs in a process of its own; its resident set size after the rebuild and the

@@ -145,7 +145,9 @@ class Suffixes:
     indexes: npt.NDArray[np.int64]
     counts: npt.NDArray[np.int64]  # canary requests, canary failed, baseline requests, baseline failed
     canary_total: FloatArray
-    canary_before: FloatArray  # the canary's cumulative histogram when each block opened
+    # The canary's cumulative histogram when each block opened, in its first columns only: every entry
+    # beyond them equals a row's last one (no latency lay in a higher bin yet when the block opened).
+    canary_before: npt.NDArray[np.uint32] | FloatArray
 
     @property
     def canary_requests(self) -> npt.NDArray[np.int64]:
@@ -165,13 +167,28 @@ class Suffixes:
 
     def canary_cumulative(self, row: int) -> FloatArray:
         """The canary's cumulative histogram of the suffix in `row`."""
-        suffix: FloatArray = self.canary_total - self.canary_before[row]
+        before = np.zeros(HISTOGRAM_SIZE)
+        width = self.canary_before.shape[1]
+        if width:
+            before[:width] = self.canary_before[row]
+            before[width:] = self.canary_before[row, width - 1]
+        suffix: FloatArray = self.canary_total - before
         return suffix
 
     def canary_cumulative_at(self, index: int) -> FloatArray:
         """Entry `index` of every suffix's canary cumulative histogram (judged latencies up to that bin)."""
-        column: FloatArray = self.canary_total[index] - self.canary_before[:, index]
+        width = self.canary_before.shape[1]
+        if not width:
+            return np.full(len(self.canary_before), self.canary_total[index])
+        before = self.canary_before[:, min(index % HISTOGRAM_SIZE, width - 1)]
+        column: FloatArray = self.canary_total[index] - before.astype(np.float64)
         return column
+
+
+# Snapshots of the canary's cumulative histogram are kept as uint32 while their counts fit (a day of a
+# canary at 1000 req/s is 86.4M), as float64 beyond: a day-old rollout's 2,880 SLO blocks then hold
+# about 2,880 x 4 bytes per histogram column in use.
+_UINT32_LIMIT = float(2**32 - 1)
 
 
 class Evidence:
@@ -254,9 +271,9 @@ class Evidence:
         self.blocks_started = 0
         # The totals when each SLO block opened (row k - 1 for block k): the pass side also bounds the
         # traffic since then. Counts (canary requests, failed; baseline requests, failed) and the canary's
-        # cumulative histogram; the arrays grow by doubling.
+        # cumulative histogram (its columns in use, see Suffixes); the arrays grow by doubling.
         self._snapshot_counts = np.zeros((0, 4), dtype=np.int64)
-        self._snapshot_canary = np.zeros((0, HISTOGRAM_SIZE))
+        self._snapshot_canary: npt.NDArray[np.uint32] | FloatArray = np.zeros((0, 0), dtype=np.uint32)
 
     def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
         """Fold one second of both versions into the evidence."""
@@ -408,23 +425,42 @@ class Evidence:
         return self.totals.baseline_cumulative
 
     def _snapshot_totals(self) -> None:
-        """Keep the totals as they are when block number blocks_started + 1 opens."""
-        row = self.blocks_started
-        if row == len(self._snapshot_counts):
-            capacity = max(8, 2 * row)
-            counts = np.zeros((capacity, 4), dtype=np.int64)
-            counts[:row] = self._snapshot_counts
-            canary = np.zeros((capacity, HISTOGRAM_SIZE))
-            canary[:row] = self._snapshot_canary
-            self._snapshot_counts, self._snapshot_canary = counts, canary
-        totals = self.totals
+        """Keep the totals as they are when block number blocks_started + 1 opens.
+
+        The canary's cumulative histogram is kept up to its highest bin in use (Suffixes.canary_before):
+        the columns grow when a latency lands higher, as a uint32 array while its counts are whole and
+        fit, else as float64.
+        """
+        row, totals = self.blocks_started, self.totals
+        cumulative = totals.canary_cumulative
+        last = float(cumulative[-1])
+        width = int(np.searchsorted(cumulative, last, side="left")) + 1 if last > 0 else 0
+        snapshots = self._snapshot_canary
+        rows, columns = snapshots.shape
+        dtype = snapshots.dtype
+        if dtype == np.uint32 and (
+            last > _UINT32_LIMIT or not np.array_equal(cumulative, np.floor(cumulative))
+        ):
+            dtype = np.dtype(np.float64)
+        if row == rows or width > columns or dtype != snapshots.dtype:
+            capacity = max(8, 2 * row) if row == rows else rows
+            grown = np.zeros((capacity, max(width, columns)), dtype=dtype)
+            grown[:row, :columns] = snapshots[:row]
+            if columns:
+                grown[:row, columns:] = snapshots[:row, columns - 1 : columns]
+            self._snapshot_canary = snapshots = grown
+            if row == rows:
+                counts = np.zeros((capacity, 4), dtype=np.int64)
+                counts[:row] = self._snapshot_counts
+                self._snapshot_counts = counts
         self._snapshot_counts[row] = (
             totals.canary_requests,
             totals.canary_failed,
             totals.baseline_requests,
             totals.baseline_failed,
         )
-        self._snapshot_canary[row] = totals.canary_cumulative
+        columns = snapshots.shape[1]
+        snapshots[row] = cumulative[:columns]
 
     def suffixes(self) -> Suffixes:
         """For every SLO block opened so far, the traffic from its first second until now.

@@ -197,10 +197,6 @@ def _pass_alphas(evidence: Evidence, policy: Policy) -> FloatArray:
     return alphas
 
 
-# Up to this many SLO blocks every pass bound is computed: ruling some out would cost more than it saves.
-FEW_BLOCKS = 8
-
-
 def _smallest(
     whole: float,
     rows: IntArray,
@@ -238,15 +234,11 @@ def smallest_error_rate_bound(evidence: Evidence, policy: Policy, whole: float) 
     def bound(row: int) -> float:
         return rate_upper_bound(int(failed[row]), int(requests[row]), float(alphas[row]))
 
-    rows = np.arange(len(alphas))
-    if len(alphas) <= FEW_BLOCKS:
-        return min([whole, *map(bound, rows.tolist())])
-
     def may_be_below(rows: IntArray, best: float) -> BoolArray:
         values = np.full(rows.size, best)
         return rate_upper_bounds_may_be_below(failed[rows], requests[rows], alphas[rows], values)
 
-    return _smallest(whole, rows, may_be_below, bound)
+    return _smallest(whole, np.arange(len(alphas)), may_be_below, bound)
 
 
 def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
@@ -269,9 +261,6 @@ def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float
         lower = rate_lower_bound(int(baseline_failed[row]), int(baseline_requests[row]), alpha)
         return upper - lower
 
-    rows = np.arange(len(halves))
-    if len(halves) <= FEW_BLOCKS:
-        return min([whole, *map(bound, rows.tolist())])
     with np.errstate(divide="ignore", invalid="ignore"):
         canary_open = (canary_requests > 0) & (canary_failed < canary_requests)
         canary_floor = np.where(canary_open, canary_failed / canary_requests, 1.0)
@@ -309,7 +298,7 @@ def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float
             may[close] = floors - ceilings < best
         return may
 
-    return _smallest(whole, rows, may_be_below, bound)
+    return _smallest(whole, np.arange(len(halves)), may_be_below, bound)
 
 
 def smallest_p99_bound(evidence: Evidence, policy: Policy, whole: float) -> float:

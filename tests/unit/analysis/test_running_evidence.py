@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from fridaymorning.analysis.evidence import ArmSecond, Evidence, RunningEvidence, evidence_of
 from fridaymorning.analysis.judge import (
-    FEW_BLOCKS,
     _order_statistic,
     judge,
     smallest_error_excess_bound,
@@ -119,7 +118,7 @@ def test_the_windows_of_a_second_are_merged_by_the_store_only() -> None:
 
 # --- the pass bounds since each SLO block: screened, yet the smallest of every block's ---------------------
 
-# A block every second, so a few dozen seconds open many more blocks than FEW_BLOCKS.
+# A block every second, so a few dozen seconds open a few dozen blocks.
 MANY_BLOCKS = Policy(min_requests=50, warmup_s=0, slo_window_s=2, max_error_rate=0.05, max_p99_ms=60.0)
 
 
@@ -140,7 +139,7 @@ def histogram(latencies: list[float]) -> np.ndarray:
             st.integers(0, 30),
             st.sampled_from([2.0, 10.0, 40.0, 200.0]),
         ),
-        min_size=FEW_BLOCKS + 2,
+        min_size=1,
         max_size=40,
     ),
     seed=st.integers(0, 2**16),
@@ -159,7 +158,6 @@ def test_screened_pass_bounds_are_the_smallest_of_every_block(
             ArmSecond(baseline_requests, min(baseline_failed, baseline_requests), histogram(baseline)),
         )
     suffixes, alpha = evidence.suffixes(), MANY_BLOCKS.alpha
-    assert len(suffixes.indexes) > FEW_BLOCKS
     alphas = [alpha / (k * (k + 1)) for k in suffixes.indexes.tolist()]
     rows = range(len(alphas))
     for whole in (math.inf, 1.0, 0.05, 0.01):
@@ -184,3 +182,25 @@ def test_screened_pass_bounds_are_the_smallest_of_every_block(
             p99s.append(_order_statistic(suffixes.canary_cumulative(row), rank, UPPER_EDGES))
     for whole in (math.inf, 1000.0, 60.0, 15.0):
         assert smallest_p99_bound(evidence, MANY_BLOCKS, whole) == min([whole, *p99s])
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_the_snapshots_give_each_blocks_latencies_exactly(weight: float) -> None:
+    """The canary's histogram since each block's start, from the snapshots kept in their columns in use
+    (whole counts as uint32, others as float64), is the sum of the seconds since that start."""
+    rng = np.random.default_rng(5)
+    evidence = Evidence(MANY_BLOCKS)
+    seconds = []
+    for second in range(30):
+        latencies = list(rng.lognormal(math.log(2.0 + 10 * second), 0.8, 40))  # ever higher bins
+        canary = histogram(latencies) * weight
+        seconds.append(canary)
+        evidence.add(ArmSecond(40, 0, canary), ArmSecond(100, 0, histogram(latencies)))
+    suffixes = evidence.suffixes()
+    assert suffixes.canary_before.dtype == (np.uint32 if weight == 1.0 else np.float64)
+    assert suffixes.canary_before.shape[1] < HISTOGRAM_SIZE
+    for row, index in enumerate(suffixes.indexes.tolist()):
+        expected = np.cumsum(np.sum(seconds[index - 1 :], axis=0))
+        assert np.array_equal(suffixes.canary_cumulative(row), expected)
+        for bin_index in (0, 250, 400, HISTOGRAM_SIZE - 1, -1):
+            assert suffixes.canary_cumulative_at(bin_index)[row] == expected[bin_index]
