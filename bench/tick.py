@@ -12,7 +12,7 @@ HAProxy logs them):
   closed since the last tick, fold it into the kept evidence, build the verdict. The median of 20
   one-second ticks; the target is at most 5 ms at every age.
 - compared against: the judgement from scratch at the same ages, as every tick made it before evidence
-  was kept: every second since the rollout began read and folded again (here 120 s at a time, so that
+  was kept: every second since the rollout began read and folded again (here 60 s at a time, so that
   a day of windows is never in memory at once; `judge.judge`, what `fm replay` does, reads them all
   at once with the same CPU). This is also the one-off rebuild after a restart.
 - memory: each age runs in a process of its own; its resident set size after the rebuild and the
@@ -163,21 +163,46 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def ask_status(url: str, seconds: float, results: Any) -> None:
-    """In another process: GET `url` API_RATE times a second for `seconds`; the latencies in ms."""
+def ask_status(url: str, seconds: float, stop: Any, results: Any) -> None:
+    """In another process: GET `url` API_RATE times a second for `seconds`, or until `stop` is set; the
+    latencies in ms."""
     import httpx
 
     latencies = []
     with httpx.Client(timeout=30.0) as client:
         deadline = time.monotonic() + seconds
         next_at = time.monotonic()
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop.is_set():
             begin = time.perf_counter()
             client.get(url).raise_for_status()
             latencies.append((time.perf_counter() - begin) * 1000.0)
             next_at += 1.0 / API_RATE
             time.sleep(max(0.0, next_at - time.monotonic()))
     results.put(latencies)
+
+
+async def asked(url: str, seconds: float, until: Any = None) -> list[float]:
+    """The latencies of asking `url` from another process for `seconds`, or until `until()` holds."""
+    context = multiprocessing.get_context("spawn")
+    results, stop = context.Queue(), context.Event()
+    asking = context.Process(target=ask_status, args=(url, seconds, stop, results))
+    asking.start()
+    while asking.is_alive() and results.empty():
+        if until is not None and until():
+            stop.set()
+        await asyncio.sleep(0.1)
+    latencies: list[float] = await asyncio.to_thread(results.get)
+    asking.join()
+    return latencies
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    return {
+        "requests": len(latencies),
+        "p50": statistics.median(latencies),
+        "p99": float(np.percentile(latencies, 99)),
+        "max": max(latencies),
+    }
 
 
 class BenchRuntime:
@@ -248,25 +273,24 @@ async def api_latencies(path: str, state_dir: Path, seconds: float, judged: bool
     while not server.started:
         await asyncio.sleep(0.05)
     figures: dict[str, float] = {}
+    url = f"http://127.0.0.1:{port}/api/v1/status"
     if judged:
         rollout = controller.deploy("v2")
         while (states.rollout(rollout.id) or rollout).phase is not RolloutPhase.PROGRESSING:
             await asyncio.sleep(0.05)
         clock.offset += AGES_MIN[-1] * 60  # the rollout is a day old now
         begin = time.monotonic()
-        while controller.last_verdict is None or controller.evidence.current.seconds < AGES_MIN[-1] * 60:
+
+        def folded() -> bool:
+            return controller.evidence.current.seconds >= AGES_MIN[-1] * 60
+
+        during = await asked(url, 3600.0, until=folded)
+        while not folded():
             await asyncio.sleep(0.1)
         figures["rebuild_s"] = time.monotonic() - begin
-    results: Any = multiprocessing.get_context("spawn").Queue()
-    asking = multiprocessing.get_context("spawn").Process(
-        target=ask_status, args=(f"http://127.0.0.1:{port}/api/v1/status", seconds, results)
-    )
+        figures.update({f"folding_{name}": value for name, value in summary(during).items()})
     rss_before = rss_mb()
-    asking.start()
-    while asking.is_alive() and results.empty():
-        await asyncio.sleep(0.1)
-    latencies = await asyncio.to_thread(results.get)
-    asking.join()
+    latencies = await asked(url, seconds)
     if judged:
         state = states.active_rollout("web")
         assert state is not None and state.phase is RolloutPhase.PROGRESSING, state
@@ -277,14 +301,7 @@ async def api_latencies(path: str, state_dir: Path, seconds: float, judged: bool
     await controller.stop()
     store.close()
     states.close()
-    figures.update(
-        {
-            "requests": len(latencies),
-            "p50": statistics.median(latencies),
-            "p99": float(np.percentile(latencies, 99)),
-            "max": max(latencies),
-        }
-    )
+    figures.update(summary(latencies))
     return figures
 
 
@@ -346,6 +363,10 @@ def main() -> None:
             say(f"  no rollout: {latencies(idle)}")
             say(f"  a 1,440-minute rollout judged every second: {latencies(judged)}")
             rebuild, growth = judged["rebuild_s"], judged["rss_growth_mb"]
+            folding = {
+                name[len("folding_") :]: v for name, v in judged.items() if name.startswith("folding_")
+            }
+            say(f"  while its stored seconds were folded after a restart: {latencies(folding)}")
             say(f"  (after folding its stored seconds in {rebuild:.1f} s; RSS since: +{growth:.1f} MB)")
     results["load"] = os.getloadavg()[0]
     print(json.dumps(results))

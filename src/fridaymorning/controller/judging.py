@@ -29,7 +29,7 @@ from fridaymorning.models import Window
 
 # The most seconds read from the store at once: a restart folds a long rollout a chunk at a time, so
 # that its windows are never all in memory together, and the event loop gets a turn between chunks.
-READ_CHUNK_S = 120
+READ_CHUNK_S = 60
 
 # How long after a collector process starts a line delayed across its start may still arrive: the
 # longest request HAProxy lets run (the rendered `timeout client`/`timeout server`, 30 s), plus the
