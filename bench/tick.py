@@ -329,6 +329,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--quick", action="store_true", help="ages of 1 and 60 minutes only, no API")
+    parser.add_argument("--api-only", action="store_true", help="the API's latencies only")
     parser.add_argument("--api-seconds", type=float, default=30.0, help="how long the API is asked")
     parser.add_argument("--child", choices=("age", "api-judged", "api-idle"), help=argparse.SUPPRESS)
     parser.add_argument("--age", type=int, help=argparse.SUPPRESS)
@@ -337,7 +338,7 @@ def main() -> None:
     if arguments.child:
         child(arguments)
         return
-    ages = AGES_MIN[:2] if arguments.quick else AGES_MIN
+    ages = AGES_MIN[:2] if arguments.quick and not arguments.api_only else AGES_MIN
     say = (lambda _: None) if arguments.json else print
     results: dict[str, Any] = {"compares": COMPARES, "target_tick_ms": 5.0, "target_api_p99_ms": 50.0}
     for name in ("tick_ms", "tick_ms_max", "from_scratch_ms", "rebuild_ms", "rss_mb", "evidence_mb"):
@@ -349,7 +350,7 @@ def main() -> None:
         store = SqliteMetricStore(f"sqlite:///{path}")
         fill(store, START, START + max(ages) * 60 + SPARE_S)
         store.close()
-        for age in ages:
+        for age in [] if arguments.api_only else ages:
             figures = run_child(path, "--child", "age", "--age", str(age))
             for name, value in figures.items():
                 results[name][str(age)] = round(value, 2)

@@ -28,7 +28,9 @@ from fridaymorning.analysis.verdict import Verdict
 from fridaymorning.models import Window
 
 # The most seconds read from the store at once: a restart folds a long rollout a chunk at a time, so
-# that its windows are never all in memory together, and the event loop gets a turn between chunks.
+# that its windows are never all in memory together. Such a catch-up reads and folds in a worker thread
+# (the event loop, which serves the API, waits at most the interpreter's switch interval); a tick's one
+# new second is folded on the loop, and the verdict is always built there.
 READ_CHUNK_S = 60
 
 # How long after a collector process starts a line delayed across its start may still arrive: the
@@ -62,6 +64,12 @@ def must_rebuild(built_at: float, collector_started_at: float | None, now: float
         return False
     settled = collector_started_at + COLLECTOR_RESTART_HORIZON_S
     return built_at < settled <= now
+
+
+def read_and_fold(running: RunningEvidence, series: Series, query: Query, start: int, end: int) -> None:
+    """Read both series' windows of the seconds [start, end) and fold them in."""
+    canary = query(series.canary_backend, series.canary_version, start, end)
+    running.fold(canary, query(series.baseline_backend, series.baseline_version, start, end))
 
 
 class KeptEvidence:
@@ -102,12 +110,14 @@ class KeptEvidence:
                 )
                 counted = sum(window.requests for window in folded)
             running.start_step(step_start, counted)
-        for chunk_start, chunk_end in read_chunks(first, end):
-            canary = await asyncio.to_thread(
-                query, series.canary_backend, series.canary_version, chunk_start, chunk_end
-            )
+        chunks = read_chunks(first, end)
+        if len(chunks) > 1:  # catching up after a restart: read and fold off the event loop
+            for chunk_start, chunk_end in chunks:
+                await asyncio.to_thread(read_and_fold, running, series, query, chunk_start, chunk_end)
+        elif chunks:
+            canary = await asyncio.to_thread(query, series.canary_backend, series.canary_version, *chunks[0])
             baseline = await asyncio.to_thread(
-                query, series.baseline_backend, series.baseline_version, chunk_start, chunk_end
+                query, series.baseline_backend, series.baseline_version, *chunks[0]
             )
             running.fold(canary, baseline)
         verdict = verdict_of(running.evidence, self.policy, compare=series.compare)
