@@ -252,9 +252,7 @@ class Runtime:
         )
         self.controllers[service.name] = controller
         # A collector started anew may still store delayed lines into written seconds (controller.judging).
-        controller.evidence.collector_started_at = lambda: (
-            self.collector.started_at if self.collector else None
-        )
+        controller.evidence.collector_started_at = self.collector_started_at
         # Instances a previous run left serving (after a crash) are taken over, not restarted.
         adopted = await platform.adopt()
         if adopted:
