@@ -390,6 +390,8 @@ def replay(
             table.add_column(column)
         for decision in decisions:
             mark = "" if decision.same else " [red](differs)[/]"
+            if decision.incremental != decision.replayed:
+                mark += f" [red](folded tick by tick: {decision.incremental})[/]"
             table.add_row(
                 f"{decision.at - rollout.started_at:.1f}",
                 decision.kind,
@@ -531,7 +533,10 @@ def stored_rollout_or_exit(config: Config, rollout_id: int) -> tuple[Any, Any]:
 
 
 def vars_of(decision: Any) -> dict[str, Any]:
-    return {name: getattr(decision, name) for name in ("at", "kind", "start", "end", "recorded", "replayed")}
+    return {
+        name: getattr(decision, name)
+        for name in ("at", "kind", "start", "end", "recorded", "replayed", "incremental")
+    }
 
 
 # The collector counters `fm status` prints: every source of loss, and what was received.

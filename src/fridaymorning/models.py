@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from ddsketch import DDSketch
+from ddsketch.mapping import LogarithmicMapping
 
 # Order of the status-class counters in Window.status.
 STATUS_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx", "other")
@@ -29,9 +30,39 @@ def baseline_label(stable_version: str) -> str:
     return stable_version + BASELINE_SUFFIX
 
 
-def new_sketch() -> DDSketch:
+# The mapping of every latency sketch from a value to its key: key k holds the values in
+# (gamma^(k-1), gamma^k]. The judge's latency histograms use these keys as their bins.
+SKETCH_MAPPING = LogarithmicMapping(SKETCH_RELATIVE_ACCURACY)
+
+
+class LatencySketch(DDSketch):
+    """A DDSketch whose bins can be read: the judge counts latencies in the sketch's own bins.
+
+    ddsketch has no public way to read a sketch's bins; this subclass is the one place that reads its
+    stores, so the judge quantizes each latency once, when the collector adds it.
+    """
+
+    def __init__(self, relative_accuracy: float = SKETCH_RELATIVE_ACCURACY) -> None:
+        super().__init__(relative_accuracy)
+
+    def key_counts(self) -> tuple[int, list[float]]:
+        """The counts of the consecutive keys from the lowest key holding a positive value: (that key,
+        counts); (0, []) without positive values. Both keys at the ends hold values."""
+        store = self._store
+        if not store.count:
+            return 0, []
+        first = store.min_key - store.offset
+        return store.min_key, store.bins[first : store.max_key - store.offset + 1]
+
+    @property
+    def below_count(self) -> float:
+        """How many values lie below every key: zeros (and values too small for a key) and negatives."""
+        return float(self._zero_count + self._negative_store.count)
+
+
+def new_sketch() -> LatencySketch:
     """A fresh latency sketch with the project's relative accuracy."""
-    return DDSketch(SKETCH_RELATIVE_ACCURACY)
+    return LatencySketch()
 
 
 def server_name(version: str, index: int) -> str:
@@ -63,8 +94,8 @@ class Window:
     status: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
     failed: int = 0
     bytes: int = 0
-    tr: DDSketch = field(default_factory=new_sketch)
-    ta: DDSketch = field(default_factory=new_sketch)
+    tr: LatencySketch = field(default_factory=new_sketch)
+    ta: LatencySketch = field(default_factory=new_sketch)
 
     def merge(self, other: Window) -> None:
         """Add `other`'s counts and sketches into this window."""

@@ -180,6 +180,10 @@ class Runtime:
         how = "adopted the collector" if self.collector.adopted else "collector"
         self.announce(f"{how} listening on {protocol}://{host}:{port} (pid {self.collector.pid})")
 
+    def collector_started_at(self) -> float | None:
+        """When this `fm up` last started the collector process; None for an adopted one."""
+        return self.collector.started_at if self.collector is not None else None
+
     async def write_windows(self, windows: list[Window]) -> None:
         """The collector's sink: windows go to the store off the event loop."""
         if windows and self.metrics is not None:
@@ -279,6 +283,8 @@ class Runtime:
             hooks_cwd=self.config.base_dir,
         )
         self.controllers[service.name] = controller
+        # A collector started anew may still store delayed lines into written seconds (controller.judging).
+        controller.evidence.collector_started_at = self.collector_started_at
         # Instances a previous run left serving (after a crash) are taken over, not restarted.
         adopted = await platform.adopt()
         if adopted:

@@ -33,7 +33,7 @@ from ddsketch import DDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 
-from fridaymorning.models import new_sketch
+from fridaymorning.models import LatencySketch, new_sketch
 
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<B6d")
@@ -62,7 +62,7 @@ def sketch_to_bytes(sketch: DDSketch) -> bytes:
     return header + _store_to_bytes(sketch._store) + _store_to_bytes(sketch._negative_store)
 
 
-def sketch_from_bytes(blob: bytes) -> DDSketch:
+def sketch_from_bytes(blob: bytes) -> LatencySketch:
     """Decode bytes made by `sketch_to_bytes`; the result answers every quantile exactly as the original.
 
     Raises ValueError when the bytes are not such an encoding.
@@ -71,7 +71,7 @@ def sketch_from_bytes(blob: bytes) -> DDSketch:
         version, accuracy, zero_count, count, total, minimum, maximum = _HEADER.unpack_from(blob, 0)
         if version != _FORMAT_VERSION:
             raise ValueError(f"unknown sketch encoding version {version}")
-        sketch = DDSketch(accuracy)
+        sketch = LatencySketch(accuracy)
         position = _HEADER.size
         sketch._store, position = _store_from_bytes(blob, position)
         sketch._negative_store, position = _store_from_bytes(blob, position)
@@ -96,7 +96,7 @@ def shown_quantiles(sketch: DDSketch) -> dict[str, float | None]:
     return {f"p{round(q * 100)}": sketch.get_quantile_value(q) for q in SHOWN_QUANTILES}
 
 
-def merge_sketches(sketches: Iterable[DDSketch]) -> DDSketch:
+def merge_sketches(sketches: Iterable[DDSketch]) -> LatencySketch:
     """A new sketch holding the values of all `sketches` (which are left unchanged).
 
     Bins are summed with numpy rather than by `DDSketch.merge`, which loops over bins in Python:

@@ -1,8 +1,10 @@
 """The judge's running evidence: counts, latency histograms and e-processes, folded one second at a time.
 
-`Evidence.add` is the only place a second of traffic enters the statistics. The judge folds the stored
-windows through it from the first second on every call; the simulator folds its generated seconds
-through it as they happen. Both then ask `judge.verdict_of` for the verdict (the simulator asks
+`Evidence.add` is the only place a second of traffic enters the statistics. The controller keeps a
+`RunningEvidence` per rollout (controller.judging) and folds only the seconds closed since its last
+judgement (every stored second once after a restart); `judge.judge` (used by `fm replay`) folds all of a
+rollout's windows at once, with the same result. The simulator folds its generated seconds through it
+as they happen. Both then ask `judge.verdict_of` for the verdict (the simulator asks
 `judge.fails` first, the failing side of the same checks, and builds the verdict only when it can change
 the decision), so both decide identically.
 """
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from ddsketch import DDSketch
+import numpy.typing as npt
 
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
@@ -27,7 +29,7 @@ from fridaymorning.analysis.stats import (
     new_count_eprocesses,
     update_count_eprocesses,
 )
-from fridaymorning.models import Window
+from fridaymorning.models import LatencySketch, Window
 
 # HAProxy measures Tr in whole milliseconds: latency ratios compare (a + 1) / (b + 1), so that 0 ms and
 # 1 ms responses do not make a 2x regression.
@@ -54,25 +56,25 @@ class ArmSecond:
 EMPTY_SECOND = ArmSecond(0, 0, None)
 
 
-def histogram_of(sketch: DDSketch) -> FloatArray | None:
-    """A DDSketch's bin counts on the judge's fixed histogram (see stats.KEY_LOW); None when empty.
+def histogram_of(sketch: LatencySketch) -> FloatArray | None:
+    """A latency sketch's counts on the judge's histogram; None when empty.
 
-    Reads the sketch's private stores, as fridaymorning.sketches does; a unit test pins the equivalence.
+    The histogram's bins are the sketch's own keys (index = key - KEY_LOW + 1, see stats.KEY_LOW), so a
+    latency is quantized once, by the sketch; only keys beyond the histogram's ends are clamped into them.
     """
     if not sketch.count:
         return None
     histogram = np.zeros(HISTOGRAM_SIZE)
-    store = sketch._store
-    if store.count:
-        first = store.min_key - store.offset
-        counts = np.asarray(store.bins[first : store.max_key - store.offset + 1], dtype=np.float64)
-        low, high = key_index(store.min_key), key_index(store.max_key)
+    low_key, counts = sketch.key_counts()
+    if counts:
+        high_key = low_key + len(counts) - 1
+        low, high = key_index(low_key), key_index(high_key)
         if high - low + 1 == len(counts):
             histogram[low : high + 1] += counts
         else:  # keys beyond the histogram's range are clamped into its end bins
-            indexes = [key_index(key) for key in range(store.min_key, store.max_key + 1)]
+            indexes = [key_index(key) for key in range(low_key, high_key + 1)]
             np.add.at(histogram, indexes, counts)
-    histogram[0] += sketch._zero_count + sketch._negative_store.count
+    histogram[0] += sketch.below_count
     return histogram
 
 
@@ -132,6 +134,63 @@ class SloBlock:
             self.baseline_cumulative += baseline_cumulative
 
 
+@dataclass(frozen=True, slots=True)
+class Suffixes:
+    """The traffic since each SLO block's start until now, one row per block (block k in row k - 1).
+
+    Counts as arrays; the canary's cumulative histogram of a suffix is computed on demand (the totals
+    minus the totals when the block opened), one bin for every block, or every bin for one block.
+    """
+
+    indexes: npt.NDArray[np.int64]
+    counts: npt.NDArray[np.int64]  # canary requests, canary failed, baseline requests, baseline failed
+    canary_total: FloatArray
+    # The canary's cumulative histogram when each block opened, in its first columns only: every entry
+    # beyond them equals a row's last one (no latency lay in a higher bin yet when the block opened).
+    canary_before: npt.NDArray[np.uint32] | FloatArray
+
+    @property
+    def canary_requests(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 0]
+
+    @property
+    def canary_failed(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 1]
+
+    @property
+    def baseline_requests(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 2]
+
+    @property
+    def baseline_failed(self) -> npt.NDArray[np.int64]:
+        return self.counts[:, 3]
+
+    def canary_cumulative(self, row: int) -> FloatArray:
+        """The canary's cumulative histogram of the suffix in `row`."""
+        before = np.zeros(HISTOGRAM_SIZE)
+        width = self.canary_before.shape[1]
+        if width:
+            before[:width] = self.canary_before[row]
+            before[width:] = self.canary_before[row, width - 1]
+        suffix: FloatArray = self.canary_total - before
+        return suffix
+
+    def canary_cumulative_at(self, index: int) -> FloatArray:
+        """Entry `index` of every suffix's canary cumulative histogram (judged latencies up to that bin)."""
+        width = self.canary_before.shape[1]
+        if not width:
+            return np.full(len(self.canary_before), self.canary_total[index])
+        before = self.canary_before[:, min(index % HISTOGRAM_SIZE, width - 1)]
+        column: FloatArray = self.canary_total[index] - before.astype(np.float64)
+        return column
+
+
+# Snapshots of the canary's cumulative histogram are kept as uint32 while their counts fit (a day of a
+# canary at 1000 req/s is 86.4M), as float64 beyond: a day-old rollout's 2,880 SLO blocks then hold
+# about 2,880 x 4 bytes per histogram column in use.
+_UINT32_LIMIT = float(2**32 - 1)
+
+
 class Evidence:
     """Everything the judge knows after some seconds of a rollout, updated one second at a time.
 
@@ -159,20 +218,15 @@ class Evidence:
         "_settled_latencies",
         "_slo_half",
         "_slo_window",
-        "_snapshots",
+        "_snapshot_canary",
+        "_snapshot_counts",
         "_tolerance",
         "_warmup_s",
         "baseline_compared",
-        "baseline_cumulative",
         "baseline_exceeding",
-        "baseline_failed",
-        "baseline_requests",
         "blocks_started",
         "canary_compared",
-        "canary_cumulative",
         "canary_exceeding",
-        "canary_failed",
-        "canary_requests",
         "canary_seconds",
         "latency_thresholds",
         "log_e",
@@ -180,6 +234,7 @@ class Evidence:
         "quantiles",
         "seconds",
         "slo_blocks",
+        "totals",
         "warm_from",
     )
 
@@ -195,10 +250,8 @@ class Evidence:
         # judged (None: still warming up).
         self.canary_seconds = 0
         self.warm_from: int | None = 0 if policy.warmup_s == 0 else None
-        self.canary_requests = self.canary_failed = 0
-        self.baseline_requests = self.baseline_failed = 0
-        self.canary_cumulative = np.zeros(HISTOGRAM_SIZE)
-        self.baseline_cumulative = np.zeros(HISTOGRAM_SIZE)
+        # Both versions' traffic since the rollout began (block 0, from its first second).
+        self.totals = SloBlock(0, 1)
         rows = 1 + len(policy.quantiles)
         self.log_ratios = new_count_eprocesses(rows)
         # Each latency row mixes only the ratios θ ≤ 1/(1 - q) of THETA_GRID: a canary request cannot
@@ -216,8 +269,11 @@ class Evidence:
         self.baseline_exceeding = [0.0 for _ in policy.quantiles]
         self.slo_blocks: list[SloBlock] = []
         self.blocks_started = 0
-        # The totals when each SLO block opened: the pass side also bounds the traffic since then.
-        self._snapshots: list[SloBlock] = []
+        # The totals when each SLO block opened (row k - 1 for block k): the pass side also bounds the
+        # traffic since then. Counts (canary requests, failed; baseline requests, failed) and the canary's
+        # cumulative histogram (its columns in use, see Suffixes); the arrays grow by doubling.
+        self._snapshot_counts = np.zeros((0, 4), dtype=np.int64)
+        self._snapshot_canary: npt.NDArray[np.uint32] | FloatArray = np.zeros((0, 0), dtype=np.uint32)
 
     def add(self, canary: ArmSecond, baseline: ArmSecond) -> None:
         """Fold one second of both versions into the evidence."""
@@ -237,15 +293,8 @@ class Evidence:
             self._count_slower(canary_cumulative, baseline_cumulative, canary_events, baseline_events, shares)
         self._update(canary_events, baseline_events, shares)
         if (self.seconds - 1) % self._slo_half == 0:
-            self._snapshots.append(self._totals(self.blocks_started + 1))
-        self.canary_requests += canary.requests
-        self.canary_failed += canary.failed
-        self.baseline_requests += baseline.requests
-        self.baseline_failed += baseline.failed
-        if canary_cumulative is not None:
-            self.canary_cumulative += canary_cumulative
-        if baseline_cumulative is not None:
-            self.baseline_cumulative += baseline_cumulative
+            self._snapshot_totals()
+        self.totals.add(canary, baseline, canary_cumulative, baseline_cumulative)
         self._add_to_slo_blocks(canary, baseline, canary_cumulative, baseline_cumulative)
 
     def _update(self, canary_events: list[float], baseline_events: list[float], shares: list[float]) -> None:
@@ -345,32 +394,91 @@ class Evidence:
         for block in self.slo_blocks:
             block.add(canary, baseline, canary_cumulative, baseline_cumulative)
 
-    def _totals(self, index: int) -> SloBlock:
-        """Everything folded in so far, as a block numbered `index` starting at this second."""
-        totals = SloBlock(index, self.seconds)
-        totals.canary_requests, totals.canary_failed = self.canary_requests, self.canary_failed
-        totals.baseline_requests, totals.baseline_failed = self.baseline_requests, self.baseline_failed
-        totals.canary_cumulative = self.canary_cumulative.copy()
-        totals.baseline_cumulative = self.baseline_cumulative.copy()
-        return totals
+    @property
+    def canary_requests(self) -> int:
+        """The canary's requests since the rollout began."""
+        return self.totals.canary_requests
 
-    def suffixes(self) -> list[SloBlock]:
+    @property
+    def canary_failed(self) -> int:
+        """The canary's failed requests since the rollout began."""
+        return self.totals.canary_failed
+
+    @property
+    def baseline_requests(self) -> int:
+        """The baseline's requests since the rollout began."""
+        return self.totals.baseline_requests
+
+    @property
+    def baseline_failed(self) -> int:
+        """The baseline's failed requests since the rollout began."""
+        return self.totals.baseline_failed
+
+    @property
+    def canary_cumulative(self) -> FloatArray:
+        """The canary's judged latencies since the rollout began, as a cumulative histogram."""
+        return self.totals.canary_cumulative
+
+    @property
+    def baseline_cumulative(self) -> FloatArray:
+        """The baseline's judged latencies since the rollout began, as a cumulative histogram."""
+        return self.totals.baseline_cumulative
+
+    def _snapshot_totals(self) -> None:
+        """Keep the totals as they are when block number blocks_started + 1 opens.
+
+        The canary's cumulative histogram is kept up to its highest bin in use (Suffixes.canary_before):
+        the columns grow when a latency lands higher, as a uint32 array while its counts are whole and
+        fit, else as float64.
+        """
+        row, totals = self.blocks_started, self.totals
+        cumulative = totals.canary_cumulative
+        last = float(cumulative[-1])
+        width = int(np.searchsorted(cumulative, last, side="left")) + 1 if last > 0 else 0
+        snapshots = self._snapshot_canary
+        rows, columns = snapshots.shape
+        dtype = snapshots.dtype
+        if dtype == np.uint32 and (
+            last > _UINT32_LIMIT or not np.array_equal(cumulative, np.floor(cumulative))
+        ):
+            dtype = np.dtype(np.float64)
+        if row == rows or width > columns or dtype != snapshots.dtype:
+            capacity = max(8, 2 * row) if row == rows else rows
+            grown = np.zeros((capacity, max(width, columns)), dtype=dtype)
+            grown[:row, :columns] = snapshots[:row]
+            if columns:
+                grown[:row, columns:] = snapshots[:row, columns - 1 : columns]
+            self._snapshot_canary = snapshots = grown
+            if row == rows:
+                counts = np.zeros((capacity, 4), dtype=np.int64)
+                counts[:row] = self._snapshot_counts
+                self._snapshot_counts = counts
+        self._snapshot_counts[row] = (
+            totals.canary_requests,
+            totals.canary_failed,
+            totals.baseline_requests,
+            totals.baseline_failed,
+        )
+        columns = snapshots.shape[1]
+        snapshots[row] = cumulative[:columns]
+
+    def suffixes(self) -> Suffixes:
         """For every SLO block opened so far, the traffic from its first second until now.
 
         The pass side bounds these as well as the whole rollout, so that an incident both versions
         shared stops weighing on a pass once it lies before some block's start.
         """
-        suffixes = []
-        for snapshot in self._snapshots:
-            suffix = SloBlock(snapshot.index, snapshot.start)
-            suffix.canary_requests = self.canary_requests - snapshot.canary_requests
-            suffix.canary_failed = self.canary_failed - snapshot.canary_failed
-            suffix.baseline_requests = self.baseline_requests - snapshot.baseline_requests
-            suffix.baseline_failed = self.baseline_failed - snapshot.baseline_failed
-            suffix.canary_cumulative = self.canary_cumulative - snapshot.canary_cumulative
-            suffix.baseline_cumulative = self.baseline_cumulative - snapshot.baseline_cumulative
-            suffixes.append(suffix)
-        return suffixes
+        totals, blocks = self.totals, self.blocks_started
+        now = np.array(
+            [totals.canary_requests, totals.canary_failed, totals.baseline_requests, totals.baseline_failed],
+            dtype=np.int64,
+        )
+        return Suffixes(
+            np.arange(1, blocks + 1),
+            now - self._snapshot_counts[:blocks],
+            totals.canary_cumulative,
+            self._snapshot_canary[:blocks],
+        )
 
     @property
     def warming_up(self) -> bool:
@@ -453,40 +561,81 @@ def _median_index(cumulative: FloatArray) -> int:
 
 
 def evidence_of(canary: Sequence[Window], baseline: Sequence[Window], policy: Policy) -> Evidence:
-    """Fold stored windows into evidence, second by second; a second missing for one version counts as empty.
+    """Fold stored windows into evidence, second by second, all at once (see RunningEvidence.fold)."""
+    running = RunningEvidence(policy)
+    running.fold(canary, baseline)
+    return running.evidence
 
-    Windows of the same version and second (several collectors) are added together. Seconds without any
-    window between the first and the last are folded in empty, so the warm-up and the SLO window count
-    seconds of time, as the simulator does.
+
+class RunningEvidence:
+    """A rollout's evidence kept between judgements: each judgement folds only the seconds not folded yet.
+
+    Folding a rollout's windows in several calls, each with the windows of the seconds from
+    `unread_from` on, gives the same evidence (and so the same verdict) as folding them all in one call,
+    as long as no window arrives later for a second already folded: the collector writes each second
+    once, `data_lag_s` after it ends (a line later still counts in the oldest second still open), and
+    the controller reads no closer to now. controller.judging handles the one exception, a collector
+    process that started again.
+
+    The folding starts at the first second any window has. A second missing for one version counts as
+    empty; seconds without any window up to the last second with one are folded in empty, so the
+    warm-up and the SLO window count seconds of time, as the simulator does. Seconds after the last
+    window are folded once a later window arrives (or never), exactly as a fold of every window would.
+
+    It also counts the canary's requests since the current step's first second (`step_requests`).
     """
-    canary_seconds = _by_second(canary)
-    baseline_seconds = _by_second(baseline)
-    evidence = Evidence(policy)
-    seconds = canary_seconds.keys() | baseline_seconds.keys()
-    if not seconds:
-        return evidence
-    for second in range(min(seconds), max(seconds) + 1):
-        evidence.add(
-            canary_seconds.get(second, EMPTY_SECOND),
-            baseline_seconds.get(second, EMPTY_SECOND),
-        )
-    return evidence
+
+    __slots__ = ("evidence", "next_second", "step_requests", "step_start")
+
+    def __init__(self, policy: Policy) -> None:
+        self.evidence = Evidence(policy)
+        # The first second not folded yet; None until a window arrives.
+        self.next_second: int | None = None
+        self.step_start = 0
+        self.step_requests = 0
+
+    def unread_from(self, start: int) -> int:
+        """The first second the next fold needs windows of, for a rollout whose seconds start at `start`."""
+        return start if self.next_second is None else self.next_second
+
+    def start_step(self, step_start: int, counted: int = 0) -> None:
+        """Count the canary's requests from second `step_start` on.
+
+        `counted`: the canary's requests in the seconds from `step_start` already folded (none when
+        the step starts after them, as a step that starts now does).
+        """
+        self.step_start, self.step_requests = step_start, counted
+
+    def fold(self, canary: Sequence[Window], baseline: Sequence[Window]) -> None:
+        """Fold in the windows (one per second and version) of seconds not folded yet.
+
+        Raises ValueError for a window of a second already folded: the evidence cannot take it back.
+        """
+        canary_seconds, baseline_seconds = _by_second(canary), _by_second(baseline)
+        seconds = canary_seconds.keys() | baseline_seconds.keys()
+        if not seconds:
+            return
+        first = min(seconds) if self.next_second is None else self.next_second
+        if min(seconds) < first:
+            raise ValueError(f"a window of second {min(seconds)}, which was folded already (next: {first})")
+        last = max(seconds)
+        for second in range(first, last + 1):
+            canary_second = canary_seconds.get(second, EMPTY_SECOND)
+            self.evidence.add(canary_second, baseline_seconds.get(second, EMPTY_SECOND))
+            if second >= self.step_start:
+                self.step_requests += canary_second.requests
+        self.next_second = last + 1
 
 
 def _by_second(windows: Sequence[Window]) -> dict[int, ArmSecond]:
+    """The windows by second; raises ValueError for two windows of one second.
+
+    A MetricStore returns one window per second (it adds up those several collectors wrote), so the
+    windows of a second are merged once, by the store.
+    """
     seconds: dict[int, ArmSecond] = {}
     for window in windows:
-        second = arm_second(window)
-        earlier = seconds.get(window.second)
-        if earlier is not None:
-            second = _sum(earlier, second)
-        seconds[window.second] = second
+        if window.second in seconds:
+            raise ValueError(f"two windows of second {window.second}: a store returns one per second")
+        seconds[window.second] = arm_second(window)
     return seconds
-
-
-def _sum(first: ArmSecond, second: ArmSecond) -> ArmSecond:
-    if first.histogram is None or second.histogram is None:
-        histogram = first.histogram if second.histogram is None else second.histogram
-    else:
-        histogram = first.histogram + second.histogram
-    return ArmSecond(first.requests + second.requests, first.failed + second.failed, histogram)

@@ -18,8 +18,10 @@ Neither: hold. Silence is never safety: without canary requests every check hold
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, evidence_of
 from fridaymorning.analysis.policy import Policy
@@ -27,11 +29,17 @@ from fridaymorning.analysis.stats import (
     LOWER_EDGES,
     UPPER_EDGES,
     VALUES,
+    BoolArray,
     FloatArray,
+    IntArray,
     quantile_lower_rank,
     quantile_upper_rank,
+    quantile_upper_ranks_may_reach,
+    rate_bound_brackets,
     rate_lower_bound,
+    rate_lower_bounds_may_be_above,
     rate_upper_bound,
+    rate_upper_bounds_may_be_below,
 )
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase, combine
 from fridaymorning.models import Window
@@ -179,12 +187,145 @@ def _seconds_of(evidence: Evidence, block: SloBlock) -> str:
     return f"over the last {evidence.seconds - block.start + 1} s"
 
 
-def _pass_blocks(evidence: Evidence, policy: Policy) -> list[tuple[SloBlock, float]]:
-    """The traffic since each SLO block's start, with the alpha its pass bound spends: alpha/(k(k + 1)).
+def _pass_alphas(evidence: Evidence, policy: Policy) -> FloatArray:
+    """The alpha each SLO block's pass bound spends, alpha/(k(k + 1)) for block k (row k - 1).
 
     Summed over the blocks this is alpha, besides the bound since the rollout began.
     """
-    return [(block, policy.alpha / (block.index * (block.index + 1))) for block in evidence.suffixes()]
+    indexes = evidence.suffixes().indexes
+    alphas: FloatArray = policy.alpha / (indexes * (indexes + 1)).astype(np.float64)
+    return alphas
+
+
+def _smallest(
+    whole: float,
+    rows: IntArray,
+    may_be_below: Callable[[IntArray, float], BoolArray],
+    bound: Callable[[int], float],
+) -> float:
+    """The smallest of `whole` and bound(row) over `rows`, computing only the bounds that may be smaller.
+
+    `may_be_below(rows, best)` is False for the rows whose bound is surely not below `best`; the rows
+    left are screened again each time the smallest comes down.
+    """
+    best, screened_at = whole, math.nan
+    candidates = rows
+    while candidates.size:
+        if best != screened_at:
+            candidates = candidates[may_be_below(candidates, best)]
+            screened_at = best
+            if not candidates.size:
+                break
+        row, candidates = int(candidates[0]), candidates[1:]
+        best = min(best, bound(row))
+    return best
+
+
+def smallest_error_rate_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
+    """The smallest of `whole` and the canary's error-rate upper bounds since each SLO block's start.
+
+    A block whose bound is surely not below the smallest so far (stats.rate_upper_bounds_may_be_below)
+    is skipped: the result is the minimum over every block, at the cost of the few that may be below it.
+    """
+    suffixes, alphas = evidence.suffixes(), _pass_alphas(evidence, policy)
+    failed = suffixes.canary_failed.astype(np.float64)
+    requests = suffixes.canary_requests.astype(np.float64)
+
+    def bound(row: int) -> float:
+        return rate_upper_bound(int(failed[row]), int(requests[row]), float(alphas[row]))
+
+    def may_be_below(rows: IntArray, best: float) -> BoolArray:
+        values = np.full(rows.size, best)
+        return rate_upper_bounds_may_be_below(failed[rows], requests[rows], alphas[rows], values)
+
+    return _smallest(whole, np.arange(len(alphas)), may_be_below, bound)
+
+
+def smallest_error_excess_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
+    """The smallest of `whole` and, since each SLO block's start, the canary's error-rate upper bound
+    minus the baseline's lower bound (each at half the block's alpha); as smallest_error_rate_bound.
+
+    A block's excess is below `best` only if its canary bound is below best + the baseline's rate (the
+    baseline's lower bound is at most its rate) and its baseline bound is above the canary's rate - best
+    (the canary's upper bound is at least its rate): both are screened.
+    """
+    suffixes, halves = evidence.suffixes(), _pass_alphas(evidence, policy) / 2
+    canary_failed = suffixes.canary_failed.astype(np.float64)
+    canary_requests = suffixes.canary_requests.astype(np.float64)
+    baseline_failed = suffixes.baseline_failed.astype(np.float64)
+    baseline_requests = suffixes.baseline_requests.astype(np.float64)
+
+    def bound(row: int) -> float:
+        alpha = float(halves[row])
+        upper = rate_upper_bound(int(canary_failed[row]), int(canary_requests[row]), alpha)
+        lower = rate_lower_bound(int(baseline_failed[row]), int(baseline_requests[row]), alpha)
+        return upper - lower
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        canary_open = (canary_requests > 0) & (canary_failed < canary_requests)
+        canary_floor = np.where(canary_open, canary_failed / canary_requests, 1.0)
+        baseline_open = (baseline_requests > 0) & (baseline_failed > 0)
+        baseline_ceiling = np.where(baseline_open, np.minimum(baseline_failed / baseline_requests, 1.0), 0.0)
+
+    def may_be_below(rows: IntArray, best: float) -> BoolArray:
+        may = rate_upper_bounds_may_be_below(
+            canary_failed[rows], canary_requests[rows], halves[rows], best + baseline_ceiling[rows]
+        )
+        left = rows[may]
+        may[may] = rate_lower_bounds_may_be_above(
+            baseline_failed[left], baseline_requests[left], halves[left], canary_floor[left] - best
+        )
+        # Closer, for the few left: the canary's bound lies above a floor, the baseline's below a ceiling.
+        close = may & canary_open[rows] & baseline_open[rows]
+        left = rows[close]
+        if left.size:
+            floors = rate_bound_brackets(
+                canary_failed[left],
+                canary_requests[left],
+                halves[left],
+                canary_floor[left],
+                np.minimum(best + baseline_ceiling[left], 1.0),
+                upper=True,
+            )
+            ceilings = rate_bound_brackets(
+                baseline_failed[left],
+                baseline_requests[left],
+                halves[left],
+                baseline_ceiling[left],
+                np.maximum(canary_floor[left] - best, 0.0),
+                upper=False,
+            )
+            may[close] = floors - ceilings < best
+        return may
+
+    return _smallest(whole, np.arange(len(halves)), may_be_below, bound)
+
+
+def smallest_p99_bound(evidence: Evidence, policy: Policy, whole: float) -> float:
+    """The smallest of `whole` and the canary's p99 upper bounds since each SLO block's start.
+
+    Only a block whose bound may lie strictly below the smallest so far is computed exactly: its
+    suffix must hold at least its rank's worth of latencies below that bound's bin, which is tested for
+    every block at once (quantile_upper_ranks_may_reach); again each time the smallest comes down.
+    """
+    suffixes, alphas = evidence.suffixes(), _pass_alphas(evidence, policy)
+    counts = suffixes.canary_cumulative_at(-1)
+
+    def may_be_below(rows: IntArray, best: float) -> BoolArray:
+        # A bound below `best` ends in a bin below best's (any finite bin, when best is infinite).
+        below = (
+            len(UPPER_EDGES) - 1 if math.isinf(best) else int(np.searchsorted(UPPER_EDGES, best, "left")) - 1
+        )
+        if below < 0:
+            return np.zeros(rows.size, dtype=np.bool_)
+        available = suffixes.canary_cumulative_at(below)[rows]
+        return quantile_upper_ranks_may_reach(available, counts[rows], 0.99, alphas[rows])
+
+    def bound(row: int) -> float:
+        rank = quantile_upper_rank(float(counts[row]), 0.99, float(alphas[row]))
+        return _order_statistic(suffixes.canary_cumulative(row), rank, UPPER_EDGES)
+
+    return _smallest(whole, np.flatnonzero(counts > 0), may_be_below, bound)
 
 
 def evidence_check(evidence: Evidence, policy: Policy) -> Check:
@@ -236,12 +377,8 @@ def error_slo_check(evidence: Evidence, policy: Policy, *, compare: bool = True)
         )
         return Check("error_rate_slo", HOLD, window_rate, breach.canary_bound, limit, served, detail)
     if policy.gates(limit):
-        bound = rate_upper_bound(failed, served, policy.alpha)
-        windows = [
-            rate_upper_bound(block.canary_failed, block.canary_requests, alpha)
-            for block, alpha in _pass_blocks(evidence, policy)
-        ]
-        bound = min([bound, *windows])
+        # ... or since an SLO window's start, so that an incident both versions shared ages out of it
+        bound = smallest_error_rate_bound(evidence, policy, rate_upper_bound(failed, served, policy.alpha))
         phase = PASS if served >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary error rate {rate:.2%} (upper bound {bound:.2%}), SLO {limit:.2%}"
     else:
@@ -279,12 +416,7 @@ def error_comparison_check(evidence: Evidence, policy: Policy) -> Check:
         upper = rate_upper_bound(evidence.canary_failed, evidence.canary_requests, policy.alpha / 2)
         lower = rate_lower_bound(evidence.baseline_failed, evidence.baseline_requests, policy.alpha / 2)
         # ... or since an SLO window's start, so that an incident both versions shared ages out of it
-        windows = [
-            rate_upper_bound(block.canary_failed, block.canary_requests, alpha / 2)
-            - rate_lower_bound(block.baseline_failed, block.baseline_requests, alpha / 2)
-            for block, alpha in _pass_blocks(evidence, policy)
-        ]
-        bound = min([upper - lower, *windows])
+        bound = smallest_error_excess_bound(evidence, policy, upper - lower)
         phase = PASS if compared and bound <= tolerance else HOLD
         detail = f"{rates}, excess at most {bound:.2%} (tolerance {tolerance:.2%}; e-value {evalue:.3g})"
     else:
@@ -339,15 +471,8 @@ def p99_slo_check(
         )
         return Check("p99_slo", HOLD, window_p99, breach.canary_bound, limit, int(count), detail)
     if policy.gates(0.01):
-        bounds = [
-            _order_statistic(canary_cumulative, quantile_upper_rank(count, 0.99, policy.alpha), UPPER_EDGES)
-        ]
-        for block, alpha in _pass_blocks(evidence, policy):
-            block_count = float(block.canary_cumulative[-1])
-            if block_count > 0:
-                rank = quantile_upper_rank(block_count, 0.99, alpha)
-                bounds.append(_order_statistic(block.canary_cumulative, rank, UPPER_EDGES))
-        bound = min(bounds)
+        rank = quantile_upper_rank(count, 0.99, policy.alpha)
+        bound = smallest_p99_bound(evidence, policy, _order_statistic(canary_cumulative, rank, UPPER_EDGES))
         phase = PASS if evidence.canary_requests >= policy.min_requests and bound <= limit else HOLD
         detail = f"canary p99 {p99:.1f} ms (upper bound {bound:.1f} ms), SLO {limit:.0f} ms"
     else:

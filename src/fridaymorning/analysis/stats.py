@@ -28,7 +28,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from fridaymorning.models import new_sketch
+from fridaymorning.models import SKETCH_MAPPING
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -293,6 +293,175 @@ def rate_lower_bound(
     )
 
 
+# --- screens: which of many bounds may lie beyond a value, all at once --------------------------------------
+
+# Kept below the threshold, against the rounding of the mixtures' logarithms.
+_SCREEN_SLACK = 1e-4
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def _bernoulli_kl(x: FloatArray, p: FloatArray) -> FloatArray:
+    """KL(Bernoulli(x) || Bernoulli(p)), elementwise, with 0·log 0 = 0 (callers silence numpy's warnings)."""
+    ones = np.where(x > 0.0, x * np.log(x / p), 0.0)
+    zeros = np.where(x < 1.0, (1.0 - x) * np.log((1.0 - x) / (1.0 - p)), 0.0)
+    kl: FloatArray = ones + zeros
+    return kl
+
+
+def _thresholds(alphas: FloatArray) -> FloatArray:
+    """log(1/alpha), a little lowered against rounding: a screen keeps an element when in doubt."""
+    lowered: FloatArray = np.log(1.0 / alphas) * (1.0 - 1e-9) - _SCREEN_SLACK
+    return lowered
+
+
+def _concentrations(alphas: FloatArray, optimize_at: float) -> FloatArray:
+    """prior_concentration for every alpha, with the same formula."""
+    log_inverse = np.log(1.0 / (2.0 * alphas))
+    concentrations: FloatArray = np.maximum(
+        optimize_at / (2.0 * log_inverse + np.log1p(2.0 * log_inverse)) - 1.0, 1e-3
+    )
+    return concentrations
+
+
+def _mixtures_reach(
+    events: FloatArray, trials: FloatArray, p: FloatArray, alphas: FloatArray, optimize_at: float
+) -> BoolArray:
+    """Per element, False where log_mixture_above(events, trials, p, ·) surely stays below log(1/alpha).
+
+    The same formula as log_mixture_above, on arrays; True when in doubt (a margin for the rounding of
+    logarithms as large as betaln of the counts).
+    """
+    betainc, betaln = _special()
+    concentrations = _concentrations(alphas, optimize_at)
+    a0, b0 = concentrations * (1.0 - p), concentrations * p
+    a, b = a0 + trials - events, b0 + events
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        whole = betaln(a, b)
+        mixture = (
+            np.log(betainc(a, b, 1.0 - p))
+            + whole
+            - (np.log(betainc(a0, b0, 1.0 - p)) + betaln(a0, b0))
+            - events * np.log(p)
+            - (trials - events) * np.log1p(-p)
+        )
+        margin = 1e-9 * np.abs(whole)
+        reach: BoolArray = ~(mixture < _thresholds(alphas) - margin)
+    return reach
+
+
+def _may_cross(
+    events: FloatArray, trials: FloatArray, p: FloatArray, alphas: FloatArray, optimize_at: float
+) -> BoolArray:
+    """Per element, False where log_mixture_above(events, trials, p, ·) surely stays below log(1/alpha).
+
+    First cheaply: the mixture averages likelihood ratios, none larger than exp(trials·KL(estimate || p)),
+    so where that stays below the threshold so does the mixture. The mixture itself is computed only for
+    the elements left.
+    """
+    thresholds = _thresholds(alphas)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        largest = trials * _bernoulli_kl(events / trials, p)
+    left = np.flatnonzero(~(largest < thresholds))
+    reach = np.zeros(len(events), dtype=np.bool_)
+    if left.size:
+        reach[left] = _mixtures_reach(events[left], trials[left], p[left], alphas[left], optimize_at)
+    return reach
+
+
+def rate_upper_bounds_may_be_below(
+    events: FloatArray,
+    trials: FloatArray,
+    alphas: FloatArray,
+    values: FloatArray,
+    *,
+    optimize_at: float = OPTIMIZE_AT,
+) -> BoolArray:
+    """Per element, False where rate_upper_bound(events, trials, alpha) is surely not below `value`.
+
+    The bound is a rate at which the mixture for rates below it has reached 1/alpha, and that mixture
+    grows with the rate above the estimate: where it stays below 1/alpha at `value`, the bound lies
+    above `value`. Cheap for the elements the mixture's largest ratio rules out (most, when the values
+    are the smallest bound so far).
+    """
+    may = np.zeros(len(events), dtype=np.bool_)
+    bounded = (trials > 0) & (events < trials)
+    may[~bounded] = values[~bounded] > 1.0  # their bound is 1
+    estimates = np.where(bounded, events / np.maximum(trials, 1.0), 1.0)
+    may[bounded & (values > 1.0)] = True
+    rows = np.flatnonzero(bounded & (estimates < values) & (values <= 1.0))
+    if rows.size:
+        # the mixture for rates below p is the mixture for rates above 1 - p of the non-events
+        may[rows] = _may_cross(
+            trials[rows] - events[rows], trials[rows], 1.0 - values[rows], alphas[rows], optimize_at
+        )
+    return may
+
+
+def rate_lower_bounds_may_be_above(
+    events: FloatArray,
+    trials: FloatArray,
+    alphas: FloatArray,
+    values: FloatArray,
+    *,
+    optimize_at: float = OPTIMIZE_AT,
+) -> BoolArray:
+    """Per element, False where rate_lower_bound(events, trials, alpha) is surely not above `value`
+    (as rate_upper_bounds_may_be_below: the mixture for rates above p shrinks as p nears the estimate)."""
+    may = values < 0.0
+    bounded = (trials > 0) & (events > 0)
+    estimates = np.where(bounded, np.minimum(events / np.maximum(trials, 1.0), 1.0), 0.0)
+    rows = np.flatnonzero(bounded & (values >= 0.0) & (values < estimates))
+    if rows.size:
+        may[rows] = _may_cross(events[rows], trials[rows], values[rows], alphas[rows], optimize_at)
+    return may
+
+
+def rate_bound_brackets(
+    events: FloatArray,
+    trials: FloatArray,
+    alphas: FloatArray,
+    estimates: FloatArray,
+    limits: FloatArray,
+    *,
+    upper: bool,
+    steps: int = 6,
+    optimize_at: float = OPTIMIZE_AT,
+) -> FloatArray:
+    """Per element, a rate the bound surely lies beyond: above it for rate_upper_bound (`upper`), below it
+    for rate_lower_bound, searched between the estimate and `limits` by `steps` bisections.
+
+    Each bisection asks, as rate_upper_bounds_may_be_below does, whether the bound may lie beyond the
+    middle; where surely not, the middle is a closer rate the bound lies beyond.
+    """
+    inside, outside = estimates.copy(), limits.copy()
+    for _ in range(steps):
+        middle = (inside + outside) / 2.0
+        if upper:
+            beyond = _mixtures_reach(trials - events, trials, 1.0 - middle, alphas, optimize_at)
+        else:
+            beyond = _mixtures_reach(events, trials, middle, alphas, optimize_at)
+        inside = np.where(beyond, inside, middle)
+        outside = np.where(beyond, middle, outside)
+    return inside
+
+
+def quantile_upper_ranks_may_reach(
+    ranks: FloatArray, counts: FloatArray, q: float, alphas: FloatArray, *, optimize_at: float = OPTIMIZE_AT
+) -> BoolArray:
+    """Per element, False where quantile_upper_rank(count, q, alpha) is surely above `rank`.
+
+    The rank is the smallest count at which the one-sided mixture for rates above q reaches 1/alpha
+    (the search takes the mixture as growing with the count), so it is above `rank` when the mixture at
+    `rank` stays below (as rate_upper_bounds_may_be_below).
+    """
+    reach = np.zeros(len(ranks), dtype=np.bool_)
+    rows = np.flatnonzero((counts > 0) & (ranks >= np.floor(counts * q)))
+    if rows.size:
+        reach[rows] = _may_cross(ranks[rows], counts[rows], np.full(rows.size, q), alphas[rows], optimize_at)
+    return reach
+
+
 def _rate_crossing(excess: Callable[[float], float], low: float, high: float, *, rising: bool) -> float:
     """Where `excess` (negative at the estimate, growing away from it) turns nonnegative, rounded outward.
 
@@ -445,7 +614,7 @@ def _remember(memory: tuple[object, ...], found: int, start: int, scale: float) 
 
 # --- latency histograms on DDSketch's bins -------------------------------------------------------------
 
-_MAPPING = new_sketch()._mapping
+_MAPPING = SKETCH_MAPPING
 GAMMA: Final[float] = float(_MAPPING.gamma)
 LOG_GAMMA: Final[float] = math.log(GAMMA)
 # Histogram index 0 holds zero (and anything below 0.01 ms); index i ≥ 1 holds DDSketch key

@@ -587,6 +587,7 @@ async def replay_data(request: Request, rollout_id: int) -> dict[str, Any]:
                 "end": decision.end,
                 "recorded": decision.recorded,
                 "replayed": decision.replayed,
+                "incremental": decision.incremental,
                 "same": decision.same,
             }
             for decision in decisions

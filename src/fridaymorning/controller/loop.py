@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from fridaymorning.analysis.judge import judge
 from fridaymorning.analysis.verdict import Check, Verdict, VerdictPhase
 from fridaymorning.config import HookKind, ServiceConfig, check_version
 from fridaymorning.controller.actuator import Roster, TrafficActuator
@@ -33,6 +32,7 @@ from fridaymorning.controller.hooks import (
     describe_failures,
     run_hooks,
 )
+from fridaymorning.controller.judging import KeptEvidence, Series
 from fridaymorning.controller.metric_checks import MetricChecks
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
@@ -147,6 +147,8 @@ class ServiceController:
         self._applied_percent = 0
         self._weights_lock = asyncio.Lock()
         self._tracker: asyncio.Task[None] | None = None
+        # The running rollout's evidence, kept between ticks (the runtime says when the collector started).
+        self.evidence = KeptEvidence(service.analysis)
 
     @property
     def backend(self) -> str:
@@ -409,7 +411,8 @@ class ServiceController:
         """Judge every closed second since the rollout began, and count the current step's canary requests.
 
         Only seconds the collector has already written are judged, so `fm replay` later sees exactly
-        the same data. A dead canary server or a failing store is evidence too: fail, or error.
+        the same data; only those closed since the last tick are read (controller.judging). A dead
+        canary server or a failing store is evidence too: fail, or error.
         """
         start, end = judged_seconds(state, self.clock(), self.data_lag_s)
         down = await self._canary_servers_down()
@@ -418,19 +421,23 @@ class ServiceController:
                 "canary_health", f"servers down in HAProxy: {', '.join(down)}", len(down)
             )
             return Measurement(verdict, 0, start, end)
-        series = judged_series(self.service, state)
+        judged = judged_series(self.service, state)
+        series = Series(
+            judged.canary_backend,
+            state.version,
+            judged.baseline_backend,
+            judged.baseline_version,
+            judged.compare,
+        )
+        step_start = math.floor(state.step_started_at) + 1
         # A buffered store (InfluxDB, VictoriaMetrics) first waits until the judged seconds are all in.
         query = getattr(self.metrics, "query_complete", self.metrics.query)
         try:
-            canary = await asyncio.to_thread(query, series.canary_backend, state.version, start, end)
-            baseline = await asyncio.to_thread(
-                query, series.baseline_backend, series.baseline_version, start, end
+            verdict, step_requests = await self.evidence.judge(
+                state.id, series, query, start, end, step_start, self.clock()
             )
         except FridayMorningError as error:
             return Measurement(error_verdict(str(error)), 0, start, end)
-        step_start = math.floor(state.step_started_at) + 1
-        step_requests = sum(window.requests for window in canary if window.second >= step_start)
-        verdict = judge(canary, baseline, self.service.analysis, compare=series.compare)
         return Measurement(verdict, step_requests, start, end)
 
     async def _canary_servers_down(self) -> list[str]:

@@ -1,9 +1,11 @@
 """`fm replay`: re-run the judge over the stored windows of a rollout, and compare with what was decided.
 
 Each judged event stores the seconds it looked at. Replaying judges the same seconds of the same
-series again, from the metric store, with the service's current policy; a decision that comes out
-differently is reported. Custom checks queried other systems at the time: their recorded outcomes are
-taken as they were, and combined with the replayed judge's checks.
+series again, from the metric store, with the service's current policy, twice: from scratch (every
+second folded again, `judge.judge`) and as the controller does it (the evidence kept from one event to
+the next, folding only the seconds not folded yet). A decision that comes out differently either way
+is reported. Custom checks queried other systems at the time: their recorded outcomes are taken as
+they were, and combined with the replayed judge's checks, both ways.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fridaymorning.analysis.judge import judge
+from fridaymorning.analysis.evidence import RunningEvidence
+from fridaymorning.analysis.judge import judge, verdict_of
 from fridaymorning.analysis.verdict import Check, VerdictPhase, combine
 from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.phases import RolloutState
@@ -33,10 +36,12 @@ class ReplayedDecision:
     end: int
     recorded: str
     replayed: str
+    # The same judgement with the evidence carried over from the previous event, as the controller folds it
+    incremental: str
 
     @property
     def same(self) -> bool:
-        return self.recorded == self.replayed
+        return self.recorded == self.replayed == self.incremental
 
 
 def replay(
@@ -45,6 +50,8 @@ def replay(
     """Judge again every event that carries a verdict, over the same seconds and series."""
     series = judged_series(service, rollout)
     custom = {check.name for check in service.rollout.checks}
+    policy = service.analysis
+    running = RunningEvidence(policy)
     decisions = []
     for event in events:
         verdict = event.get("verdict") or {}
@@ -54,12 +61,29 @@ def replay(
         start, end = int(window["start"]), int(window["end"])
         canary = query(series.canary_backend, rollout.version, start, end)
         baseline = query(series.baseline_backend, series.baseline_version, start, end)
-        replayed = judge(canary, baseline, service.analysis, compare=series.compare)
+        replayed = judge(canary, baseline, policy, compare=series.compare)
+        if end < running.unread_from(start):  # judged fewer seconds than before: start over
+            running = RunningEvidence(policy)
+        first = running.unread_from(start)
+        running.fold(
+            [window for window in canary if window.second >= first],
+            [window for window in baseline if window.second >= first],
+        )
+        incremental = verdict_of(running.evidence, policy, compare=series.compare)
         recorded = tuple(recorded_check(c) for c in verdict.get("checks", []) if c["name"] in custom)
         if recorded:
             replayed = combine((*replayed.checks, *recorded))
+            incremental = combine((*incremental.checks, *recorded))
         decisions.append(
-            ReplayedDecision(event["at"], event["kind"], start, end, verdict["phase"], replayed.phase.value)
+            ReplayedDecision(
+                event["at"],
+                event["kind"],
+                start,
+                end,
+                verdict["phase"],
+                replayed.phase.value,
+                incremental.phase.value,
+            )
         )
     return decisions
 

@@ -30,11 +30,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ddsketch import DDSketch
-
 from fridaymorning.ingest.fastpath import BatchTally
 from fridaymorning.ingest.haproxy_log import NO_SERVER, Request, is_failure
-from fridaymorning.models import STATUS_CLASSES, Window, new_sketch, version_of_server
+from fridaymorning.models import STATUS_CLASSES, LatencySketch, Window, new_sketch, version_of_server
 
 _OTHER_STATUS = len(STATUS_CLASSES) - 1
 _NAME_CACHE_LIMIT = 4096
@@ -78,7 +76,7 @@ class _OpenWindow:
         )
 
 
-def _sketch_of(counts: dict[int, int]) -> DDSketch:
+def _sketch_of(counts: dict[int, int]) -> LatencySketch:
     """A DDSketch holding each value of `counts` as many times as counted."""
     sketch = new_sketch()
     for value in sorted(counts):

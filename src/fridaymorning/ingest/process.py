@@ -119,6 +119,8 @@ class CollectorProcess:
         self.pid: int | None = None
         self.adopted = False
         self.restarts = 0  # times it died under us and was started again
+        # When this `fm up` last started the process (wall clock); None for an adopted one.
+        self.started_at: float | None = None
         self._supervisor: asyncio.Task[None] | None = None
 
     @property
@@ -182,6 +184,7 @@ class CollectorProcess:
                 start_new_session=True,
             )
         self.pid = self.process.pid
+        self.started_at = time.time()
         await self.wait_until_listening()
 
     async def stop_stale(self) -> None:

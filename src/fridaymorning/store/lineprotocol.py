@@ -33,7 +33,7 @@ from typing import Literal
 from ddsketch import DDSketch
 from ddsketch.store import DenseStore
 
-from fridaymorning.models import SKETCH_RELATIVE_ACCURACY, STATUS_CLASSES, Window, new_sketch
+from fridaymorning.models import SKETCH_RELATIVE_ACCURACY, STATUS_CLASSES, LatencySketch, Window, new_sketch
 from fridaymorning.sketches import SHOWN_QUANTILES, sketch_from_bytes, sketch_to_bytes
 
 WINDOW_MEASUREMENT = "fm_window"
@@ -170,9 +170,9 @@ def _bins(store: DenseStore) -> Iterable[tuple[int, float]]:
     return ((store.min_key + index, count) for index, count in enumerate(counts) if count)
 
 
-def sketch_from_fields(fields: Mapping[str, float]) -> DDSketch:
+def sketch_from_fields(fields: Mapping[str, float]) -> LatencySketch:
     """The sketch whose `sketch_fields` were `fields` (names without the measurement's prefix)."""
-    sketch = DDSketch(SKETCH_RELATIVE_ACCURACY)
+    sketch = LatencySketch(SKETCH_RELATIVE_ACCURACY)
     bins: dict[str, dict[int, float]] = {"p": {}, "n": {}}
     for name, value in fields.items():
         matched = _BIN_FIELD.match(name)
@@ -225,7 +225,7 @@ def window_from_fields(
     version: str,
     second: int,
     fields: Mapping[str, object],
-    sketches: Mapping[str, DDSketch] | None = None,
+    sketches: Mapping[str, LatencySketch] | None = None,
 ) -> Window:
     """A window from one point's fields (InfluxDB: `<sketch>_bins` strings; else `sketches` by name)."""
     counts = [int(fields.get(name) or 0) for name in COUNT_FIELDS]  # type: ignore[call-overload]
@@ -242,7 +242,9 @@ def window_from_fields(
     )
 
 
-def _sketch_of(fields: Mapping[str, object], sketches: Mapping[str, DDSketch] | None, name: str) -> DDSketch:
+def _sketch_of(
+    fields: Mapping[str, object], sketches: Mapping[str, LatencySketch] | None, name: str
+) -> LatencySketch:
     encoded = fields.get(f"{name}_bins")
     if isinstance(encoded, str) and encoded:
         return sketch_from_bytes(base64.b64decode(encoded))
