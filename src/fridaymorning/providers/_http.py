@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from fridaymorning.errors import ConfigError, ProviderError
+from fridaymorning.store.base import MetricStore
 
 # A query that takes longer is an error measurement; the controller may give a check less time.
 DEFAULT_TIMEOUT_S = 10.0
@@ -39,9 +40,12 @@ class HttpProvider:
     def __init__(
         self,
         url: str,
+        *,
+        store: MetricStore | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """`store` is the metric store, which every provider is offered; these query servers instead."""
         self.url = url
         self.transport = transport  # httpx's own: e.g. httpx.MockTransport in unit tests
         self.root, self.path = base_url(url)

@@ -27,7 +27,7 @@ class InfluxQLProvider(HttpProvider):
         timeout_s: float = DEFAULT_TIMEOUT_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(url, timeout_s, transport)
+        super().__init__(url, store=store, timeout_s=timeout_s, transport=transport)
         self.database = self.path.strip("/")
         if not self.database or "/" in self.database:
             raise ConfigError(f"provider {url!r} must name one database: influxdb://HOST:PORT/DATABASE")

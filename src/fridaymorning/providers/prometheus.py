@@ -12,26 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from fridaymorning.errors import ProviderError
-from fridaymorning.providers._http import DEFAULT_TIMEOUT_S, HttpProvider, finite
+from fridaymorning.providers._http import HttpProvider, finite
 from fridaymorning.providers.base import QueryWindow
-from fridaymorning.store.base import MetricStore
 
 
 class PrometheusProvider(HttpProvider):
     """A MetricProvider for PromQL: Prometheus 2.x, and VictoriaMetrics' Prometheus-compatible API."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        store: MetricStore | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(url, timeout_s, transport)
 
     async def run(self, query: str, window: QueryWindow) -> float:
         body = await self.get_json("/api/v1/query", {"query": query})
