@@ -69,6 +69,10 @@ def collector_settings(config: Config) -> dict[str, Any]:
         "store_url": config.store_url(),
         "admin_socket": str(config.runtime_path(config.haproxy.admin_socket)),
         "admin_sockets": admin_sockets(config),
+        "instances": [
+            {"name": instance.name, "managed": instance.admin is None}
+            for instance in config.haproxy.instances
+        ],
         "backends": sorted({backend for service in config.services for backend in backends_of(service)}),
     }
 
@@ -333,20 +337,33 @@ async def serve(settings_path: Path) -> int:
 async def watch_haproxy_when_up(
     collector: Any, settings: dict[str, Any], state_dir: Path, store: Any
 ) -> None:
-    """Once HAProxy's admin socket answers, poll DroppedLogs and reconcile (see accounting)."""
+    """Once HAProxy's admin socket answers, poll DroppedLogs and reconcile (see accounting). A fleet
+    of two instances or more is accounted per instance, from when any of them answers (see
+    fleet_stats); a single one, brought or managed, as always (its lines need no host name)."""
     from fridaymorning.errors import RouterError
-    from fridaymorning.ingest.fleet_stats import FleetStats
+    from fridaymorning.ingest.fleet_stats import FleetMember, log_hosts
     from fridaymorning.router import HAProxyRouter
 
     addresses = settings.get("admin_sockets") or [settings["admin_socket"]]
     routers = [HAProxyRouter(address) for address in addresses]
-    router: Any = routers[0] if len(routers) == 1 else FleetStats(routers)
-    while True:
-        with contextlib.suppress(RouterError):
-            await router.show_info()
-            break
-        await asyncio.sleep(0.2)
     backends = set(settings["backends"])
+    instances = settings.get("instances") or []
+    while not await any_answers(routers, RouterError):
+        await asyncio.sleep(0.2)
+    if len(instances) > 1:
+        hosts = log_hosts((each["name"], bool(each["managed"])) for each in instances)
+        members = [
+            FleetMember(each["name"], hosts[each["name"]], router)
+            for each, router in zip(instances, routers, strict=True)
+        ]
+        collector.watch_fleet(
+            members,
+            reconcile_interval_s=settings["reconcile_interval_s"],
+            backends=backends,
+            state_dir=state_dir,
+        )
+        return
+    router = routers[0]
     collector.watch_haproxy(
         router,
         reconcile_interval_s=settings["reconcile_interval_s"],
@@ -354,6 +371,15 @@ async def watch_haproxy_when_up(
         state_path=state_dir / RECONCILED_FILE,
         stored=stored_counter(store, backends),
     )
+
+
+async def any_answers(routers: list[Any], error: type[Exception]) -> bool:
+    """Whether one of the routers' admin sockets answers `show info`."""
+    for router in routers:
+        with contextlib.suppress(error):
+            await router.show_info()
+            return True
+    return False
 
 
 def stored_counter(store: Any, backends: set[str]) -> Any:
