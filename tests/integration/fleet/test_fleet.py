@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fridaymorning.cli import collector_line
 from fridaymorning.client import ApiClient
 from fridaymorning.config import Config, load_config
 from fridaymorning.controller.phases import RolloutPhase
@@ -218,6 +219,7 @@ async def test_a_loss_on_one_instance_is_attributed_to_it(
     assert after["lb2"]["haproxy_dropped_logs"] == 0, after  # sent, then lost: only the counters tell
     assert all(after[name]["reconciliation"]["errors"] == 0 for name in ("lb1", "lb3")), after
     assert collector["reconciliation"]["missing_lines"] == sum(missing.values()), collector
+    print(collector_line(collector))  # what `fm status` shows of it (pytest -s)
 
 
 async def test_a_killed_instance_holds_the_rollout_until_it_returns(
