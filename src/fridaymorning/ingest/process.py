@@ -338,7 +338,7 @@ async def watch_haproxy_when_up(
     collector: Any, settings: dict[str, Any], state_dir: Path, store: Any
 ) -> None:
     """Once HAProxy's admin socket answers, poll DroppedLogs and reconcile (see accounting). A fleet
-    of two instances or more is accounted per instance, from when any of them answers (see
+    of two instances or more is accounted per instance, each from when it first answers (see
     fleet_stats); a single one, brought or managed, as always (its lines need no host name)."""
     from fridaymorning.errors import RouterError
     from fridaymorning.ingest.fleet_stats import FleetMember, log_hosts
@@ -348,22 +348,26 @@ async def watch_haproxy_when_up(
     routers = [HAProxyRouter(address) for address in addresses]
     backends = set(settings["backends"])
     instances = settings.get("instances") or []
-    while not await any_answers(routers, RouterError):
-        await asyncio.sleep(0.2)
     if len(instances) > 1:
         hosts = log_hosts((each["name"], bool(each["managed"])) for each in instances)
+
+        async def watch(member: FleetMember) -> None:
+            await answered(member.router, RouterError)
+            collector.watch_fleet(
+                [member],
+                reconcile_interval_s=settings["reconcile_interval_s"],
+                backends=backends,
+                state_dir=state_dir,
+            )
+
         members = [
             FleetMember(each["name"], hosts[each["name"]], router)
             for each, router in zip(instances, routers, strict=True)
         ]
-        collector.watch_fleet(
-            members,
-            reconcile_interval_s=settings["reconcile_interval_s"],
-            backends=backends,
-            state_dir=state_dir,
-        )
+        await asyncio.gather(*(watch(member) for member in members))
         return
     router = routers[0]
+    await answered(router, RouterError)
     collector.watch_haproxy(
         router,
         reconcile_interval_s=settings["reconcile_interval_s"],
@@ -373,13 +377,13 @@ async def watch_haproxy_when_up(
     )
 
 
-async def any_answers(routers: list[Any], error: type[Exception]) -> bool:
-    """Whether one of the routers' admin sockets answers `show info`."""
-    for router in routers:
+async def answered(router: Any, error: type[Exception]) -> None:
+    """Return once the router's admin socket answers `show info`."""
+    while True:
         with contextlib.suppress(error):
             await router.show_info()
-            return True
-    return False
+            return
+        await asyncio.sleep(0.2)
 
 
 def stored_counter(store: Any, backends: set[str]) -> Any:

@@ -145,8 +145,9 @@ class _Collector:
     ) -> None:
         """`watch_haproxy` for each instance of a fleet on its own (see `fleet_stats`): its DroppedLogs,
         and its counters reconciled with the lines that carry its host name. Results appear in
-        `stats()` summed over the instances, and per instance under 'instances'. `state_dir` keeps
-        each instance's last reconciled counters (`reconciled-NAME.json`)."""
+        `stats()` summed over the instances, and per instance under 'instances' (call again to add
+        an instance, e.g. once it answers). `state_dir` keeps each instance's last reconciled
+        counters (`reconciled-NAME.json`)."""
         for member in members:
             monitor = HAProxyLossMonitor(member.router, dropped_logs_interval_s)
             reconciler = Reconciler(

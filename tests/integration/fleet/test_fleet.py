@@ -151,6 +151,20 @@ async def reconciled_with_traffic(runtime: Any, names: list[str]) -> dict[str, A
     return dict(await wait_for(ready, f"reconciliations of {names} with logged requests"))
 
 
+async def reconciled_again(runtime: Any, since: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The collector's stats, once each named instance was reconciled twice more than in `since`
+    (the instances' accounting at some earlier moment)."""
+    done = {name: since[name]["reconciliation"]["reconciliations"] for name in names}
+
+    def again() -> Any:
+        collector = runtime.status()["collector"]
+        instances = collector["instances"]
+        counts = {name: instances[name]["reconciliation"]["reconciliations"] for name in names}
+        return collector if all(counts[name] > done[name] + 1 for name in names) else None
+
+    return dict(await wait_for(again, f"{names} reconciled again"))
+
+
 def failed(tally: dict[str, int]) -> int:
     return sum(count for status, count in tally.items() if status != "200")
 
@@ -204,15 +218,7 @@ async def test_a_loss_on_one_instance_is_attributed_to_it(
             return instances if instances["lb2"]["reconciliation"]["missing_lines"] > 0 else None
 
         at_loss = await wait_for(lb2_missing, "lines missing on lb2", 2 * EVENT_DEADLINE_S)
-        done = {name: at_loss[name]["reconciliation"]["reconciliations"] for name in ("lb1", "lb3")}
-
-        def others_reconciled_again() -> Any:
-            collector = runtime.status()["collector"]
-            instances = collector["instances"]
-            counts = {name: instances[name]["reconciliation"]["reconciliations"] for name in done}
-            return collector if all(counts[name] > done[name] + 1 for name in done) else None
-
-        collector = await wait_for(others_reconciled_again, "lb1 and lb3 reconciled after lb2's loss")
+        collector = await reconciled_again(runtime, at_loss, ["lb1", "lb3"])
     after = collector["instances"]
     missing = {name: after[name]["reconciliation"]["missing_lines"] for name in ("lb1", "lb2", "lb3")}
     assert missing["lb2"] > 0 and missing["lb1"] == missing["lb3"] == 0, after
@@ -245,6 +251,14 @@ async def test_a_killed_instance_holds_the_rollout_until_it_returns(
         await wait_for(held, "the rollout held for lb2")
         lagging = [i for i in runtime.status()["haproxy"] if i["state"] == "lagging"]
         assert [instance["name"] for instance in lagging] == ["lb2"]
+
+        def lb2_skipped() -> Any:
+            instances = accounting(runtime)
+            return instances if instances["lb2"]["reconciliation"]["errors"] > 0 else None
+
+        # lb2's reconciliation is skipped (an error of its own); lb1 and lb3 are still reconciled.
+        skipped = await wait_for(lb2_skipped, "lb2's reconciliation skipped")
+        meanwhile = (await reconciled_again(runtime, skipped, ["lb1", "lb3"]))["instances"]
         assert runtime.states.rollout(state.id).phase is RolloutPhase.PROGRESSING
         tallies["lb2"].clear()  # requests to the dead instance fail, as they must
         await fleet.haproxies[1].start()
@@ -252,6 +266,9 @@ async def test_a_killed_instance_holds_the_rollout_until_it_returns(
     assert final.phase is RolloutPhase.PROMOTED, final.reason
     assert [await fleet.weights(index) for index in (1, 2, 3)] == [{"v2-1": 200}] * 3
     assert failed(tallies["lb1"]) == failed(tallies["lb3"]) == 0, tallies
+    for name in ("lb1", "lb3"):
+        reconciliation = meanwhile[name]["reconciliation"]
+        assert reconciliation["errors"] == reconciliation["missing_lines"] == 0, meanwhile
 
 
 async def test_an_instance_reloaded_with_a_stale_file_gets_our_servers_back(fleet: Any) -> None:
