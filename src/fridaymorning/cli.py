@@ -573,10 +573,28 @@ def collector_line(collector: dict[str, Any]) -> str:
             + (f" (failing for {buffer['failing_for_s']} s)" if buffer.get("failing_for_s") else "")
         )
     rejected = collector.get("last_rejected") or []
-    text = "collector: " + ", ".join(parts)
+    text = "collector: " + ", ".join(parts) + instance_lines(collector)
     if rejected:
         text += "\nlast rejected lines:\n  " + "\n  ".join(rejected)
     return text
+
+
+def instance_lines(collector: dict[str, Any]) -> str:
+    """The loss accounting of each instance of a fleet, a line each ('' for a single HAProxy)."""
+    lines = []
+    for name, instance in (collector.get("instances") or {}).items():
+        reconciliation = instance.get("reconciliation") or {}
+        lines.append(
+            f"\n  {name}: requests {instance.get('requests', 0)}, "
+            f"haproxy_dropped_logs {instance.get('haproxy_dropped_logs')}, "
+            f"reconciled {reconciliation.get('reconciliations', 0)} times, "
+            f"{reconciliation.get('mismatched_intervals', 0)} mismatched, "
+            f"{reconciliation.get('missing_lines', 0)} lines missing, "
+            f"{reconciliation.get('errors', 0)} errors"
+        )
+    if collector.get("unattributed_requests"):
+        lines.append(f"\n  requests naming no instance: {collector['unattributed_requests']}")
+    return "".join(lines)
 
 
 def print_json(value: Any) -> None:

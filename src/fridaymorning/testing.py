@@ -1014,3 +1014,26 @@ VERSIONED_APP = (
     "sys.argv = ['app', '--port', port, '--version', version]\n"
     "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
 )
+
+
+class FakeHAProxyCounters:
+    """What the loss accounting reads of a HAProxy (`show info`, `show stat`): settable request counters
+    per (backend, server), DroppedLogs and worker pid; `answering = False` makes both raise RouterError."""
+
+    def __init__(self, pid: int = 100) -> None:
+        self.stot: dict[tuple[str, str], int] = {}
+        self.dropped = 0
+        self.pid = pid
+        self.answering = True
+
+    async def show_info(self) -> dict[str, str]:
+        self._check()
+        return {"Name": "HAProxy", "Pid": str(self.pid), "DroppedLogs": str(self.dropped)}
+
+    async def show_stat(self) -> list[dict[str, str]]:
+        self._check()
+        return [{"pxname": b, "svname": s, "stot": str(value)} for (b, s), value in self.stot.items()]
+
+    def _check(self) -> None:
+        if not self.answering:
+            raise RouterError("the fake HAProxy does not answer")

@@ -86,6 +86,14 @@ RECONCILIATION_COUNTERS = {
     "surplus_lines": "Log lines beyond the requests HAProxy counted",
 }
 
+# Per instance of a fleet, as fm_collector_instance_<key>_total{haproxy}.
+INSTANCE_COUNTERS = {
+    "requests": "Requests logged by the instance (its lines' syslog host name)",
+    "haproxy_dropped_logs": "Log lines the instance could not send (its DroppedLogs)",
+    **RECONCILIATION_COUNTERS,
+    "errors": "Reconciliations skipped because the instance's counters could not be read",
+}
+
 # Every kind of event a rollout records, exported at 0 before the first one, so that the first event
 # of a kind is an increase Prometheus sees (a series that appears at 1 shows no increase).
 EVENT_KINDS = frozenset({"started", "step", "resumed", "verdict", *(phase.value for phase in RolloutPhase)})
@@ -356,6 +364,26 @@ def collector_families(stats: Mapping[str, Any]) -> Iterator[Metric]:
     yield from counters(
         "fm_collector_reconciliation_", RECONCILIATION_COUNTERS, stats.get("reconciliation") or {}
     )
+    yield from instance_families(stats.get("instances") or {})
+
+
+def instance_families(instances: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
+    """Each fleet instance's loss accounting, fm_collector_instance_<key>_total{haproxy="NAME"}
+    (the totals above are their sums). The label is `haproxy`, not `instance`: Prometheus sets
+    `instance` to the scraped target and would rename ours."""
+    if not instances:
+        return
+    families = {
+        key: CounterMetricFamily(f"fm_collector_instance_{key}", help_text, labels=["haproxy"])
+        for key, help_text in INSTANCE_COUNTERS.items()
+    }
+    for name, instance in sorted(instances.items()):
+        values = {**(instance.get("reconciliation") or {}), **instance}
+        for key, family in families.items():
+            value = values.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                family.add_metric([name], value)
+    yield from families.values()
 
 
 def counters(prefix: str, documented: Mapping[str, str], stats: Mapping[str, Any]) -> Iterator[Metric]:

@@ -12,8 +12,10 @@ value, and turned into DDSketches (`add(value, weight)`) once, when the window i
 is the same as if each request had been added on its own.
 
 Every request is also counted per (backend, server) since start (`logged_by_server`) and per
-(backend, server, accept second) for the last `server_seconds_kept_s` seconds (`logged_between`), so
-the loss reconciler can compare them with HAProxy's own request counters.
+(instance, backend, server, accept second) for the last `server_seconds_kept_s` seconds
+(`logged_between`), so the loss reconciler can compare them with HAProxy's own request counters, the
+whole log's or one instance's. The instance is the host name of the line's syslog header ('' when
+it has none: a single HAProxy); lines per instance since start are in `logged_by_instance`.
 
 Batches parsed by `fastpath.tally_compact` arrive as counts by raw field values (`add_tally`): the
 ints are made once per distinct value, and nothing is counted unless the whole batch converts.
@@ -89,6 +91,11 @@ def finish_windows(popped: list[tuple[WindowKey, _OpenWindow]]) -> list[Window]:
     return [open_window.to_window(*key) for key, open_window in popped]
 
 
+def _no_instance(_header: bytes) -> str:
+    """No instance: every line counted as a single HAProxy's."""
+    return ""
+
+
 class Aggregator:
     """Accumulates parsed requests into windows keyed by (second, backend, version)."""
 
@@ -100,13 +107,14 @@ class Aggregator:
         self._flushed_below: float = float("-inf")
         self.late_requests = 0
         self.logged_by_server: dict[ServerKey, int] = {}
-        self._by_server_second: dict[tuple[str, str, int], int] = {}
+        self.logged_by_instance: dict[str, int] = {}
+        self._by_server_second: dict[tuple[str, str, str, int], int] = {}
         self._server_seconds_kept_s = server_seconds_kept_s
 
-    def add(self, request: Request) -> None:
-        """Count one request (a tuple from `haproxy_log.parse_line`)."""
+    def add(self, request: Request, instance: str = "") -> None:
+        """Count one request (a tuple from `haproxy_log.parse_line`), logged by `instance`."""
         second, backend, server, status, tr_ms, ta_ms, sent_bytes, termination = request
-        window = self._window(second, backend, server, 1)
+        window = self._window(second, backend, server, 1, instance)
         window.requests += 1
         window.status[status_class_index(status)] += 1
         if is_failure(status, termination):
@@ -117,14 +125,17 @@ class Aggregator:
         if ta_ms >= 0:
             window.ta_counts[ta_ms] = window.ta_counts.get(ta_ms, 0) + 1
 
-    def add_tally(self, tally: BatchTally) -> bool:
-        """Count the requests of a fast-path batch; False (and nothing counted) if a field is invalid."""
-        converted = _converted(tally, self._name)
+    def add_tally(self, tally: BatchTally, instance_of: Callable[[bytes], str] = _no_instance) -> bool:
+        """Count the requests of a fast-path batch; False (and nothing counted) if a field is invalid.
+
+        `instance_of` names the instance of a raw syslog header (`fastpath.HeaderCache.host`).
+        """
+        converted = _converted(tally, self._name, instance_of)
         if converted is None:
             return False
         requests, tr_counts, ta_counts, bytes_sent = converted
-        for (second, backend, server, status, termination), count in requests:
-            window = self._window(second, backend, server, count)
+        for (instance, second, backend, server, status, termination), count in requests:
+            window = self._window(second, backend, server, count, instance)
             window.requests += count
             window.status[status_class_index(status)] += count
             if is_failure(status, termination):
@@ -138,10 +149,12 @@ class Aggregator:
             self._window(second, backend, server, 0).bytes += total
         return True
 
-    def _window(self, second: int, backend: str, server: str, requests: int) -> _OpenWindow:
+    def _window(
+        self, second: int, backend: str, server: str, requests: int, instance: str = ""
+    ) -> _OpenWindow:
         """The open window of a request's server; counts `requests` more for that server."""
         if requests:
-            self._count_server(second, backend, server, requests)
+            self._count_server(second, backend, server, requests, instance)
         if second < self._flushed_below:  # late: into the oldest second not flushed yet
             second = math.ceil(self._flushed_below)
         version = self._version_of.get(server)
@@ -155,10 +168,11 @@ class Aggregator:
             window = self._open[key] = _OpenWindow()
         return window
 
-    def _count_server(self, second: int, backend: str, server: str, requests: int) -> None:
+    def _count_server(self, second: int, backend: str, server: str, requests: int, instance: str) -> None:
         server_key = (backend, server)
         self.logged_by_server[server_key] = self.logged_by_server.get(server_key, 0) + requests
-        second_key = (backend, server, second)
+        self.logged_by_instance[instance] = self.logged_by_instance.get(instance, 0) + requests
+        second_key = (instance, backend, server, second)
         self._by_server_second[second_key] = self._by_server_second.get(second_key, 0) + requests
         if second < self._flushed_below:
             self.late_requests += requests
@@ -172,11 +186,14 @@ class Aggregator:
             name = self._names[raw] = raw.decode("ascii")
         return name
 
-    def logged_between(self, first_second: int, end_second: int) -> dict[ServerKey, int]:
-        """Requests per (backend, server) whose accept second is in [first_second, end_second)."""
+    def logged_between(
+        self, first_second: int, end_second: int, instance: str | None = None
+    ) -> dict[ServerKey, int]:
+        """Requests per (backend, server) whose accept second is in [first_second, end_second):
+        every line's, or only those `instance` logged (None: every instance)."""
         logged: dict[ServerKey, int] = {}
-        for (backend, server, second), count in self._by_server_second.items():
-            if first_second <= second < end_second:
+        for (host, backend, server, second), count in self._by_server_second.items():
+            if first_second <= second < end_second and (instance is None or host == instance):
                 logged[backend, server] = logged.get((backend, server), 0) + count
         return logged
 
@@ -196,7 +213,7 @@ class Aggregator:
         return [(key, self._open.pop(key)) for key in due]
 
     def _forget_server_seconds_before(self, oldest_kept: float) -> None:
-        stale = [key for key in self._by_server_second if key[2] < oldest_kept]
+        stale = [key for key in self._by_server_second if key[3] < oldest_kept]
         for key in stale:
             del self._by_server_second[key]
 
@@ -215,19 +232,31 @@ class Aggregator:
 
 
 _ConvertedTally = tuple[
-    list[tuple[tuple[int, str, str, int, str], int]],
+    list[tuple[tuple[str, int, str, str, int, str], int]],
     list[tuple[tuple[int, str, str, int], int]],
     list[tuple[tuple[int, str, str, int], int]],
     list[tuple[tuple[int, str, str], int]],
 ]
 
 
-def _converted(tally: BatchTally, name: Callable[[bytes], str]) -> _ConvertedTally | None:
+def _converted(
+    tally: BatchTally, name: Callable[[bytes], str], instance_of: Callable[[bytes], str]
+) -> _ConvertedTally | None:
     """The tally with ints and str names, or None if `parse_line` would reject one of its lines."""
     try:
         requests = [
-            ((int(second), name(backend), name(server), int(status), termination.decode()), count)
-            for (second, backend, server, status, termination), count in tally.requests.items()
+            (
+                (
+                    instance_of(header),
+                    int(second),
+                    name(backend),
+                    name(server),
+                    int(status),
+                    termination.decode(),
+                ),
+                count,
+            )
+            for (header, second, backend, server, status, termination), count in tally.requests.items()
         ]
         tr_counts = [
             ((int(second), name(backend), name(server), int(ms)), count)
@@ -239,7 +268,7 @@ def _converted(tally: BatchTally, name: Callable[[bytes], str]) -> _ConvertedTal
         ]
     except ValueError:
         return None
-    if any(len(key[4]) != 2 for key, _ in requests) or any(total < 0 for total in tally.bytes_sent.values()):
+    if any(len(key[5]) != 2 for key, _ in requests) or any(total < 0 for total in tally.bytes_sent.values()):
         return None
     bytes_sent = [
         ((int(second), name(backend), name(server)), total)

@@ -11,7 +11,10 @@ The fast path is optimistic and never changes a result. It takes only lines it c
 * the batch must be ASCII with no line breaks other than '\\n' (`str.splitlines` also splits on
   '\\r', '\\v', '\\f', '\\x1c'-'\\x1e'...), so bytes lines are exactly the slow path's str lines;
 * the syslog header in front of a message is checked by `split_syslog` once per distinct header
-  (the header holds the second, so there are a few per second), cached;
+  (the header holds the second, so there are a few per second), cached with its host name;
+* requests are counted by their raw header too, which costs next to nothing (the header's hash is
+  already computed for the cache lookup): the header names the instance of a fleet, turned into its
+  host name once per distinct key, when the counts are merged;
 * numeric fields become ints with `int(bytes)`, which on ASCII reads exactly what `int(str)` reads;
   the conversion happens at merge time, and a field that fails it makes `BatchTally.valid()` false:
   the caller then discards the tally and runs the slow path on the whole batch.
@@ -25,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from fridaymorning.ingest.haproxy_log import _local_date_to_epoch, split_syslog
+from fridaymorning.ingest.haproxy_log import _local_date_to_epoch, split_syslog, syslog_host
 
 COMPACT_SEPARATOR = b": fm1 "  # end of the syslog header, start of a compact message
 # Bytes that str.splitlines() treats as line breaks (besides '\n'); their presence sends the batch
@@ -34,7 +37,8 @@ _OTHER_LINE_BREAKS = (b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e")
 _HEADER_CACHE_LIMIT = 4096
 _SYNTHETIC_MESSAGE = "fm1 x"
 
-RequestKey = tuple[bytes, bytes, bytes, bytes, bytes]  # (second, backend, server, status, termination)
+# (syslog header, second, backend, server, status, termination)
+RequestKey = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
 TimerKey = tuple[bytes, bytes, bytes, bytes]  # (second, backend, server, milliseconds)
 ServerSecond = tuple[bytes, bytes, bytes]  # (second, backend, server)
 
@@ -49,7 +53,7 @@ def splittable(batch: bytes) -> bool:
 class BatchTally:
     """Counts of the compact requests of one batch, by raw field values (bytes).
 
-    `requests` counts by (second, backend, server, status, termination); `tr` and `ta` by
+    `requests` counts by (header, second, backend, server, status, termination); `tr` and `ta` by
     (second, backend, server, ms); `bytes_sent` sums bytes by (second, backend, server).
     `slow_lines` are the lines this path did not take, in order.
     """
@@ -104,7 +108,7 @@ class RawCounts(BatchTally):
 
 def _convertible_request(key: RequestKey) -> bool:
     """Whether `parse_line` accepts these second, status and termination fields."""
-    second, _backend, _server, status, termination = key
+    _header, second, _backend, _server, status, termination = key
     try:
         int(second)
         int(status)
@@ -123,10 +127,18 @@ def _convertible_timer(key: TimerKey) -> bool:
 
 
 class HeaderCache:
-    """Syslog headers already proven to end exactly where a compact message starts."""
+    """Syslog headers already proven to end exactly where a compact message starts, each with the
+    host name it carries ('' when none: see `haproxy_log.syslog_host`)."""
 
     def __init__(self) -> None:
-        self.valid: set[bytes] = set()
+        self.valid: dict[bytes, str] = {}
+
+    def host(self, header: bytes) -> str:
+        """The host name in a header (cached, or read again after the cache was cleared)."""
+        host = self.valid.get(header)
+        if host is None:
+            host = syslog_host(header.decode("ascii", "replace") + ": " + _SYNTHETIC_MESSAGE)
+        return host
 
     def check(self, header: bytes) -> bool:
         """Whether `split_syslog` splits `header + b': fm1 ...'` right before 'fm1' (cached).
@@ -146,7 +158,7 @@ class HeaderCache:
             return False
         if len(self.valid) >= _HEADER_CACHE_LIMIT:
             self.valid.clear()
-        self.valid.add(header)
+        self.valid[header] = syslog_host(header.decode("ascii") + ": " + _SYNTHETIC_MESSAGE)
         return True
 
 
@@ -187,7 +199,7 @@ def tally_compact_lines(lines: Iterable[bytes], headers: HeaderCache) -> BatchTa
             if len(fields) == 9:
                 accepted, backend, server, status, tr_ms, ta_ms, size, termination, _client = fields
                 second = accepted.partition(b".")[0]
-                requests[second, backend, server, status, termination] += 1
+                requests[header, second, backend, server, status, termination] += 1
                 tr_counts[second, backend, server, tr_ms] += 1
                 ta_counts[second, backend, server, ta_ms] += 1
                 bytes_sent[second, backend, server] += int(size) if size.isdigit() else _NOT_A_SIZE

@@ -19,6 +19,9 @@ Syslog headers understood (each optional, so plain log files and bare messages p
     Nov 26 12:18:15 myhost haproxy[6027]: MSG                            a line of /var/log/haproxy.log
     <134>1 2026-11-26T12:18:15.123456+00:00 myhost haproxy 6027 - - MSG  RFC 5424 (`format rfc5424`)
 
+The host name (`syslog_host`) tells a fleet's instances apart: the collector counts logged requests
+per (host, backend, server).
+
 Request messages understood:
 
 * Our compact format, `COMPACT_LOG_FORMAT`, checked against HAProxy 2.6.12::
@@ -172,6 +175,34 @@ def split_syslog(line: str) -> tuple[str, str]:
         if rest.startswith("1 "):
             return _split_rfc5424(rest[2:])
     return _split_rfc3164(rest)
+
+
+def syslog_host(line: str) -> str:
+    """The host name in a line's syslog header ('' when the header has none, or there is no header).
+
+    RFC 3164 carries it between the timestamp and the tag (`log-send-hostname`, or a relay's own
+    name); RFC 5424 in its HOSTNAME field, '-' meaning none. Never raises.
+    """
+    rest = line
+    if rest.startswith("<"):
+        end = rest.find(">", 1, 6)
+        if end < 0:
+            return ""
+        rest = rest[end + 1 :]
+        if rest.startswith("1 "):
+            fields = rest.split(" ", 3)
+            return "" if len(fields) < 4 or fields[2] == "-" else fields[2]
+    if len(rest) > 15 and rest[3] == " " and rest[15] == " " and rest[:3] in _MONTHS:
+        stamp_end = 15
+    elif rest[:4].isdigit() and "T" in rest[:11] and " " in rest:
+        stamp_end = rest.index(" ")
+    else:
+        return ""
+    tag_end = rest.find(": ", stamp_end)
+    if tag_end < 0:
+        return ""
+    host, space, tag = rest[stamp_end + 1 : tag_end].partition(" ")
+    return host if space and " " not in tag else ""
 
 
 def syslog_second(stamp: str, now: float | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 from fridaymorning.ingest.aggregate import Aggregator, ServerKey, WindowKey, _OpenWindow
 from fridaymorning.ingest.fastpath import HeaderCache, RawCounts, splittable, tally_compact
-from fridaymorning.ingest.haproxy_log import dropped_count, parse_event, parse_line
+from fridaymorning.ingest.haproxy_log import dropped_count, parse_event, parse_line, syslog_host
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class IngestPipeline:
         request = parse_line(line)
         if request is not None:
             counters.requests += 1
-            self.aggregator.add(request)
+            self.aggregator.add(request, syslog_host(line))
             return
         event = parse_event(line)
         if event is None:
@@ -173,7 +173,7 @@ class IngestPipeline:
     def _materialize(self) -> None:
         """Move the fast path's raw counts into the aggregator. Caller holds the lock."""
         if self._raw.requests:
-            converted = self.aggregator.add_tally(self._raw)
+            converted = self.aggregator.add_tally(self._raw, self._headers.host)
             assert converted, "RawCounts holds only convertible keys"
             self._raw.clear()
 
@@ -195,11 +195,20 @@ class IngestPipeline:
             self._materialize()
             return dict(self.aggregator.logged_by_server)
 
-    def logged_between(self, first_second: int, end_second: int) -> dict[ServerKey, int]:
-        """Requests per (backend, server) with an accept second in [first_second, end_second)."""
+    def logged_between(
+        self, first_second: int, end_second: int, instance: str | None = None
+    ) -> dict[ServerKey, int]:
+        """Requests per (backend, server) with an accept second in [first_second, end_second), of
+        every line or only of those whose syslog header names `instance` ('' for none)."""
         with self.lock:
             self._materialize()
-            return self.aggregator.logged_between(first_second, end_second)
+            return self.aggregator.logged_between(first_second, end_second, instance)
+
+    def logged_by_instance(self) -> dict[str, int]:
+        """Requests counted per instance (syslog host name, '' for none) since start (a copy)."""
+        with self.lock:
+            self._materialize()
+            return dict(self.aggregator.logged_by_instance)
 
     def counter_stats(self) -> dict[str, Any]:
         """The counters as a JSON-ready dict."""

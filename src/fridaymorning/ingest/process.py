@@ -69,6 +69,10 @@ def collector_settings(config: Config) -> dict[str, Any]:
         "store_url": config.store_url(),
         "admin_socket": str(config.runtime_path(config.haproxy.admin_socket)),
         "admin_sockets": admin_sockets(config),
+        "instances": [
+            {"name": instance.name, "managed": instance.admin is None}
+            for instance in config.haproxy.instances
+        ],
         "backends": sorted({backend for service in config.services for backend in backends_of(service)}),
     }
 
@@ -336,20 +340,37 @@ async def serve(settings_path: Path) -> int:
 async def watch_haproxy_when_up(
     collector: Any, settings: dict[str, Any], state_dir: Path, store: Any
 ) -> None:
-    """Once HAProxy's admin socket answers, poll DroppedLogs and reconcile (see accounting)."""
+    """Once HAProxy's admin socket answers, poll DroppedLogs and reconcile (see accounting). A fleet
+    of two instances or more is accounted per instance, each from when it first answers (see
+    fleet_stats); a single one, brought or managed, as always (its lines need no host name)."""
     from fridaymorning.errors import RouterError
-    from fridaymorning.ingest.fleet_stats import FleetStats
+    from fridaymorning.ingest.fleet_stats import FleetMember, log_hosts
     from fridaymorning.router import HAProxyRouter
 
     addresses = settings.get("admin_sockets") or [settings["admin_socket"]]
     routers = [HAProxyRouter(address) for address in addresses]
-    router: Any = routers[0] if len(routers) == 1 else FleetStats(routers)
-    while True:
-        with contextlib.suppress(RouterError):
-            await router.show_info()
-            break
-        await asyncio.sleep(0.2)
     backends = set(settings["backends"])
+    instances = settings.get("instances") or []
+    if len(instances) > 1:
+        hosts = log_hosts((each["name"], bool(each["managed"])) for each in instances)
+
+        async def watch(member: FleetMember) -> None:
+            await answered(member.router, RouterError)
+            collector.watch_fleet(
+                [member],
+                reconcile_interval_s=settings["reconcile_interval_s"],
+                backends=backends,
+                state_dir=state_dir,
+            )
+
+        members = [
+            FleetMember(each["name"], hosts[each["name"]], router)
+            for each, router in zip(instances, routers, strict=True)
+        ]
+        await asyncio.gather(*(watch(member) for member in members))
+        return
+    router = routers[0]
+    await answered(router, RouterError)
     collector.watch_haproxy(
         router,
         reconcile_interval_s=settings["reconcile_interval_s"],
@@ -357,6 +378,15 @@ async def watch_haproxy_when_up(
         state_path=state_dir / RECONCILED_FILE,
         stored=stored_counter(store, backends),
     )
+
+
+async def answered(router: Any, error: type[Exception]) -> None:
+    """Return once the router's admin socket answers `show info`."""
+    while True:
+        with contextlib.suppress(error):
+            await router.show_info()
+            return
+        await asyncio.sleep(0.2)
 
 
 def stored_counter(store: Any, backends: set[str]) -> Any:

@@ -229,7 +229,7 @@ class _Summary:
             self.add_line(line.decode("ascii"))
 
     def _add_compact(self, compact: BatchTally) -> None:
-        for (_second, backend, server, status, termination), count in compact.requests.items():
+        for (_header, _second, backend, server, status, termination), count in compact.requests.items():
             tally = self.tally_of(backend.decode(), server.decode())
             _count_request(tally, int(status), -1, -1, termination.decode(), count, timers=False)
         for timers, attribute in ((compact.tr, "tr_counts"), (compact.ta, "ta_counts")):

@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from fridaymorning.ingest.accounting import (
     udp_rcvbuf_errors,
 )
 from fridaymorning.ingest.aggregate import ServerKey, finish_windows
+from fridaymorning.ingest.fleet_stats import FleetMember, InstanceAccounting, InstanceLog, fleet_totals
 from fridaymorning.ingest.framing import FramingError, SyslogStreamDecoder
 from fridaymorning.ingest.pipeline import CollectorStats, IngestPipeline
 from fridaymorning.models import Window
@@ -86,6 +87,7 @@ class _Collector:
         self._stopping = asyncio.Event()
         self._loss_monitor: HAProxyLossMonitor | None = None
         self._reconciler: Reconciler | None = None
+        self._fleet: list[InstanceAccounting] = []
 
     @property
     def _counters(self) -> CollectorStats:
@@ -95,9 +97,12 @@ class _Collector:
         """Requests logged per (backend, server) since start."""
         return self._pipeline.logged_by_server()
 
-    def logged_between(self, first_second: int, end_second: int) -> dict[ServerKey, int]:
-        """Requests logged per (backend, server) with an accept second in [first_second, end_second)."""
-        return self._pipeline.logged_between(first_second, end_second)
+    def logged_between(
+        self, first_second: int, end_second: int, instance: str | None = None
+    ) -> dict[ServerKey, int]:
+        """Requests logged per (backend, server) with an accept second in [first_second, end_second),
+        by every instance or by the one whose lines carry the host name `instance`."""
+        return self._pipeline.logged_between(first_second, end_second, instance)
 
     def watch_haproxy(
         self,
@@ -129,6 +134,34 @@ class _Collector:
         )
         self._reconciler.start()
 
+    def watch_fleet(
+        self,
+        members: Sequence[FleetMember],
+        *,
+        reconcile_interval_s: float = 60.0,
+        dropped_logs_interval_s: float = 5.0,
+        backends: set[str] | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        """`watch_haproxy` for each instance of a fleet on its own (see `fleet_stats`): its DroppedLogs,
+        and its counters reconciled with the lines that carry its host name. Results appear in
+        `stats()` summed over the instances, and per instance under 'instances' (call again to add
+        an instance, e.g. once it answers). `state_dir` keeps each instance's last reconciled
+        counters (`reconciled-NAME.json`)."""
+        for member in members:
+            monitor = HAProxyLossMonitor(member.router, dropped_logs_interval_s)
+            reconciler = Reconciler(
+                member.router,
+                InstanceLog(self, member.log_host),
+                interval_s=reconcile_interval_s,
+                settle_s=self._lateness_s + self._flush_interval_s + 1.0,
+                backends=backends,
+                state_path=None if state_dir is None else state_dir / f"reconciled-{member.name}.json",
+            )
+            self._fleet.append(InstanceAccounting(member, monitor, reconciler))
+            monitor.start()
+            reconciler.start()
+
     def _start_flushing(self) -> None:
         self._stopping.clear()
         self._pipeline.start()
@@ -139,6 +172,9 @@ class _Collector:
         for watcher in (self._reconciler, self._loss_monitor):
             if watcher is not None:
                 await watcher.stop()
+        for accounting in self._fleet:
+            await accounting.reconciler.stop()
+            await accounting.monitor.stop()
 
     async def _stop_flushing(self) -> None:
         """Stop the HAProxy checks and the flush task, parse what is queued, and flush every window."""
@@ -174,6 +210,10 @@ class _Collector:
         self._counters.windows_flushed += len(windows)
 
     def _haproxy_stats(self) -> dict[str, Any]:
+        if self._fleet:
+            by_host = self._pipeline.logged_by_instance()
+            instances = {each.member.name: each.stats(by_host) for each in self._fleet}
+            return fleet_totals(instances, by_host)
         if self._loss_monitor is None or self._reconciler is None:
             return {}
         return {

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fridaymorning.cli import collector_line
 from fridaymorning.client import ApiClient
 from fridaymorning.config import Config, load_config
 from fridaymorning.controller.phases import RolloutPhase
@@ -58,13 +59,14 @@ class Fleet:
             for index, namespace in enumerate(namespaces, start=1)
         ]
 
-    def instance_config(self, index: int) -> Path:
+    def instance_config(self, index: int, collector: str | None = None) -> Path:
+        """lb`index`'s own file, logging to the collector (or to `collector`)."""
         namespace = self.namespaces[index - 1]
         path = self.directory / f"lb{index}.cfg"
         path.write_text(
             instance_config(
                 admin=self.admins[index - 1],
-                collector=self.collector,
+                collector=collector or self.collector,
                 name=f"lb{index}",
                 address=namespace.address,
                 port=FRONTEND_PORT,
@@ -133,6 +135,36 @@ async def fleet(tmp_path: Path, instances: Any, start_runtime: Any) -> Any:
     return instances
 
 
+def accounting(runtime: Any) -> dict[str, Any]:
+    """The collector's loss accounting of each instance (name → its counters)."""
+    return dict(runtime.status()["collector"].get("instances") or {})
+
+
+async def reconciled_with_traffic(runtime: Any, names: list[str]) -> dict[str, Any]:
+    """Each named instance's accounting, once its last reconciled interval held logged requests."""
+
+    def ready() -> Any:
+        instances = accounting(runtime)
+        lasts = [(instances.get(name, {}).get("reconciliation") or {}).get("last") or {} for name in names]
+        return instances if all(last.get("logged", 0) > 0 for last in lasts) else None
+
+    return dict(await wait_for(ready, f"reconciliations of {names} with logged requests"))
+
+
+async def reconciled_again(runtime: Any, since: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The collector's stats, once each named instance was reconciled twice more than in `since`
+    (the instances' accounting at some earlier moment)."""
+    done = {name: since[name]["reconciliation"]["reconciliations"] for name in names}
+
+    def again() -> Any:
+        collector = runtime.status()["collector"]
+        instances = collector["instances"]
+        counts = {name: instances[name]["reconciliation"]["reconciliations"] for name in names}
+        return collector if all(counts[name] > done[name] + 1 for name in names) else None
+
+    return dict(await wait_for(again, f"{names} reconciled again"))
+
+
 def failed(tally: dict[str, int]) -> int:
     return sum(count for status, count in tally.items() if status != "200")
 
@@ -150,21 +182,50 @@ async def test_a_fleet_promotes_and_rolls_back_on_all_three(fleet: Any, backgrou
         assert promoted.phase is RolloutPhase.PROMOTED, promoted.reason
         after_promotion = [await fleet.weights(index) for index in (1, 2, 3)]
         rolled_back = await rollout(runtime, "broken3")
+        # The lines of all three instances, logged to the one collector, each reconciled with the
+        # counters of the instance its syslog header names.
+        instances = await reconciled_with_traffic(runtime, ["lb1", "lb2", "lb3"])
     assert rolled_back.phase is RolloutPhase.ROLLED_BACK, rolled_back.reason
     assert after_promotion == [{"v2-1": 200}] * 3
     assert [await fleet.weights(index) for index in (1, 2, 3)] == [{"v2-1": 200}] * 3
     for name, tally in tallies.items():
         assert tally.get("200", 0) > 0, (name, tally)
     assert all(instance["state"] == "in_sync" for instance in runtime.status()["haproxy"])
+    for name, instance in instances.items():
+        reconciliation = instance["reconciliation"]
+        assert instance["log_host"] == name and instance["requests"] > 0, (name, instance)
+        assert reconciliation["last"]["expected_low"] > 0, (name, instance)
+        assert reconciliation["missing_lines"] == reconciliation["errors"] == 0, (name, instance)
+        assert instance["haproxy_dropped_logs"] == 0, (name, instance)
+    assert runtime.status()["collector"]["unattributed_requests"] == 0
 
-    def reconciled() -> Any:
-        stats = runtime.status()["collector"].get("reconciliation") or {}
-        last = stats.get("last") or {}
-        return stats if last.get("logged", 0) > 0 else None
 
-    # The lines of all three instances, logged to the one collector, against the sum of their counters.
-    stats = await wait_for(reconciled, "a reconciliation of the fleet's logged requests")
-    assert stats["last"]["expected_low"] > 0 and stats["errors"] == 0, stats
+async def test_a_loss_on_one_instance_is_attributed_to_it(
+    fleet: Any, background_requests: Any, free_port: Callable[[], int]
+) -> None:
+    """lb2 is reloaded with its log target pointed at a port nobody reads: the lines it logs from then
+    on are lost, and the reconciliation finds them missing on lb2 alone, while lb1 and lb3 go on
+    being reconciled with nothing missing."""
+    runtime = fleet.runtime
+    async with httpx.AsyncClient(timeout=10) as client, background_requests(client, fleet.urls()):
+        await reconciled_with_traffic(runtime, ["lb1", "lb2", "lb3"])
+        nowhere = f"{fleet.namespaces[1].host_address}:{free_port()}"
+        fleet.instance_config(2, collector=nowhere)
+        await fleet.haproxies[1].reload()
+
+        def lb2_missing() -> Any:
+            instances = accounting(runtime)
+            return instances if instances["lb2"]["reconciliation"]["missing_lines"] > 0 else None
+
+        at_loss = await wait_for(lb2_missing, "lines missing on lb2", 2 * EVENT_DEADLINE_S)
+        collector = await reconciled_again(runtime, at_loss, ["lb1", "lb3"])
+    after = collector["instances"]
+    missing = {name: after[name]["reconciliation"]["missing_lines"] for name in ("lb1", "lb2", "lb3")}
+    assert missing["lb2"] > 0 and missing["lb1"] == missing["lb3"] == 0, after
+    assert after["lb2"]["haproxy_dropped_logs"] == 0, after  # sent, then lost: only the counters tell
+    assert all(after[name]["reconciliation"]["errors"] == 0 for name in ("lb1", "lb3")), after
+    assert collector["reconciliation"]["missing_lines"] == sum(missing.values()), collector
+    print(collector_line(collector))  # what `fm status` shows of it (pytest -s)
 
 
 async def test_a_killed_instance_holds_the_rollout_until_it_returns(
@@ -190,6 +251,14 @@ async def test_a_killed_instance_holds_the_rollout_until_it_returns(
         await wait_for(held, "the rollout held for lb2")
         lagging = [i for i in runtime.status()["haproxy"] if i["state"] == "lagging"]
         assert [instance["name"] for instance in lagging] == ["lb2"]
+
+        def lb2_skipped() -> Any:
+            instances = accounting(runtime)
+            return instances if instances["lb2"]["reconciliation"]["errors"] > 0 else None
+
+        # lb2's reconciliation is skipped (an error of its own); lb1 and lb3 are still reconciled.
+        skipped = await wait_for(lb2_skipped, "lb2's reconciliation skipped")
+        meanwhile = (await reconciled_again(runtime, skipped, ["lb1", "lb3"]))["instances"]
         assert runtime.states.rollout(state.id).phase is RolloutPhase.PROGRESSING
         tallies["lb2"].clear()  # requests to the dead instance fail, as they must
         await fleet.haproxies[1].start()
@@ -197,6 +266,9 @@ async def test_a_killed_instance_holds_the_rollout_until_it_returns(
     assert final.phase is RolloutPhase.PROMOTED, final.reason
     assert [await fleet.weights(index) for index in (1, 2, 3)] == [{"v2-1": 200}] * 3
     assert failed(tallies["lb1"]) == failed(tallies["lb3"]) == 0, tallies
+    for name in ("lb1", "lb3"):
+        reconciliation = meanwhile[name]["reconciliation"]
+        assert reconciliation["errors"] == reconciliation["missing_lines"] == 0, meanwhile
 
 
 async def test_an_instance_reloaded_with_a_stale_file_gets_our_servers_back(fleet: Any) -> None:

@@ -16,7 +16,7 @@ from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.fleetlab import instance_config
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
-from fridaymorning.testing import EVENT_DEADLINE_S, VERSIONED_APP
+from fridaymorning.testing import EVENT_DEADLINE_S, VERSIONED_APP, wait_for
 
 pytestmark = pytest.mark.haproxy
 
@@ -35,7 +35,7 @@ async def test_a_managed_and_a_brought_instance_move_together(
         {
             "state_dir": str(tmp_path / "state"),
             "haproxy": {"instances": [{"name": "own"}, {"name": "team", "admin": f"unix://{admin}"}]},
-            "collector": {"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5},
+            "collector": {"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5, "reconcile_interval_s": 5},
             "api": {"listen": f"127.0.0.1:{free_port()}"},
             "services": [
                 {
@@ -71,9 +71,23 @@ async def test_a_managed_and_a_brought_instance_move_together(
     async with httpx.AsyncClient(timeout=10) as client, background_requests(client, urls) as tallies:
         runtime.controllers["web"].deploy("v2")
         final = await asyncio.wait_for(runtime.controllers["web"].wait(), 2 * EVENT_DEADLINE_S)
+
+        def reconciled() -> Any:
+            instances = runtime.status()["collector"].get("instances") or {}
+            lasts = [(instances.get(name, {}).get("reconciliation") or {}).get("last") or {} for name in urls]
+            return instances if all(last.get("logged", 0) > 0 for last in lasts) else None
+
+        # The managed instance logs without a host name, the team's as "team": each reconciled alone.
+        instances = await wait_for(reconciled, "both instances reconciled with logged requests")
     assert final.phase is RolloutPhase.PROMOTED, final.reason
     assert await runtime.managed_router.get_weights("web") == {"v2-1": 200}
     assert await HAProxyRouter(admin).get_weights("web") == {"v2-1": 200}
     assert [instance["managed"] for instance in runtime.status()["haproxy"]] == [True, False]
     for name, tally in tallies.items():
         assert set(tally) == {"200"}, (name, tally)
+    assert {name: instance["log_host"] for name, instance in instances.items()} == {"own": "", "team": "team"}
+    for name, instance in instances.items():
+        assert instance["reconciliation"]["missing_lines"] == instance["reconciliation"]["errors"] == 0, (
+            name,
+            instance,
+        )
