@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import inspect
 import itertools
 import json
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fridaymorning.errors import InstanceLagError, RouterError
@@ -1037,3 +1039,12 @@ class FakeHAProxyCounters:
     def _check(self) -> None:
         if not self.answering:
             raise RouterError("the fake HAProxy does not answer")
+
+
+def load_script(path: Path) -> ModuleType:
+    """Import a script that is not part of the package (e.g. under deploy/) as a module, to test it."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,24 +3,20 @@ and the provisioning points Grafana at both data sources and at the dashboards."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import yaml
 
+from fridaymorning.testing import load_script
+
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "fridaymorning-prometheus.json"
 
 
 def build_script() -> ModuleType:
-    path = GRAFANA / "build_prometheus_dashboard.py"
-    spec = importlib.util.spec_from_file_location("build_prometheus_dashboard", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(GRAFANA / "build_prometheus_dashboard.py")
 
 
 def test_the_committed_dashboard_is_the_one_grafanas_schema_types_build() -> None:

@@ -3,24 +3,19 @@ InfluxDB store writes (its queries run on a real InfluxDB in tests/integration/t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 from fridaymorning.store.lineprotocol import DECISION_MEASUREMENT, WINDOW_MEASUREMENT
+from fridaymorning.testing import load_script
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "fridaymorning-influxdb.json"
 
 
 def build_script() -> ModuleType:
-    path = GRAFANA / "build_influxdb_dashboard.py"
-    spec = importlib.util.spec_from_file_location("build_influxdb_dashboard", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(GRAFANA / "build_influxdb_dashboard.py")
 
 
 def test_the_committed_influxdb_dashboard_is_the_one_the_sdk_builds() -> None:
