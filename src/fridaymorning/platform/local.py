@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -31,19 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fridaymorning.config import PlatformConfig
 from fridaymorning.errors import PlatformError
-from fridaymorning.models import VERSION_PATTERN, Instance, server_name
+from fridaymorning.models import Instance, server_name
+from fridaymorning.platform._common import HealthProbe, check_start
 from fridaymorning.procfs import read_cmdline, read_start_time
 
 log = logging.getLogger(__name__)
 
 STATE_FILE_NAME = "local-instances.json"
 HEALTH_POLL_INTERVAL_S = 0.1
-HEALTH_REQUEST_TIMEOUT_S = 1.0
 # A recorded instance must answer within this long to be adopted; a restart should not wait for a sick one.
 ADOPT_HEALTH_TIMEOUT_S = 3.0
 # An adopted process is not our child, so its exit is observed by polling /proc.
@@ -51,9 +49,6 @@ EXIT_POLL_INTERVAL_S = 0.05
 KILL_WAIT_S = 5.0
 STDERR_TAIL_LINES = 15
 STDERR_TAIL_BYTES = 8192
-
-# A label names instances apart from their version ('v1__baseline'), so unlike a version it may hold '__'.
-LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]{0,63}$")
 
 
 def build_argv(
@@ -279,7 +274,7 @@ class LocalPlatform:
         self._inherited: list[InstanceRecord] | None = None
         # (name, index) pairs of replicas being started, so concurrent start() calls never share an index.
         self._reserved: set[tuple[str, int]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._probe = HealthProbe(config.health_path, HEALTH_POLL_INTERVAL_S)
 
     @property
     def instances(self) -> list[Instance]:
@@ -294,7 +289,7 @@ class LocalPlatform:
         none runs, so server names never collide. On any failure, the replicas already started are stopped
         and PlatformError is raised.
         """
-        self._check_start(version, replicas, label)
+        check_start(version, replicas, label)
         name = label or version
         first = next_index(name, self._taken_indices())
         reserved = {(name, index) for index in range(first, first + replicas)}
@@ -331,7 +326,7 @@ class LocalPlatform:
             return []
         verified = [record for record in pending if record.is_verified()]
         answers = await asyncio.gather(
-            *(self._answers_within(record.instance, health_timeout_s) for record in verified)
+            *(self._probe.answers_within(record.instance, health_timeout_s) for record in verified)
         )
         for record in pending:
             if record not in verified:
@@ -383,12 +378,7 @@ class LocalPlatform:
 
     async def health(self, instance: Instance) -> bool:
         """True when GET http://host:port{health_path} answers 2xx within a second."""
-        url = f"http://{_url_host(instance.host)}:{instance.port}{self._config.health_path}"
-        try:
-            response = await self._http().get(url)
-        except httpx.HTTPError:
-            return False
-        return response.is_success
+        return await self._probe.health(instance)
 
     async def close(self) -> None:
         """Stop every instance started or adopted and still running, and release the HTTP client.
@@ -397,19 +387,7 @@ class LocalPlatform:
         were neither adopted nor cleaned up: those are not ours to stop yet, so they stay listed.
         """
         await self._stop_managed(list(self._managed.values()))
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    def _check_start(self, version: str, replicas: int, label: str) -> None:
-        if not VERSION_PATTERN.match(version):
-            raise PlatformError(f"cannot start version {version!r}: not a valid version token")
-        if label and not LABEL_PATTERN.match(label):
-            raise PlatformError(f"cannot start version {version} as {label!r}: not a valid label")
-        if replicas < 1:
-            raise PlatformError(
-                f"cannot start version {version}: replicas must be at least 1, got {replicas}"
-            )
+        await self._probe.aclose()
 
     def _taken_indices(self) -> list[tuple[str, int]]:
         running = [(instance.label or instance.version, instance.index) for instance in self.instances]
@@ -516,16 +494,6 @@ class LocalPlatform:
             port_taken=looks_like_address_in_use(stderr_tail),
         )
 
-    async def _answers_within(self, instance: Instance, timeout_s: float) -> bool:
-        """True when the instance answers its health check with 2xx within `timeout_s` (polled)."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not await self.health(instance):
-                    await asyncio.sleep(HEALTH_POLL_INTERVAL_S)
-                return True
-        except TimeoutError:
-            return False
-
     async def _stop_managed(self, selected: list[_Managed]) -> None:
         """Stop the instances concurrently, then forget them and rewrite the state file."""
         if not selected:
@@ -575,12 +543,6 @@ class LocalPlatform:
                 "%s (pid %d) still runs %ss after SIGKILL", record.instance.server, record.pid, KILL_WAIT_S
             )
 
-    def _http(self) -> httpx.AsyncClient:
-        """One client for every health check; trust_env=False so a proxy setting never catches loopback."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=HEALTH_REQUEST_TIMEOUT_S, trust_env=False)
-        return self._client
-
     def _open_logs(self, server: str) -> tuple[IO[bytes], IO[bytes] | None]:
         """(stderr, stdout) files for one instance: real files, never pipes, so the instance can keep
         writing after fm is gone. A running instance's files are never reused: its server name is unique."""
@@ -602,7 +564,3 @@ class LocalPlatform:
             return
         inherited = self._inherited_records()
         write_instance_file(self._workdir, [managed.record for managed in self._managed.values()] + inherited)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

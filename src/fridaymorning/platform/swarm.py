@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from fridaymorning.config import PlatformConfig
 from fridaymorning.errors import PlatformError
-from fridaymorning.models import VERSION_PATTERN, Instance
+from fridaymorning.models import Instance
+from fridaymorning.platform._common import HealthProbe, check_start
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,6 @@ LABEL_OWNER = "fridaymorning.owner"
 LABEL_ADDRESS = "fridaymorning.address"
 
 POLL_INTERVAL_S = 0.25
-HEALTH_REQUEST_TIMEOUT_S = 1.0
 ADOPT_HEALTH_TIMEOUT_S = 5.0
 # How long Swarm waits before it restarts a task whose container exited.
 RESTART_DELAY_NS = 500_000_000
@@ -56,7 +54,6 @@ REMOVAL_MARGIN_S = 30.0
 DOCKER_TIMEOUT_S = 60
 # Task states that will never become `running`.
 FAILED_STATES = frozenset({"failed", "rejected", "orphaned"})
-LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._]{0,63}$")
 
 
 def docker_base_url(url: str) -> str | None:
@@ -123,7 +120,7 @@ class SwarmPlatform:
         self._owner = str(Path(workdir).resolve()) if workdir else self._service
         self._client = client
         self._versions: dict[str, _Version] = {}
-        self._http: httpx.AsyncClient | None = None
+        self._probe = HealthProbe(config.health_path, POLL_INTERVAL_S)
         self._node_addresses: dict[str, str] = {}
 
     # --- the Platform role -----------------------------------------------------------------------
@@ -131,7 +128,7 @@ class SwarmPlatform:
     async def start(self, version: str, replicas: int, label: str = "") -> list[Instance]:
         """Create the service of `version` with `replicas` tasks, and wait until every task runs and
         answers its health check; on failure the service is removed and PlatformError raised."""
-        self._check_start(version, replicas, label)
+        check_start(version, replicas, label)
         name = service_name(self._service, label or version)
         if name in self._versions:
             raise PlatformError(f"cannot start version {version}: service {name} is running already")
@@ -155,7 +152,7 @@ class SwarmPlatform:
         for entry in found:
             self._versions[entry.name] = entry
             instances = await self._running_instances(entry)
-            healthy = [i for i in instances if await self._answers_within(i, health_timeout_s)]
+            healthy = [i for i in instances if await self._probe.answers_within(i, health_timeout_s)]
             if healthy:
                 log.info("adopted %s: %s", entry.name, ", ".join(i.server for i in healthy))
                 adopted.extend(healthy)
@@ -177,19 +174,12 @@ class SwarmPlatform:
 
     async def health(self, instance: Instance) -> bool:
         """True when the instance answers GET health_path with 2xx within a second."""
-        url = f"http://{instance.host}:{instance.port}{self._config.health_path}"
-        try:
-            response = await self._http_client().get(url)
-        except httpx.HTTPError:
-            return False
-        return response.is_success
+        return await self._probe.health(instance)
 
     async def close(self) -> None:
         """Remove every service started or adopted, wait for their tasks to go, release the clients."""
         await self._remove(list(self._versions.values()))
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._probe.aclose()
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None
@@ -368,15 +358,6 @@ class SwarmPlatform:
             f"{self._config.health_timeout_s:g}s: {last}"
         )
 
-    async def _answers_within(self, instance: Instance, timeout_s: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not await self.health(instance):
-                    await asyncio.sleep(POLL_INTERVAL_S)
-                return True
-        except TimeoutError:
-            return False
-
     async def _remove(self, entries: list[_Version]) -> None:
         """Remove the services, then wait (bounded) until none of their tasks is left on any node."""
         if not entries:
@@ -422,18 +403,3 @@ class SwarmPlatform:
             for host in hosts[1:]:
                 host.close()
         return False
-
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=HEALTH_REQUEST_TIMEOUT_S, trust_env=False)
-        return self._http
-
-    def _check_start(self, version: str, replicas: int, label: str) -> None:
-        if not VERSION_PATTERN.match(version):
-            raise PlatformError(f"cannot start version {version!r}: not a valid version token")
-        if label and not LABEL_PATTERN.match(label):
-            raise PlatformError(f"cannot start version {version} as {label!r}: not a valid label")
-        if replicas < 1:
-            raise PlatformError(
-                f"cannot start version {version}: replicas must be at least 1, got {replicas}"
-            )

@@ -6,6 +6,7 @@ import pytest
 
 from fridaymorning.config import PlatformConfig
 from fridaymorning.errors import PlatformError
+from fridaymorning.platform._common import check_start
 from fridaymorning.platform.swarm import SwarmPlatform, docker_base_url, published_port, service_name
 
 
@@ -54,4 +55,4 @@ def test_the_platform_is_named_after_its_service_dir() -> None:
     )
     assert platform._service == "web"
     with pytest.raises(PlatformError, match="not a valid version"):
-        platform._check_start("v 2", 1, "")
+        check_start("v 2", 1, "")
