@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS, Evidence, SloBlock, evidence_of
+from fridaymorning.analysis.evidence import Evidence, SloBlock, evidence_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     LOWER_EDGES,
@@ -494,7 +494,8 @@ def latency_comparison_check(
     Fail when the e-process shows canary requests are slower than latency_fail_ratio x the baseline's
     quantile + latency_fail_floor_ms more often than the baseline's own requests are slower than the
     quantile; the detail gives both shares. Pass when the ratio of the canary's upper bound to the
-    baseline's lower bound (confidence sequences on the quantile) is within `latency_tolerance`.
+    baseline's lower bound (confidence sequences on the quantile), each plus `latency_offset_ms`, is
+    within `latency_tolerance`.
     """
     q = float(evidence.quantiles[position])
     name = f"p{_percent(q)}_vs_baseline"
@@ -506,7 +507,8 @@ def latency_comparison_check(
         return Check(name, HOLD, math.nan, math.nan, tolerance, int(canary_count), detail, evalue, needed)
     canary_value = _quantile(canary_cumulative, canary_count, q)
     baseline_value = _quantile(baseline_cumulative, baseline_count, q)
-    ratio = (canary_value + TIMER_RESOLUTION_MS) / (baseline_value + TIMER_RESOLUTION_MS)
+    offset = policy.latency_offset_ms
+    ratio = (canary_value + offset) / (baseline_value + offset)
     values = f"canary {canary_value:.1f} ms vs baseline {baseline_value:.1f} ms (ratio {ratio:.2f})"
     compared = evidence.canary_requests >= policy.min_requests
     if evalue >= needed:
@@ -518,7 +520,7 @@ def latency_comparison_check(
         baseline_rank = quantile_lower_rank(baseline_count, q, policy.alpha / 2)
         canary_upper = _order_statistic(canary_cumulative, canary_rank, UPPER_EDGES)
         baseline_lower = _order_statistic(baseline_cumulative, baseline_rank, LOWER_EDGES)
-        bound = (canary_upper + TIMER_RESOLUTION_MS) / (baseline_lower + TIMER_RESOLUTION_MS)
+        bound = (canary_upper + offset) / (baseline_lower + offset)
         phase = PASS if compared and bound <= tolerance else HOLD
         detail = f"{values}, at most {bound:.2f} (tolerance {tolerance:.2f}; e-value {evalue:.3g})"
     else:

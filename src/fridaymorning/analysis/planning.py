@@ -27,7 +27,6 @@ from functools import partial
 from statistics import NormalDist
 from typing import Final, Protocol
 
-from fridaymorning.analysis.evidence import TIMER_RESOLUTION_MS
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.stats import (
     GAMMA,
@@ -273,7 +272,9 @@ def _requirements(
         if not policy.gates(1.0 - q):
             continue
         name = f"p{q * 100:g}".replace(".", "_") + "_vs_baseline"
-        within = partial(_latency_within, traffic, q, policy.alpha, z, policy.latency_tolerance)
+        within = partial(
+            _latency_within, traffic, q, policy.alpha, z, policy.latency_tolerance, policy.latency_offset_ms
+        )
         detail = f"canary's upper bound over the baseline's lower bound within {policy.latency_tolerance:g}x"
         requirements.append(first_judged(name, within, detail))
     return requirements
@@ -340,19 +341,26 @@ def _baseline_lower_ms(traffic: Traffic, count: float, q: float, alpha: float, z
 
 
 def _latency_ratio(
-    traffic: Traffic, canary: float, baseline: float, q: float, alpha: float, z: float
+    traffic: Traffic, canary: float, baseline: float, q: float, alpha: float, z: float, offset_ms: float
 ) -> float:
-    """The judge's pass statistic of a latency comparison: (canary upper + 1 ms) / (baseline lower + 1 ms)."""
+    """The pass statistic of a latency test: (canary upper + offset) / (baseline lower + offset)."""
     upper = _canary_upper_ms(traffic, canary, q, alpha / 2, z)
     lower = _baseline_lower_ms(traffic, baseline, q, alpha / 2, z)
-    return (upper + TIMER_RESOLUTION_MS) / (lower + TIMER_RESOLUTION_MS)
+    return (upper + offset_ms) / (lower + offset_ms)
 
 
 def _latency_within(
-    traffic: Traffic, q: float, alpha: float, z: float, tolerance: float, canary: float, baseline: float
+    traffic: Traffic,
+    q: float,
+    alpha: float,
+    z: float,
+    tolerance: float,
+    offset_ms: float,
+    canary: float,
+    baseline: float,
 ) -> bool:
     """Whether a latency comparison at quantile q passes with these canary and baseline requests."""
-    return _latency_ratio(traffic, canary, baseline, q, alpha, z) <= tolerance
+    return _latency_ratio(traffic, canary, baseline, q, alpha, z, offset_ms) <= tolerance
 
 
 def _first_second(met: Callable[[float], bool]) -> float:

@@ -34,6 +34,13 @@ class AnalysisConfig(BaseModel):
         description="to pass: canary quantiles shown to be at most this times the baseline's (a canary "
         "surely slower than the baseline is still rolled back: latency_fail_ratio)",
     )
+    latency_offset_ms: float = Field(
+        default=5.0,
+        ge=1,
+        description="to pass: added to both versions' quantiles before their ratio is compared with "
+        "latency_tolerance, so that a canary at 2 ms beside a baseline at 1 ms is not held for a millisecond "
+        "(HAProxy logs whole milliseconds; a busy host adds a few more)",
+    )
     latency_fail_ratio: float = Field(
         default=1.0,
         ge=1,

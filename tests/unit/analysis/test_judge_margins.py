@@ -126,6 +126,30 @@ def test_sure_slowdown_beyond_the_floor_fails_with_exceedance_shares() -> None:
     assert "0.0 ms vs baseline 0.0 ms: " not in p50.detail
 
 
+@pytest.mark.parametrize(("offset_ms", "passes"), [(1.0, False), (5.0, True)])
+def test_a_millisecond_more_at_one_millisecond_passes_with_the_offset(offset_ms: float, passes: bool) -> None:
+    """A canary at 2 ms beside a baseline at 1 ms passes p50 with the default offset, and not with 1 ms.
+
+    (2 + 1) / (1 + 1) = 1.5 is at the tolerance with no room for the bound's bin edge, so the old
+    pass statistic held such a canary until its step timed out.
+    """
+    policy = Policy(warmup_s=0, latency_offset_ms=offset_ms)
+    evidence = Evidence(policy)
+    feed(evidence, 60, second(100, 0, [2.0]), second(900, 0, [1.0]))
+    p50 = check("p50_vs_baseline", verdict_of(evidence, policy).checks)
+    assert p50.phase is (PASS if passes else HOLD)
+
+
+def test_the_offset_does_not_pass_a_slower_canary_at_tens_of_milliseconds() -> None:
+    """At 100 ms, a canary at 160 ms is beyond 1.5 x (baseline + 5 ms) - 5 ms = 152.5 ms: no pass."""
+    policy = Policy(warmup_s=0, latency_fail_ratio=2.0)
+    evidence = Evidence(policy)
+    feed(evidence, 60, second(100, 0, [160.0]), second(900, 0, [100.0]))
+    p50 = check("p50_vs_baseline", verdict_of(evidence, policy).checks)
+    assert p50.phase is HOLD
+    assert p50.bound > policy.latency_tolerance
+
+
 # --- warm-up --------------------------------------------------------------------------------------------
 
 
