@@ -115,7 +115,9 @@ def demo_config(state_dir: Path, swarm: SwarmDemo | None = None) -> Config:
                     "analysis": {
                         "min_requests": 100,
                         "max_error_rate": 0.02,
-                        "max_p99_ms": 500,
+                        # On Swarm each request forks a CGI process: on a busy host its p99 reaches
+                        # about 1 s, well past what a Python demo app shows.
+                        "max_p99_ms": 500 if swarm is None else 3000,
                         "quantiles": [0.5, 0.9] if swarm is None else [0.5],
                     },
                 }

@@ -28,7 +28,9 @@ TICK_S = 0.01
 # A tick that comes late (a busy machine) may catch up on this much time's worth of requests at once;
 # a longer stall is not made up for with a burst.
 CATCH_UP_S = 0.1
-REQUEST_TIMEOUT_S = 2.0
+# A request unanswered this long is a transport error. HAProxy's own timeouts are 30 s; 10 s leaves a
+# busy machine (load average 40+) room without calling a slow answer a lost one.
+REQUEST_TIMEOUT_S = 10.0
 
 # Tally counters, per version.
 REQUESTS, ERRORS, TRANSPORT_ERRORS = "requests", "errors", "transport_errors"
