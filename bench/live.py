@@ -5,7 +5,10 @@ default `analysis` policy, the rollout plan `fm simulate` uses by default: 10%, 
 wrk traffic at about 100 and about 1000 requests per second per service:
 
 * nginx from Debian (`nginx-light`), serving a static page (bench/live/nginx_release.py);
-* httpbin from PyPI under gunicorn (gthread workers), answering `GET /get` (bench/live/httpbin_release.py).
+* httpbin from PyPI under gunicorn (gthread workers), answering `GET /get` (bench/live/httpbin_release.py),
+  in a venv of its own: `.venv-httpbin` beside the project's `.venv` (--httpbin-venv), made once with pip
+  from bench/live/requirements-httpbin.txt, whose pins (greenlet<3 for httpbin on Python 3.11) the
+  project's own environment cannot hold beside Playwright.
 
 Every version is the same server started by the service's instance command (an argv; the version's
 name picks the release's behaviour):
@@ -42,6 +45,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -67,6 +73,9 @@ from fridaymorning.simulation.simulate import DEFAULT_PLAN
 from fridaymorning.testing import FmUpProcess
 
 HERE = Path(__file__).resolve().parent / "live"
+REPO = HERE.parents[1]
+HTTPBIN_REQUIREMENTS = HERE / "requirements-httpbin.txt"
+HTTPBIN_VENV = REPO / ".venv-httpbin"  # made once by httpbin_python(), beside the project's .venv
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])
 HAPROXY = shutil.which("haproxy", path=SEARCH_PATH) or "/usr/sbin/haproxy"
 NGINX = shutil.which("nginx", path=SEARCH_PATH)
@@ -112,13 +121,14 @@ class Server:
     health_path: str
     path: str  # what the traffic requests
     services: dict[int, int]  # how many rollouts run side by side at each rate (what 2 cores carry)
+    python: str = sys.executable  # httpbin: the python of its own venv (httpbin_python)
 
     def command(self, directory: Path, rate: int) -> list[str]:
         if self.name == "nginx":
-            return [sys.executable, str(HERE / "nginx_release.py"), str(directory), "{version}", "{port}"]
+            return [self.python, str(HERE / "nginx_release.py"), str(directory), "{version}", "{port}"]
         workers = "1" if rate <= 200 else "2"  # one gunicorn worker answers about 1,000 /get per second here
         return [
-            sys.executable, "-m", "gunicorn",
+            self.python, "-m", "gunicorn",
             "--chdir", str(HERE),
             "--bind", "127.0.0.1:{port}",
             "--worker-class", "gthread", "--workers", workers, "--threads", "16",
@@ -505,11 +515,37 @@ def missing_programs(servers: list[str]) -> list[str]:
         advice.append("wrk: sudo apt-get install -y wrk")
     if "nginx" in servers and NGINX is None:
         advice.append("nginx: sudo apt-get install -y nginx-light")
-    if "httpbin" in servers:
-        for module, package in (("gunicorn", "gunicorn"), ("httpbin", "httpbin")):
-            if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
-                advice.append(f"{module}: pip install '{package}' (or the project's dev extras)")
     return advice
+
+
+def httpbin_python(venv: Path) -> Path:
+    """The python of `venv`, a venv of its own holding httpbin and gunicorn as
+    bench/live/requirements-httpbin.txt pins them; made (with pip, from PyPI) when missing or made from
+    other requirements, once: a lock beside it lets two runs share it. Exits 2 when pip fails."""
+    wanted = hashlib.sha256(HTTPBIN_REQUIREMENTS.read_bytes()).hexdigest()
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements-sha256"  # written last: a venv without it is incomplete
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+            return python
+        say(f"making {venv} for httpbin (once): pip install -r {HTTPBIN_REQUIREMENTS.name}")
+        shutil.rmtree(venv, ignore_errors=True)
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+             "-r", str(HTTPBIN_REQUIREMENTS)],
+            [str(python), "-c", "import gunicorn, httpbin"],
+        ]  # fmt: skip
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                say((done.stdout + done.stderr)[-3000:])
+                say(f"could not make {venv} ({' '.join(step[:4])} exited {done.returncode}); pip needs PyPI")
+                sys.exit(2)
+        stamp.write_text(wanted + "\n")
+    return python
 
 
 def main() -> None:
@@ -517,21 +553,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="one release of each kind, nginx, 1000 req/s")
+    parser.add_argument(
+        "--quick", action="store_true", help="one release of each kind (by default nginx at 1000 req/s)"
+    )
     parser.add_argument(
         "--json", action="store_true", help="the table to stderr; only the JSON line on stdout"
     )
-    parser.add_argument("--servers", default="nginx,httpbin", help="comma-separated: nginx, httpbin")
-    parser.add_argument("--rates", default="100,1000", help="comma-separated requests per second per service")
+    parser.add_argument("--servers", help="comma-separated: nginx, httpbin (default: both; --quick: nginx)")
+    parser.add_argument(
+        "--rates", help="comma-separated requests per second per service (default: 100,1000; --quick: 1000)"
+    )
     parser.add_argument("--identical", type=int, default=10, help="identical releases per server and rate")
     parser.add_argument("--bad", type=int, default=2, help="releases of each bad kind per server and rate")
     parser.add_argument("--max-services", type=int, default=None, help="at most this many rollouts at once")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
+    parser.add_argument(
+        "--httpbin-venv",
+        type=Path,
+        default=HTTPBIN_VENV,
+        help="httpbin's own venv, made once from bench/live/requirements-httpbin.txt (default: %(default)s)",
+    )
     options = parser.parse_args()
     if options.json:
         OUT = sys.stderr
-    servers = ["nginx"] if options.quick else [s.strip() for s in options.servers.split(",") if s.strip()]
-    rates = [1000] if options.quick else [int(r) for r in options.rates.split(",")]
+    servers_text = options.servers or ("nginx" if options.quick else "nginx,httpbin")
+    servers = [s.strip() for s in servers_text.split(",") if s.strip()]
+    rates = [int(r) for r in (options.rates or ("1000" if options.quick else "100,1000")).split(",")]
     counts = (
         dict.fromkeys(KINDS, 1)
         if options.quick
@@ -543,6 +590,10 @@ def main() -> None:
     advice = missing_programs(servers)
     if advice:
         sys.exit("missing programs; install them:\n  " + "\n  ".join(advice))
+    servers_of = dict(SERVERS)
+    if "httpbin" in servers:
+        python = httpbin_python(options.httpbin_venv.resolve())
+        servers_of["httpbin"] = dataclasses.replace(SERVERS["httpbin"], python=str(python))
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="fm-live-"))
     root.chmod(0o755)  # nginx's worker (an unprivileged user when started as root) reads its page here
@@ -553,7 +604,7 @@ def main() -> None:
         """The server's rates one after the other; the servers run side by side."""
         try:
             for rate in rates:
-                cell = run_cell(root, SERVERS[name], rate, counts, options.max_services, started)
+                cell = run_cell(root, servers_of[name], rate, counts, options.max_services, started)
                 report["servers"][name][str(rate)] = cell
         except BaseException as error:  # re-raised in the main thread
             failures.append(error)
