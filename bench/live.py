@@ -48,6 +48,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -65,12 +66,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 
 from fridaymorning.client import ApiClient, ApiUnavailableError
 from fridaymorning.config import Config, load_config
 from fridaymorning.errors import RolloutError
 from fridaymorning.simulation.simulate import DEFAULT_PLAN
 from fridaymorning.testing import FmUpProcess
+from fridaymorning.views import explain_api_view
 
 HERE = Path(__file__).resolve().parent / "live"
 REPO = HERE.parents[1]
@@ -170,6 +173,7 @@ class Result:
     seconds: float | None  # deploy to the end, as fm recorded it
     reason: str
     phase_at_cap: str | None = None
+    explanation: str = ""  # `fm explain` of an identical release that was not promoted
 
 
 @dataclass
@@ -281,8 +285,11 @@ def deploy(api: ApiClient, service: str, version: str, deadline: float) -> int:
         time.sleep(1.0)
 
 
-def run_rollout(api: ApiClient, service: str, release: Release) -> tuple[str, float | None, str, str | None]:
-    """Deploy `release`, wait for its end (abort it at CAP_S): outcome, seconds, reason, phase at cap."""
+def run_rollout(
+    api: ApiClient, service: str, release: Release
+) -> tuple[str, float | None, str, str | None, dict[str, Any]]:
+    """Deploy `release`, wait for its end (abort it at CAP_S): outcome, seconds, reason, phase at cap,
+    and the rollout as the API gave it last (with its events)."""
     give_up = time.monotonic() + CAP_S + GIVE_UP_S
     rollout_id = deploy(api, service, release.version, give_up)
     deadline = time.monotonic() + CAP_S
@@ -305,7 +312,14 @@ def run_rollout(api: ApiClient, service: str, release: Release) -> tuple[str, fl
     started, finished = state.get("started_at"), state.get("finished_at")
     seconds = round(finished - started, 1) if started is not None and finished is not None else None
     outcome = "undecided" if phase_at_cap is not None and state["phase"] == "aborted" else state["phase"]
-    return str(outcome), seconds, str(state.get("reason", "")), phase_at_cap
+    return str(outcome), seconds, str(state.get("reason", "")), phase_at_cap, dict(state)
+
+
+def explained(rollout: dict[str, Any]) -> str:
+    """The rollout as `fm explain` shows it: every event with its reason, every verdict's checks."""
+    text = io.StringIO()
+    Console(file=text, width=170, color_system=None).print(explain_api_view(rollout))
+    return text.getvalue()
 
 
 def drive_slot(config_path: Path, server: str, rate: int, slot: Slot, log: Callable[[str], None]) -> None:
@@ -315,16 +329,21 @@ def drive_slot(config_path: Path, server: str, rate: int, slot: Slot, log: Calla
     restores = 0
     while queue:
         release = queue.pop(0)
+        rollout: dict[str, Any] = {}
         try:
-            outcome, seconds, reason, phase_at_cap = run_rollout(api, slot.name, release)
+            outcome, seconds, reason, phase_at_cap, rollout = run_rollout(api, slot.name, release)
         except Exception as error:  # the run goes on; the failure is counted and shown
             outcome, seconds, reason, phase_at_cap = "error", None, f"{type(error).__name__}: {error}", None
         if release.counted:
             result = Result(
                 server, rate, slot.name, release.kind, release.version, outcome, seconds, reason, phase_at_cap
             )
+            if release.kind == "identical" and outcome != "promoted" and rollout:
+                result.explanation = explained(rollout)
             slot.results.append(result)
             log(describe(result))
+            if result.explanation:
+                log(f"fm explain of {server} {rate}/s {slot.name} {release.version}:\n{result.explanation}")
         if outcome == "error" and queue:  # its rollout never ended: the service takes no other deploy
             log(f"{slot.name}: {len(queue)} release(s) not deployed, the service's rollout never ended")
             slot.skipped = len([r for r in queue if r.counted])
@@ -340,7 +359,7 @@ def describe(result: Result) -> str:
     held = f" (was {result.phase_at_cap} at {CAP_S:.0f} s)" if result.phase_at_cap else ""
     return (
         f"{result.server:7} {result.rate:5}/s {result.service:4} {result.kind:11} {result.outcome:11}"
-        f" {took:>6}{held}: {result.reason[:150]}"
+        f" {took:>6}{held}: {result.reason}"
     )
 
 
@@ -469,6 +488,12 @@ def summarize(results: list[Result]) -> dict[str, Any]:
             "undecided": sum(r.outcome in ("undecided", "aborted", "error") for r in identical),
             "promoted_within_5_min": sum(s <= TARGET_PROMOTE_S for s in promote_s),
             "promote_s_p95": p95(promote_s),
+            # why each identical release that was not promoted was not: outcome, seconds, fm's reason
+            "not_promoted": [
+                {"outcome": r.outcome, "seconds": r.seconds, "at_cap": r.phase_at_cap, "reason": r.reason}
+                for r in identical
+                if r.outcome != "promoted"
+            ],
         }
     }
     for kind in ("errors_5pct", "plus_40ms"):
@@ -606,6 +631,8 @@ def main() -> None:
             for rate in rates:
                 cell = run_cell(root, servers_of[name], rate, counts, options.max_services, started)
                 report["servers"][name][str(rate)] = cell
+                counts_only = {key: value for key, value in cell.items() if key != "results"}
+                say(f"cell {name} {rate}: {json.dumps(counts_only)}")  # kept if a later cell is interrupted
         except BaseException as error:  # re-raised in the main thread
             failures.append(error)
 
