@@ -39,6 +39,13 @@ Prints a table (to stderr with --json), then exactly one JSON line on stdout:
 …}, "achieved_rps": [...]}, "1000": {...}}, "httpbin": {...}}, "seconds": S}. "rolled_back" counts
 every rollback; "rolled_back_by_judge" leaves out those that were not the judge's verdict (the canary
 never became healthy, or the controller failed, e.g. HAProxy's admin socket answering too late).
+"identical" also lists, as "not_promoted", each identical release that was not promoted with fm's
+reason; the log shows every rollout's outcome and reason as it ends, and the whole `fm explain` of each
+identical release that was not promoted. Each cell's counts are logged when the cell ends (a line
+"cell SERVER RATE: {...}"), so an interrupted run keeps the cells it finished; --keep keeps every
+`fm up`'s state, for `fm explain` and `fm replay` afterwards.
+
+README.md ("On a real server") gives the figures of the last full run, with its load average.
 """
 
 from __future__ import annotations
@@ -227,8 +234,10 @@ def cell_config(directory: Path, server: Server, rate: int, slots: list[Slot]) -
 
 
 def connections(rate: int) -> int:
-    """wrk connections for a rate: each waits about 100 ms between requests, room for slow answers."""
-    return max(2, rate // 10)
+    """wrk connections for a rate: each makes about 4 requests a second, so the rate stays reachable while
+    answers take up to 250 ms (with 10 a second each, answers of 50-100 ms on a busy machine held 100
+    req/s services at 68-81 req/s)."""
+    return max(2, rate // 4)
 
 
 def start_wrk(url: str, rate: int, duration_s: float) -> subprocess.Popen[str]:
