@@ -235,8 +235,7 @@ def cell_config(directory: Path, server: Server, rate: int, slots: list[Slot]) -
 
 def connections(rate: int) -> int:
     """wrk connections for a rate: each makes about 4 requests a second, so the rate stays reachable while
-    answers take up to 250 ms (with 10 a second each, answers of 50-100 ms on a busy machine held 100
-    req/s services at 68-81 req/s)."""
+    answers take up to 250 ms (a loaded machine's stable versions answered at p50s of 70 to 150 ms)."""
     return max(2, rate // 4)
 
 
