@@ -233,10 +233,13 @@ def cell_config(directory: Path, server: Server, rate: int, slots: list[Slot]) -
     return document
 
 
+RPS_PER_CONNECTION = 10  # wrk connections: one per this many req/s (--rps-per-connection)
+
+
 def connections(rate: int) -> int:
-    """wrk connections for a rate: each makes about 4 requests a second, so the rate stays reachable while
-    answers take up to 250 ms (a loaded machine's stable versions answered at p50s of 70 to 150 ms)."""
-    return max(2, rate // 4)
+    """wrk connections for a rate: each makes about RPS_PER_CONNECTION requests a second, so the rate
+    stays reachable while answers take up to 1/RPS_PER_CONNECTION s."""
+    return max(2, rate // RPS_PER_CONNECTION)
 
 
 def start_wrk(url: str, rate: int, duration_s: float) -> subprocess.Popen[str]:
@@ -582,7 +585,7 @@ def httpbin_python(venv: Path) -> Path:
 
 
 def main() -> None:
-    global OUT
+    global OUT, RPS_PER_CONNECTION
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -601,12 +604,19 @@ def main() -> None:
     parser.add_argument("--max-services", type=int, default=None, help="at most this many rollouts at once")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
     parser.add_argument(
+        "--rps-per-connection",
+        type=int,
+        default=RPS_PER_CONNECTION,
+        help="one wrk connection per this many req/s (default: %(default)s)",
+    )
+    parser.add_argument(
         "--httpbin-venv",
         type=Path,
         default=HTTPBIN_VENV,
         help="httpbin's own venv, made once from bench/live/requirements-httpbin.txt (default: %(default)s)",
     )
     options = parser.parse_args()
+    RPS_PER_CONNECTION = max(1, options.rps_per_connection)
     if options.json:
         OUT = sys.stderr
     servers_text = options.servers or ("nginx" if options.quick else "nginx,httpbin")
