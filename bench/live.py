@@ -5,7 +5,10 @@ default `analysis` policy, the rollout plan `fm simulate` uses by default: 10%, 
 wrk traffic at about 100 and about 1000 requests per second per service:
 
 * nginx from Debian (`nginx-light`), serving a static page (bench/live/nginx_release.py);
-* httpbin from PyPI under gunicorn (gthread workers), answering `GET /get` (bench/live/httpbin_release.py).
+* httpbin from PyPI under gunicorn (gthread workers), answering `GET /get` (bench/live/httpbin_release.py),
+  in a venv of its own: `.venv-httpbin` beside the project's `.venv` (--httpbin-venv), made once with pip
+  from bench/live/requirements-httpbin.txt, whose pins (greenlet<3 for httpbin on Python 3.11) the
+  project's own environment cannot hold beside Playwright.
 
 Every version is the same server started by the service's instance command (an argv; the version's
 name picks the release's behaviour):
@@ -36,12 +39,23 @@ Prints a table (to stderr with --json), then exactly one JSON line on stdout:
 …}, "achieved_rps": [...]}, "1000": {...}}, "httpbin": {...}}, "seconds": S}. "rolled_back" counts
 every rollback; "rolled_back_by_judge" leaves out those that were not the judge's verdict (the canary
 never became healthy, or the controller failed, e.g. HAProxy's admin socket answering too late).
+"identical" also lists, as "not_promoted", each identical release that was not promoted with fm's
+reason; the log shows every rollout's outcome and reason as it ends, and the whole `fm explain` of each
+identical release that was not promoted. Each cell's counts are logged when the cell ends (a line
+"cell SERVER RATE: {...}"), so an interrupted run keeps the cells it finished; --keep keeps every
+`fm up`'s state, for `fm explain` and `fm replay` afterwards.
+
+README.md ("On a real server") gives the figures of the last full run, with its load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import io
 import json
 import math
 import os
@@ -59,14 +73,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 
 from fridaymorning.client import ApiClient, ApiUnavailableError
 from fridaymorning.config import Config, load_config
 from fridaymorning.errors import RolloutError
 from fridaymorning.simulation.simulate import DEFAULT_PLAN
 from fridaymorning.testing import FmUpProcess
+from fridaymorning.views import explain_api_view
 
 HERE = Path(__file__).resolve().parent / "live"
+REPO = HERE.parents[1]
+HTTPBIN_REQUIREMENTS = HERE / "requirements-httpbin.txt"
+HTTPBIN_VENV = REPO / ".venv-httpbin"  # made once by httpbin_python(), beside the project's .venv
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])
 HAPROXY = shutil.which("haproxy", path=SEARCH_PATH) or "/usr/sbin/haproxy"
 NGINX = shutil.which("nginx", path=SEARCH_PATH)
@@ -112,13 +131,14 @@ class Server:
     health_path: str
     path: str  # what the traffic requests
     services: dict[int, int]  # how many rollouts run side by side at each rate (what 2 cores carry)
+    python: str = sys.executable  # httpbin: the python of its own venv (httpbin_python)
 
     def command(self, directory: Path, rate: int) -> list[str]:
         if self.name == "nginx":
-            return [sys.executable, str(HERE / "nginx_release.py"), str(directory), "{version}", "{port}"]
+            return [self.python, str(HERE / "nginx_release.py"), str(directory), "{version}", "{port}"]
         workers = "1" if rate <= 200 else "2"  # one gunicorn worker answers about 1,000 /get per second here
         return [
-            sys.executable, "-m", "gunicorn",
+            self.python, "-m", "gunicorn",
             "--chdir", str(HERE),
             "--bind", "127.0.0.1:{port}",
             "--worker-class", "gthread", "--workers", workers, "--threads", "16",
@@ -160,6 +180,7 @@ class Result:
     seconds: float | None  # deploy to the end, as fm recorded it
     reason: str
     phase_at_cap: str | None = None
+    explanation: str = ""  # `fm explain` of an identical release that was not promoted
 
 
 @dataclass
@@ -212,9 +233,13 @@ def cell_config(directory: Path, server: Server, rate: int, slots: list[Slot]) -
     return document
 
 
+RPS_PER_CONNECTION = 10  # wrk connections: one per this many req/s (--rps-per-connection)
+
+
 def connections(rate: int) -> int:
-    """wrk connections for a rate: each waits about 100 ms between requests, room for slow answers."""
-    return max(2, rate // 10)
+    """wrk connections for a rate: each makes about RPS_PER_CONNECTION requests a second, so the rate
+    stays reachable while answers take up to 1/RPS_PER_CONNECTION s."""
+    return max(2, rate // RPS_PER_CONNECTION)
 
 
 def start_wrk(url: str, rate: int, duration_s: float) -> subprocess.Popen[str]:
@@ -271,8 +296,11 @@ def deploy(api: ApiClient, service: str, version: str, deadline: float) -> int:
         time.sleep(1.0)
 
 
-def run_rollout(api: ApiClient, service: str, release: Release) -> tuple[str, float | None, str, str | None]:
-    """Deploy `release`, wait for its end (abort it at CAP_S): outcome, seconds, reason, phase at cap."""
+def run_rollout(
+    api: ApiClient, service: str, release: Release
+) -> tuple[str, float | None, str, str | None, dict[str, Any]]:
+    """Deploy `release`, wait for its end (abort it at CAP_S): outcome, seconds, reason, phase at cap,
+    and the rollout as the API gave it last (with its events)."""
     give_up = time.monotonic() + CAP_S + GIVE_UP_S
     rollout_id = deploy(api, service, release.version, give_up)
     deadline = time.monotonic() + CAP_S
@@ -295,7 +323,14 @@ def run_rollout(api: ApiClient, service: str, release: Release) -> tuple[str, fl
     started, finished = state.get("started_at"), state.get("finished_at")
     seconds = round(finished - started, 1) if started is not None and finished is not None else None
     outcome = "undecided" if phase_at_cap is not None and state["phase"] == "aborted" else state["phase"]
-    return str(outcome), seconds, str(state.get("reason", "")), phase_at_cap
+    return str(outcome), seconds, str(state.get("reason", "")), phase_at_cap, dict(state)
+
+
+def explained(rollout: dict[str, Any]) -> str:
+    """The rollout as `fm explain` shows it: every event with its reason, every verdict's checks."""
+    text = io.StringIO()
+    Console(file=text, width=170, color_system=None).print(explain_api_view(rollout))
+    return text.getvalue()
 
 
 def drive_slot(config_path: Path, server: str, rate: int, slot: Slot, log: Callable[[str], None]) -> None:
@@ -305,16 +340,21 @@ def drive_slot(config_path: Path, server: str, rate: int, slot: Slot, log: Calla
     restores = 0
     while queue:
         release = queue.pop(0)
+        rollout: dict[str, Any] = {}
         try:
-            outcome, seconds, reason, phase_at_cap = run_rollout(api, slot.name, release)
+            outcome, seconds, reason, phase_at_cap, rollout = run_rollout(api, slot.name, release)
         except Exception as error:  # the run goes on; the failure is counted and shown
             outcome, seconds, reason, phase_at_cap = "error", None, f"{type(error).__name__}: {error}", None
         if release.counted:
             result = Result(
                 server, rate, slot.name, release.kind, release.version, outcome, seconds, reason, phase_at_cap
             )
+            if release.kind == "identical" and outcome != "promoted" and rollout:
+                result.explanation = explained(rollout)
             slot.results.append(result)
             log(describe(result))
+            if result.explanation:
+                log(f"fm explain of {server} {rate}/s {slot.name} {release.version}:\n{result.explanation}")
         if outcome == "error" and queue:  # its rollout never ended: the service takes no other deploy
             log(f"{slot.name}: {len(queue)} release(s) not deployed, the service's rollout never ended")
             slot.skipped = len([r for r in queue if r.counted])
@@ -330,7 +370,7 @@ def describe(result: Result) -> str:
     held = f" (was {result.phase_at_cap} at {CAP_S:.0f} s)" if result.phase_at_cap else ""
     return (
         f"{result.server:7} {result.rate:5}/s {result.service:4} {result.kind:11} {result.outcome:11}"
-        f" {took:>6}{held}: {result.reason[:150]}"
+        f" {took:>6}{held}: {result.reason}"
     )
 
 
@@ -459,6 +499,12 @@ def summarize(results: list[Result]) -> dict[str, Any]:
             "undecided": sum(r.outcome in ("undecided", "aborted", "error") for r in identical),
             "promoted_within_5_min": sum(s <= TARGET_PROMOTE_S for s in promote_s),
             "promote_s_p95": p95(promote_s),
+            # why each identical release that was not promoted was not: outcome, seconds, fm's reason
+            "not_promoted": [
+                {"outcome": r.outcome, "seconds": r.seconds, "at_cap": r.phase_at_cap, "reason": r.reason}
+                for r in identical
+                if r.outcome != "promoted"
+            ],
         }
     }
     for kind in ("errors_5pct", "plus_40ms"):
@@ -505,33 +551,77 @@ def missing_programs(servers: list[str]) -> list[str]:
         advice.append("wrk: sudo apt-get install -y wrk")
     if "nginx" in servers and NGINX is None:
         advice.append("nginx: sudo apt-get install -y nginx-light")
-    if "httpbin" in servers:
-        for module, package in (("gunicorn", "gunicorn"), ("httpbin", "httpbin")):
-            if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
-                advice.append(f"{module}: pip install '{package}' (or the project's dev extras)")
     return advice
 
 
+def httpbin_python(venv: Path) -> Path:
+    """The python of `venv`, a venv of its own holding httpbin and gunicorn as
+    bench/live/requirements-httpbin.txt pins them; made (with pip, from PyPI) when missing or made from
+    other requirements, once: a lock beside it lets two runs share it. Exits 2 when pip fails."""
+    wanted = hashlib.sha256(HTTPBIN_REQUIREMENTS.read_bytes()).hexdigest()
+    python = venv / "bin" / "python"
+    stamp = venv / ".requirements-sha256"  # written last: a venv without it is incomplete
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+            return python
+        say(f"making {venv} for httpbin (once): pip install -r {HTTPBIN_REQUIREMENTS.name}")
+        shutil.rmtree(venv, ignore_errors=True)
+        steps = [
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
+             "-r", str(HTTPBIN_REQUIREMENTS)],
+            [str(python), "-c", "import gunicorn, httpbin"],
+        ]  # fmt: skip
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                say((done.stdout + done.stderr)[-3000:])
+                say(f"could not make {venv} ({' '.join(step[:4])} exited {done.returncode}); pip needs PyPI")
+                sys.exit(2)
+        stamp.write_text(wanted + "\n")
+    return python
+
+
 def main() -> None:
-    global OUT
+    global OUT, RPS_PER_CONNECTION
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="one release of each kind, nginx, 1000 req/s")
+    parser.add_argument(
+        "--quick", action="store_true", help="one release of each kind (by default nginx at 1000 req/s)"
+    )
     parser.add_argument(
         "--json", action="store_true", help="the table to stderr; only the JSON line on stdout"
     )
-    parser.add_argument("--servers", default="nginx,httpbin", help="comma-separated: nginx, httpbin")
-    parser.add_argument("--rates", default="100,1000", help="comma-separated requests per second per service")
+    parser.add_argument("--servers", help="comma-separated: nginx, httpbin (default: both; --quick: nginx)")
+    parser.add_argument(
+        "--rates", help="comma-separated requests per second per service (default: 100,1000; --quick: 1000)"
+    )
     parser.add_argument("--identical", type=int, default=10, help="identical releases per server and rate")
     parser.add_argument("--bad", type=int, default=2, help="releases of each bad kind per server and rate")
     parser.add_argument("--max-services", type=int, default=None, help="at most this many rollouts at once")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, state)")
+    parser.add_argument(
+        "--rps-per-connection",
+        type=int,
+        default=RPS_PER_CONNECTION,
+        help="one wrk connection per this many req/s (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--httpbin-venv",
+        type=Path,
+        default=HTTPBIN_VENV,
+        help="httpbin's own venv, made once from bench/live/requirements-httpbin.txt (default: %(default)s)",
+    )
     options = parser.parse_args()
+    RPS_PER_CONNECTION = max(1, options.rps_per_connection)
     if options.json:
         OUT = sys.stderr
-    servers = ["nginx"] if options.quick else [s.strip() for s in options.servers.split(",") if s.strip()]
-    rates = [1000] if options.quick else [int(r) for r in options.rates.split(",")]
+    servers_text = options.servers or ("nginx" if options.quick else "nginx,httpbin")
+    servers = [s.strip() for s in servers_text.split(",") if s.strip()]
+    rates = [int(r) for r in (options.rates or ("1000" if options.quick else "100,1000")).split(",")]
     counts = (
         dict.fromkeys(KINDS, 1)
         if options.quick
@@ -543,6 +633,10 @@ def main() -> None:
     advice = missing_programs(servers)
     if advice:
         sys.exit("missing programs; install them:\n  " + "\n  ".join(advice))
+    servers_of = dict(SERVERS)
+    if "httpbin" in servers:
+        python = httpbin_python(options.httpbin_venv.resolve())
+        servers_of["httpbin"] = dataclasses.replace(SERVERS["httpbin"], python=str(python))
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="fm-live-"))
     root.chmod(0o755)  # nginx's worker (an unprivileged user when started as root) reads its page here
@@ -553,8 +647,10 @@ def main() -> None:
         """The server's rates one after the other; the servers run side by side."""
         try:
             for rate in rates:
-                cell = run_cell(root, SERVERS[name], rate, counts, options.max_services, started)
+                cell = run_cell(root, servers_of[name], rate, counts, options.max_services, started)
                 report["servers"][name][str(rate)] = cell
+                counts_only = {key: value for key, value in cell.items() if key != "results"}
+                say(f"cell {name} {rate}: {json.dumps(counts_only)}")  # kept if a later cell is interrupted
         except BaseException as error:  # re-raised in the main thread
             failures.append(error)
 
