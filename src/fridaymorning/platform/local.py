@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 STATE_FILE_NAME = "local-instances.json"
 HEALTH_POLL_INTERVAL_S = 0.1
-# A recorded instance must answer within this long to be adopted; a restart should not wait for a sick one.
-ADOPT_HEALTH_TIMEOUT_S = 3.0
+# A recorded instance must answer within this long to be adopted, else it is stopped. A restart should not
+# wait long for a sick one, but stopping a healthy stable instance that a busy host made slow to answer
+# takes the service down (3 s did, at load average 10 with 100 req/s on it): so 15 s.
+ADOPT_HEALTH_TIMEOUT_S = 15.0
 # An adopted process is not our child, so its exit is observed by polling /proc.
 EXIT_POLL_INTERVAL_S = 0.05
 KILL_WAIT_S = 5.0
