@@ -1018,6 +1018,55 @@ VERSIONED_APP = (
 )
 
 
+def versioned_app_platform(**settings: Any) -> dict[str, Any]:
+    """The `platform` section that runs VERSIONED_APP as local processes; `settings` adds to it."""
+    return {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"], **settings}
+
+
+# A step is done within seconds when idle; its maximum duration leaves a busy machine time to gather
+# the evidence before the rollout is held.
+QUICK_STEPS = [
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
+]
+# p50 alone: a few hundred requests settle it, where p99 would need thousands.
+QUICK_ANALYSIS = {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5}
+
+
+def quick_service(
+    name: str,
+    frontend: str,
+    *,
+    platform: dict[str, Any] | None = None,
+    steps: Sequence[Mapping[str, Any]] = QUICK_STEPS,
+    **rollout: Any,
+) -> dict[str, Any]:
+    """A service (of VERSIONED_APP unless `platform` says otherwise), stable at v1, with quick steps and
+    the p50-only analysis; `rollout` adds rollout settings."""
+    return {
+        "name": name,
+        "frontend": frontend,
+        "stable": "v1",
+        "platform": versioned_app_platform() if platform is None else platform,
+        "rollout": {"steps": [dict(step) for step in steps], **rollout},
+        "analysis": dict(QUICK_ANALYSIS),
+    }
+
+
+def quick_settings(
+    state_dir: str | Path, service: dict[str, Any], *, collector: dict[str, Any], api: str, **sections: Any
+) -> dict[str, Any]:
+    """A whole fridaymorning.yaml, as a dict, for one service: `collector` and `api` on addresses the
+    caller chose, `sections` (haproxy, base_dir…) as given."""
+    return {
+        "state_dir": str(state_dir),
+        **sections,
+        "collector": collector,
+        "api": {"listen": api},
+        "services": [service],
+    }
+
+
 class FakeHAProxyCounters:
     """What the loss accounting reads of a HAProxy (`show info`, `show stat`): settable request counters
     per (backend, server), DroppedLogs and worker pid; `answering = False` makes both raise RouterError."""
