@@ -794,6 +794,13 @@ class ControllerHarness:
         self.controller = self._new_controller()
         await self.controller.start(await self.platform.adopt())
 
+    async def start_rollout(self, version: str = "v2", seconds: int = 0, traffic: bool = True) -> Any:
+        """Start the controller, deploy `version` and drive `seconds`; the rollout as deployed."""
+        await self.controller.start()
+        rollout = self.controller.deploy(version)
+        await self.drive(seconds, traffic)
+        return rollout
+
     async def drive(self, seconds: int, traffic: bool = True) -> None:
         """Advance virtual time second by second, writing windows as the collector would."""
         for _ in range(seconds):
