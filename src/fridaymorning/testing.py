@@ -929,6 +929,20 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+async def deploy_each(
+    controller: Any, versions: Sequence[str], timeout_s: float = 2 * EVENT_DEADLINE_S
+) -> list[Any]:
+    """Deploy each version in turn to a running ServiceController, each once the previous rollout has
+    finished; the final state of every rollout."""
+    finals = []
+    for version in versions:
+        controller.deploy(version)
+        final = await asyncio.wait_for(controller.wait(), timeout_s)
+        assert final is not None, f"the rollout of {version} left no state"
+        finals.append(final)
+    return finals
+
+
 def listening(port: int) -> bool:
     """True when something accepts TCP connections on 127.0.0.1:`port` right now."""
     try:
