@@ -713,6 +713,19 @@ class FakeClock:
         return self.now
 
 
+def unstarted_service(name: str = "web", frontend: str = "127.0.0.1:8080", **sections: Any) -> dict[str, Any]:
+    """A service's settings for tests that never run its command: stable v1, a placeholder command and
+    one step of 10%; `sections` (rollout, analysis…) replace or add to them."""
+    return {
+        "name": name,
+        "frontend": frontend,
+        "stable": "v1",
+        "platform": {"command": ["app", "{port}"]},
+        "rollout": {"steps": [{"weight": 10}]},
+        **sections,
+    }
+
+
 def harness_service(*weights: int) -> ServiceConfig:
     """A service for ControllerHarness: one step per canary weight (percent), each of 5 to 20 s and at
     least 50 canary requests, judged at every driven second."""
@@ -720,17 +733,10 @@ def harness_service(*weights: int) -> ServiceConfig:
 
     step = {"min_duration_s": 5, "max_duration_s": 20, "min_requests": 50}
     return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {
-                "judge_interval_s": 0.001,
-                "steps": [{"weight": weight, **step} for weight in weights],
-            },
-            "analysis": {"min_requests": 50},
-        }
+        unstarted_service(
+            rollout={"judge_interval_s": 0.001, "steps": [{"weight": weight, **step} for weight in weights]},
+            analysis={"min_requests": 50},
+        )
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 from fridaymorning.config import NotificationConfig, ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError
-from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, WebhookReceiver
+from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, WebhookReceiver, unstarted_service
 
 STEPS = [
     {"weight": 10, "min_duration_s": 5, "max_duration_s": 30, "min_requests": 20},
@@ -24,15 +24,11 @@ FAIL_COMMAND = [sys.executable, "-c", "import sys; sys.exit(3)"]
 def service(**rollout: Any) -> ServiceConfig:
     hooks = rollout.pop("hooks", [])
     return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {"judge_interval_s": 0.001, "steps": STEPS, **rollout},
-            "analysis": {"min_requests": 20},
-            "hooks": hooks,
-        }
+        unstarted_service(
+            rollout={"judge_interval_s": 0.001, "steps": STEPS, **rollout},
+            analysis={"min_requests": 20},
+            hooks=hooks,
+        )
     )
 
 
