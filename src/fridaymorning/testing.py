@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,7 +35,7 @@ from fridaymorning.procfs import parent_pid, pids
 from fridaymorning.router import Share, weights_for_shares
 
 if TYPE_CHECKING:
-    from fridaymorning.config import ServiceConfig
+    from fridaymorning.config import Config, ServiceConfig
     from fridaymorning.ingest.syslog import UdpCollector
     from fridaymorning.router import HAProxyProcess, HAProxyRouter
 
@@ -726,6 +726,23 @@ def unstarted_service(name: str = "web", frontend: str = "127.0.0.1:8080", **sec
     }
 
 
+def router_config(base_dir: Path, frontend_port: int, **rollout: Any) -> Config:
+    """A config for tests of the router and a real HAProxy alone (nothing runs the service's command):
+    one service 'web' on 127.0.0.1:`frontend_port` with steps of 10 and 50% and fast health checks;
+    `rollout` adds strategy, ab or affinity settings. Its state directory is made."""
+    from fridaymorning.config import Config
+
+    service = unstarted_service(
+        frontend=f"127.0.0.1:{frontend_port}",
+        platform={"command": ["app", "--port", "{port}"], "health_path": "/healthz"},
+        rollout={"steps": [{"weight": 10}, {"weight": 50}], **rollout},
+    )
+    config = Config.model_validate({"haproxy": {"health_check_interval_ms": 200}, "services": [service]})
+    config.base_dir = str(base_dir)
+    config.state_path().mkdir(parents=True, exist_ok=True)
+    return config
+
+
 def harness_service(*weights: int) -> ServiceConfig:
     """A service for ControllerHarness: one step per canary weight (percent), each of 5 to 20 s and at
     least 50 canary requests, judged at every driven second."""
@@ -947,6 +964,41 @@ async def deploy_each(
         assert final is not None, f"the rollout of {version} left no state"
         finals.append(final)
     return finals
+
+
+@contextlib.asynccontextmanager
+async def wrk_load(wrk: str, url: str, seconds: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """wrk (one thread, 10 connections) against `url` for `seconds` at the most, its report piped; it is
+    killed on leaving the block if it still runs. Read the report with `wrk_report`."""
+    load = await asyncio.create_subprocess_exec(
+        wrk,
+        "-t1",
+        "-c10",
+        f"-d{seconds}s",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield load
+    finally:
+        if load.returncode is None:
+            load.kill()
+            await load.wait()
+
+
+async def wrk_report(load: asyncio.subprocess.Process, timeout_s: float) -> str:
+    """wrk's report once it has ended (within `timeout_s`); wrk must have exited 0 and counted requests."""
+    async with asyncio.timeout(timeout_s):
+        output = (await load.communicate())[0].decode()
+    assert load.returncode == 0, output
+    assert re.search(r"\d+ requests in", output), output
+    return output
+
+
+def wrk_failures(report: str) -> list[str]:
+    """The lines of wrk's report that announce failures (wrk prints them only when non-zero)."""
+    return [line for line in report.splitlines() if re.search(r"Non-2xx|Socket errors", line)]
 
 
 def listening(port: int) -> bool:

@@ -548,11 +548,8 @@ class Reconciler:
         self._task = asyncio.create_task(self._run(), name="collector-reconcile")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         previous: Snapshot | None = None
@@ -643,11 +640,16 @@ class HAProxyLossMonitor:
         self._task = asyncio.create_task(_every(self._interval_s, self.poll), name="collector-droppedlogs")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` (if there is one) and return once it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _every(interval_s: float, action: Callable[[], Awaitable[Any]]) -> None:
