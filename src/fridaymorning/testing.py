@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fridaymorning.errors import InstanceLagError, RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
@@ -35,9 +35,14 @@ from fridaymorning.procfs import parent_pid, pids
 from fridaymorning.router import Share, weights_for_shares
 
 if TYPE_CHECKING:
+    from hypothesis.strategies import SearchStrategy
+
     from fridaymorning.config import Config, ServiceConfig
     from fridaymorning.ingest.syslog import UdpCollector
     from fridaymorning.router import HAProxyProcess, HAProxyRouter
+
+
+T = TypeVar("T")
 
 
 class FakeRouter:
@@ -601,6 +606,28 @@ def httplog_line(
     Every field is text as it stands in the line, so a test can give it malformed on purpose.
     """
     return f"{client} {date} {frontend} {target} {timers} {status} {size} - - {termination} {counts}{tail}"
+
+
+def mutated(samples: Sequence[Sequence[T]], alphabet: Sequence[T]) -> SearchStrategy[list[T]]:
+    """A hypothesis strategy (for property tests of parsers): one of `samples` as a list of its items,
+    with up to three items replaced or inserted (from `alphabet`) or deleted."""
+    from hypothesis import strategies as st
+
+    def mutate(draw: st.DrawFn) -> list[T]:
+        line = list(draw(st.sampled_from(samples)))
+        for _ in range(draw(st.integers(0, 3))):
+            position = draw(st.integers(0, len(line)))
+            item = draw(st.sampled_from(alphabet))
+            action = draw(st.sampled_from(("replace", "insert", "delete")))
+            if action == "insert" or position == len(line):
+                line.insert(position, item)
+            elif action == "replace":
+                line[position] = item
+            else:
+                del line[position]
+        return line
+
+    return st.composite(mutate)()
 
 
 @contextlib.contextmanager
