@@ -1028,6 +1028,19 @@ def wrk_failures(report: str) -> list[str]:
     return [line for line in report.splitlines() if re.search(r"Non-2xx|Socket errors", line)]
 
 
+def admin_answer(socket_path: str | Path, command: str, timeout_s: float = 10.0) -> str:
+    """One command on a fresh connection to a HAProxy admin socket (or a fake's), as the router sends
+    it, without an event loop: the whole answer."""
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(timeout_s)
+        connection.connect(str(socket_path))
+        connection.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def listening(port: int) -> bool:
     """True when something accepts TCP connections on 127.0.0.1:`port` right now."""
     try:
