@@ -63,11 +63,14 @@ def two_nodes() -> Iterator[SwarmCluster]:
     cluster.stop()
 
 
+SWARM_STEPS = [
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
+]
+
+
 def swarm_config(tmp_path: Path, cluster: SwarmCluster, haproxy: str, replicas: int, **rollout: Any) -> Path:
-    steps = [
-        {"weight": 20, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
-        {"weight": 50, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
-    ]
+    steps = rollout.pop("steps", SWARM_STEPS)
     platform = {
         "url": f"swarm+unix://{cluster.manager.socket}",
         "image": "fm-demo:{version}",
