@@ -58,6 +58,7 @@ from fridaymorning.procfs import stat_fields
 from fridaymorning.router import ServerSpec, render_haproxy_config
 from fridaymorning.sketches import merge_sketches
 from fridaymorning.testing import (
+    admin_answer,
     answering_haproxy_config,
     compact_log_line,
     httplog_line,
@@ -284,18 +285,8 @@ def free_port() -> int:
     return free_port_on("127.0.0.1")
 
 
-def admin(socket_path: Path, command: str) -> str:
-    with socket.socket(socket.AF_UNIX) as client:
-        client.connect(str(socket_path))
-        client.sendall(command.encode() + b"\n")
-        chunks = []
-        while chunk := client.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
 def haproxy_requests(socket_path: Path) -> int:
-    rows = admin(socket_path, "show stat").splitlines()
+    rows = admin_answer(socket_path, "show stat").splitlines()
     header = rows[0].lstrip("# ").split(",")
     total = 0
     for row in rows[1:]:
@@ -362,7 +353,7 @@ def bench_live(quick: bool, store_url: str | None = None) -> dict[str, Any]:
             dropped = int(
                 next(
                     line
-                    for line in admin(admin_socket, "show info").splitlines()
+                    for line in admin_answer(admin_socket, "show info").splitlines()
                     if line.startswith("DroppedLogs:")
                 ).split(":")[1]
             )

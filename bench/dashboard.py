@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import httpx
 from fridaymorning.config import Config
 from fridaymorning.demo.run import BackgroundTraffic, free_port
 from fridaymorning.runtime import Runtime
-from fridaymorning.testing import VERSIONED_APP
+from fridaymorning.testing import quick_service, quick_settings
 
 TIMER_S = 0.05
 RATE = 100
@@ -40,21 +39,12 @@ RATE = 100
 def bench_config(state_dir: Path) -> Config:
     step = {"weight": 30, "min_duration_s": 3600, "max_duration_s": 7200, "min_requests": 50}
     return Config.model_validate(
-        {
-            "state_dir": str(state_dir),
-            "collector": {"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "lateness_s": 0.5},
-            "api": {"listen": f"127.0.0.1:{free_port()}"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{free_port()}",
-                    "stable": "v1",
-                    "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
-                    "rollout": {"steps": [step]},
-                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-                }
-            ],
-        }
+        quick_settings(
+            state_dir,
+            quick_service("web", f"127.0.0.1:{free_port()}", steps=[step]),
+            collector={"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "lateness_s": 0.5},
+            api=f"127.0.0.1:{free_port()}",
+        )
     )
 
 

@@ -15,11 +15,19 @@ import os
 import re
 import types
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from fridaymorning.analysis.policy import AnalysisConfig
@@ -68,6 +76,16 @@ def parse_address(value: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range 1-65535")
     return host.strip("[]"), port
+
+
+def _checked_address(value: str) -> str:
+    """`value` unchanged when parse_address accepts it."""
+    parse_address(value)
+    return value
+
+
+# A 'host:port' setting (a frontend, a listen address), checked as the config is read.
+Address = Annotated[str, AfterValidator(_checked_address)]
 
 
 # A brought HAProxy's admin socket: a Unix socket's absolute path, or a `stats socket ipv4@` address.
@@ -420,19 +438,13 @@ class ServiceConfig(StrictModel):
     """One service: its HAProxy frontend and backend, how to run it, and how to roll it out."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
-    frontend: str = Field(description="HOST:PORT where HAProxy accepts this service's clients")
+    frontend: Address = Field(description="HOST:PORT where HAProxy accepts this service's clients")
     stable: str = Field(description="the version that serves traffic when no rollout runs")
     platform: PlatformConfig
     rollout: RolloutConfig
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     hooks: list[HookConfig] = Field(default_factory=list)
     notifications: list[NotificationConfig] = Field(default_factory=list)
-
-    @field_validator("frontend")
-    @classmethod
-    def frontend_is_address(cls, value: str) -> str:
-        parse_address(value)
-        return value
 
     @field_validator("stable")
     @classmethod
@@ -449,7 +461,7 @@ class CollectorConfig(StrictModel):
     """
 
     protocol: Literal["udp", "tcp"] = "udp"
-    listen: str = "127.0.0.1:5140"
+    listen: Address = "127.0.0.1:5140"
     lateness_s: float = Field(default=1.0, ge=0, le=30, description="how long a second stays open")
     reconcile_interval_s: float = Field(
         default=60.0,
@@ -457,12 +469,6 @@ class CollectorConfig(StrictModel):
         le=3600,
         description="how often logged requests are checked against HAProxy's counters",
     )
-
-    @field_validator("listen")
-    @classmethod
-    def listen_is_address(cls, value: str) -> str:
-        parse_address(value)
-        return value
 
 
 class StoreConfig(StrictModel):
@@ -486,13 +492,7 @@ class StoreConfig(StrictModel):
 class ApiConfig(StrictModel):
     """The HTTP API. It binds to loopback unless told otherwise."""
 
-    listen: str = "127.0.0.1:8787"
-
-    @field_validator("listen")
-    @classmethod
-    def listen_is_address(cls, value: str) -> str:
-        parse_address(value)
-        return value
+    listen: Address = "127.0.0.1:8787"
 
 
 class Config(StrictModel):

@@ -31,26 +31,35 @@ from fridaymorning.router.haproxy import admin_command
 DEADLINE_S = 120.0
 
 
-# One instance of a fleet, as its team would write it: an admin socket, logs to the one collector
-# tagged with the instance's name (`log-send-hostname`), and a frontend sending everything to our
-# backend `web`, which it loads from fridaymorning's file (a second `-f`).
-INSTANCE_CONFIG = """\
-global
-    stats socket {admin} mode 600 level admin
-    log {collector} local0
-    log-send-hostname {name}
-    maxconn 500
+# The `defaults` section of every team's HAProxy here (fleet instances and the fleet tests' own).
+TEAM_DEFAULTS = """\
 defaults
     mode http
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+"""
+
+# One instance of a fleet, as its team would write it: an admin socket, logs to the one collector
+# tagged with the instance's name (`log-send-hostname`), and a frontend sending everything to our
+# backend `web`, which it loads from fridaymorning's file (a second `-f`).
+INSTANCE_CONFIG = (
+    """\
+global
+    stats socket {admin} mode 600 level admin
+    log {collector} local0
+    log-send-hostname {name}
+    maxconn 500
+"""
+    + TEAM_DEFAULTS
+    + """\
 frontend www
     bind {address}:{port}
     log global
     log-format "{log_format}"
     default_backend web
 """
+)
 
 
 def instance_config(*, admin: str, collector: str, name: str, address: str, port: int) -> str:

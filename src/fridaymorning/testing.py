@@ -21,12 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fridaymorning.errors import InstanceLagError, RouterError
 from fridaymorning.models import Instance, ServerState, ServerStatus, Window
@@ -35,9 +35,14 @@ from fridaymorning.procfs import parent_pid, pids
 from fridaymorning.router import Share, weights_for_shares
 
 if TYPE_CHECKING:
-    from fridaymorning.config import ServiceConfig
+    from hypothesis.strategies import SearchStrategy
+
+    from fridaymorning.config import Config, ServiceConfig
     from fridaymorning.ingest.syslog import UdpCollector
     from fridaymorning.router import HAProxyProcess, HAProxyRouter
+
+
+T = TypeVar("T")
 
 
 class FakeRouter:
@@ -603,6 +608,28 @@ def httplog_line(
     return f"{client} {date} {frontend} {target} {timers} {status} {size} - - {termination} {counts}{tail}"
 
 
+def mutated(samples: Sequence[Sequence[T]], alphabet: Sequence[T]) -> SearchStrategy[list[T]]:
+    """A hypothesis strategy (for property tests of parsers): one of `samples` as a list of its items,
+    with up to three items replaced or inserted (from `alphabet`) or deleted."""
+    from hypothesis import strategies as st
+
+    def mutate(draw: st.DrawFn) -> list[T]:
+        line = list(draw(st.sampled_from(samples)))
+        for _ in range(draw(st.integers(0, 3))):
+            position = draw(st.integers(0, len(line)))
+            item = draw(st.sampled_from(alphabet))
+            action = draw(st.sampled_from(("replace", "insert", "delete")))
+            if action == "insert" or position == len(line):
+                line.insert(position, item)
+            elif action == "replace":
+                line[position] = item
+            else:
+                del line[position]
+        return line
+
+    return st.composite(mutate)()
+
+
 @contextlib.contextmanager
 def local_time_zone(spec: str) -> Iterator[None]:
     """Run with the local time zone `spec` (a TZ value such as "UTC0"), then restore the machine's.
@@ -713,6 +740,36 @@ class FakeClock:
         return self.now
 
 
+def unstarted_service(name: str = "web", frontend: str = "127.0.0.1:8080", **sections: Any) -> dict[str, Any]:
+    """A service's settings for tests that never run its command: stable v1, a placeholder command and
+    one step of 10%; `sections` (rollout, analysis…) replace or add to them."""
+    return {
+        "name": name,
+        "frontend": frontend,
+        "stable": "v1",
+        "platform": {"command": ["app", "{port}"]},
+        "rollout": {"steps": [{"weight": 10}]},
+        **sections,
+    }
+
+
+def router_config(base_dir: Path, frontend_port: int, **rollout: Any) -> Config:
+    """A config for tests of the router and a real HAProxy alone (nothing runs the service's command):
+    one service 'web' on 127.0.0.1:`frontend_port` with steps of 10 and 50% and fast health checks;
+    `rollout` adds strategy, ab or affinity settings. Its state directory is made."""
+    from fridaymorning.config import Config
+
+    service = unstarted_service(
+        frontend=f"127.0.0.1:{frontend_port}",
+        platform={"command": ["app", "--port", "{port}"], "health_path": "/healthz"},
+        rollout={"steps": [{"weight": 10}, {"weight": 50}], **rollout},
+    )
+    config = Config.model_validate({"haproxy": {"health_check_interval_ms": 200}, "services": [service]})
+    config.base_dir = str(base_dir)
+    config.state_path().mkdir(parents=True, exist_ok=True)
+    return config
+
+
 def harness_service(*weights: int) -> ServiceConfig:
     """A service for ControllerHarness: one step per canary weight (percent), each of 5 to 20 s and at
     least 50 canary requests, judged at every driven second."""
@@ -720,17 +777,10 @@ def harness_service(*weights: int) -> ServiceConfig:
 
     step = {"min_duration_s": 5, "max_duration_s": 20, "min_requests": 50}
     return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {
-                "judge_interval_s": 0.001,
-                "steps": [{"weight": weight, **step} for weight in weights],
-            },
-            "analysis": {"min_requests": 50},
-        }
+        unstarted_service(
+            rollout={"judge_interval_s": 0.001, "steps": [{"weight": weight, **step} for weight in weights]},
+            analysis={"min_requests": 50},
+        )
     )
 
 
@@ -793,6 +843,13 @@ class ControllerHarness:
             await asyncio.gather(task, return_exceptions=True)
         self.controller = self._new_controller()
         await self.controller.start(await self.platform.adopt())
+
+    async def start_rollout(self, version: str = "v2", seconds: int = 0, traffic: bool = True) -> Any:
+        """Start the controller, deploy `version` and drive `seconds`; the rollout as deployed."""
+        await self.controller.start()
+        rollout = self.controller.deploy(version)
+        await self.drive(seconds, traffic)
+        return rollout
 
     async def drive(self, seconds: int, traffic: bool = True) -> None:
         """Advance virtual time second by second, writing windows as the collector would."""
@@ -922,6 +979,68 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+async def deploy_each(
+    controller: Any, versions: Sequence[str], timeout_s: float = 2 * EVENT_DEADLINE_S
+) -> list[Any]:
+    """Deploy each version in turn to a running ServiceController, each once the previous rollout has
+    finished; the final state of every rollout."""
+    finals = []
+    for version in versions:
+        controller.deploy(version)
+        final = await asyncio.wait_for(controller.wait(), timeout_s)
+        assert final is not None, f"the rollout of {version} left no state"
+        finals.append(final)
+    return finals
+
+
+@contextlib.asynccontextmanager
+async def wrk_load(wrk: str, url: str, seconds: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    """wrk (one thread, 10 connections) against `url` for `seconds` at the most, its report piped; it is
+    killed on leaving the block if it still runs. Read the report with `wrk_report`."""
+    load = await asyncio.create_subprocess_exec(
+        wrk,
+        "-t1",
+        "-c10",
+        f"-d{seconds}s",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        yield load
+    finally:
+        if load.returncode is None:
+            load.kill()
+            await load.wait()
+
+
+async def wrk_report(load: asyncio.subprocess.Process, timeout_s: float) -> str:
+    """wrk's report once it has ended (within `timeout_s`); wrk must have exited 0 and counted requests."""
+    async with asyncio.timeout(timeout_s):
+        output = (await load.communicate())[0].decode()
+    assert load.returncode == 0, output
+    assert re.search(r"\d+ requests in", output), output
+    return output
+
+
+def wrk_failures(report: str) -> list[str]:
+    """The lines of wrk's report that announce failures (wrk prints them only when non-zero)."""
+    return [line for line in report.splitlines() if re.search(r"Non-2xx|Socket errors", line)]
+
+
+def admin_answer(socket_path: str | Path, command: str, timeout_s: float = 10.0) -> str:
+    """One command on a fresh connection to a HAProxy admin socket (or a fake's), as the router sends
+    it, without an event loop: the whole answer."""
+    with socket.socket(socket.AF_UNIX) as connection:
+        connection.settimeout(timeout_s)
+        connection.connect(str(socket_path))
+        connection.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def listening(port: int) -> bool:
     """True when something accepts TCP connections on 127.0.0.1:`port` right now."""
     try:
@@ -1016,6 +1135,55 @@ VERSIONED_APP = (
     "sys.argv = ['app', '--port', port, '--version', version]\n"
     "runpy.run_module('fridaymorning.demo.app', run_name='__main__')\n"
 )
+
+
+def versioned_app_platform(**settings: Any) -> dict[str, Any]:
+    """The `platform` section that runs VERSIONED_APP as local processes; `settings` adds to it."""
+    return {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"], **settings}
+
+
+# A step is done within seconds when idle; its maximum duration leaves a busy machine time to gather
+# the evidence before the rollout is held.
+QUICK_STEPS = [
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
+]
+# p50 alone: a few hundred requests settle it, where p99 would need thousands.
+QUICK_ANALYSIS = {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5}
+
+
+def quick_service(
+    name: str,
+    frontend: str,
+    *,
+    platform: dict[str, Any] | None = None,
+    steps: Sequence[Mapping[str, Any]] = QUICK_STEPS,
+    **rollout: Any,
+) -> dict[str, Any]:
+    """A service (of VERSIONED_APP unless `platform` says otherwise), stable at v1, with quick steps and
+    the p50-only analysis; `rollout` adds rollout settings."""
+    return {
+        "name": name,
+        "frontend": frontend,
+        "stable": "v1",
+        "platform": versioned_app_platform() if platform is None else platform,
+        "rollout": {"steps": [dict(step) for step in steps], **rollout},
+        "analysis": dict(QUICK_ANALYSIS),
+    }
+
+
+def quick_settings(
+    state_dir: str | Path, service: dict[str, Any], *, collector: dict[str, Any], api: str, **sections: Any
+) -> dict[str, Any]:
+    """A whole fridaymorning.yaml, as a dict, for one service: `collector` and `api` on addresses the
+    caller chose, `sections` (haproxy, base_dir…) as given."""
+    return {
+        "state_dir": str(state_dir),
+        **sections,
+        "collector": collector,
+        "api": {"listen": api},
+        "services": [service],
+    }
 
 
 class FakeHAProxyCounters:

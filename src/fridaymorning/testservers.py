@@ -10,15 +10,18 @@ failure, never a skip.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 READY_DEADLINE_S = 120.0
 STOP_DEADLINE_S = 20.0
@@ -46,6 +49,13 @@ class RunningServer:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def instant_query(self, promql: str) -> list[Any]:
+        """The result vector of a PromQL instant query (`/api/v1/query`: Prometheus, VictoriaMetrics)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            result: list[Any] = json.load(answer)["data"]["result"]
+        return result
 
 
 def loopback_port() -> int:

@@ -20,10 +20,10 @@ from fridaymorning.platform.local import free_port as free_port_on
 from fridaymorning.procfs import pids, process_alive, read_cmdline
 from fridaymorning.router import HAProxyProcess, HAProxyRouter, StopTimeouts
 from fridaymorning.testing import (
-    VERSIONED_APP,
     LoggingHAProxy,
     answering_haproxy_config,
     logging_haproxy_config,
+    quick_service,
 )
 from fridaymorning.testservers import (
     MissingServerError,
@@ -175,35 +175,12 @@ async def labelled_upstreams(haproxy_binary: str, tmp_path: Path) -> AsyncIterat
         await process.stop()
 
 
-# A step is done within seconds when idle; its maximum duration leaves a busy machine time to gather
-# the evidence before the rollout is held.
-QUICK_STEPS = [
-    {"weight": 20, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
-    {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
-]
-
-
-def quick_service(name: str, frontend_port: int, **rollout: Any) -> dict[str, Any]:
-    """A service of the versioned demo app with quick steps; `rollout` overrides rollout settings."""
-    import sys
-
-    return {
-        "name": name,
-        "frontend": f"127.0.0.1:{frontend_port}",
-        "stable": "v1",
-        "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
-        "rollout": {"steps": QUICK_STEPS, **rollout},
-        # p50 alone: a few hundred requests settle it, where p99 would need thousands.
-        "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-    }
-
-
 @pytest.fixture
 def service_settings(free_port: Callable[[], int]) -> ServiceSettings:
     """`service_settings(name, **rollout)`: a quick service of the versioned demo app on a free port."""
 
     def build(name: str = "web", **rollout: Any) -> dict[str, Any]:
-        return quick_service(name, free_port(), **rollout)
+        return quick_service(name, f"127.0.0.1:{free_port()}", **rollout)
 
     return build
 
@@ -220,7 +197,7 @@ def runtime_config(tmp_path: Path, free_port: Callable[[], int], haproxy_binary:
                 "haproxy": {"binary": haproxy_binary},
                 "collector": {"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
                 "api": {"listen": f"127.0.0.1:{free_port()}"},
-                "services": list(services) or [quick_service("web", free_port())],
+                "services": list(services) or [quick_service("web", f"127.0.0.1:{free_port()}")],
             }
         )
 

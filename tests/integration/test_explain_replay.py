@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ import yaml
 
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import EVENT_DEADLINE_S, run_fm
+from fridaymorning.testing import deploy_each, run_fm
 
 if TYPE_CHECKING:
     from tests.integration.conftest import RuntimeConfig, ServiceSettings, StartRuntime
@@ -32,18 +31,8 @@ async def test_explain_and_replay_a_promotion_and_a_rollback(
     path = tmp_path / "fridaymorning.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     runtime = await start_runtime(config)
-    traffic = BackgroundTraffic(f"http://{config.services[0].frontend}/", rate=150)
-    traffic.start()
-    controller = runtime.controllers["web"]
-    try:
-        outcomes = []
-        for version in ("v2", "broken4"):
-            controller.deploy(version)
-            outcome = await asyncio.wait_for(controller.wait(), 2 * EVENT_DEADLINE_S)
-            assert outcome is not None
-            outcomes.append(outcome)
-    finally:
-        traffic.stop()
+    with BackgroundTraffic(f"http://{config.services[0].frontend}/", rate=150):
+        outcomes = await deploy_each(runtime.controllers["web"], ("v2", "broken4"))
     assert [o.phase for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]
 
     history = json.loads(run_fm("history", "--json", config=path).stdout)

@@ -4,14 +4,13 @@ answers, and leave the same servers, weights and states behind. Unit tests of th
 from __future__ import annotations
 
 import csv
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fridaymorning.testing import FakeHAProxyAdmin, wait_for_sync
+from fridaymorning.testing import FakeHAProxyAdmin, admin_answer, wait_for_sync
 
 pytestmark = pytest.mark.haproxy
 
@@ -70,25 +69,13 @@ SCRIPT = [
 ]
 
 
-def send(path: Path, command: str) -> str:
-    """One command on a fresh connection, as the router sends it; the whole answer."""
-    with socket.socket(socket.AF_UNIX) as connection:
-        connection.settimeout(10)
-        connection.connect(str(path))
-        connection.sendall(command.encode() + b"\n")
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
 def answers(path: Path) -> list[tuple[str, str]]:
-    return [(command, send(path, command)) for command in SCRIPT]
+    return [(command, admin_answer(path, command)) for command in SCRIPT]
 
 
 def servers_left(path: Path) -> list[tuple[str, ...]]:
     """From `show servers state`: each server's backend, name, address, admin state, weights and port."""
-    lines = send(path, "show servers state").strip().splitlines()
+    lines = admin_answer(path, "show servers state").strip().splitlines()
     header = lines[1][2:].split()
     keep = ("be_name", "srv_name", "srv_addr", "srv_admin_state", "srv_uweight", "srv_iweight", "srv_port")
     return [tuple(dict(zip(header, line.split(), strict=False))[key] for key in keep) for line in lines[2:]]
@@ -96,7 +83,7 @@ def servers_left(path: Path) -> list[tuple[str, ...]]:
 
 def stat_rows(path: Path) -> list[tuple[str, ...]]:
     """From `show stat`: the rows of backends web and legacy, with the columns the router reads."""
-    text = send(path, "show stat")
+    text = admin_answer(path, "show stat")
     rows = csv.DictReader(line for line in text[2:].splitlines() if line)
     keep = ("pxname", "svname", "status", "uweight", "addr", "algo")
     return [tuple(row[key] for key in keep) for row in rows if row["pxname"] in ("web", "legacy")]
@@ -111,7 +98,7 @@ def real_admin(haproxy_binary: str, tmp_path: Path) -> Iterator[Path]:
     process = subprocess.Popen([haproxy_binary, "-db", "-f", str(config_path)], stderr=subprocess.DEVNULL)
     try:
         wait_for_sync(
-            lambda: socket_path.exists() and send(socket_path, "show info"), "HAProxy's admin socket"
+            lambda: socket_path.exists() and admin_answer(socket_path, "show info"), "HAProxy's admin socket"
         )
         yield socket_path
     finally:
@@ -142,5 +129,5 @@ def test_the_fake_is_left_in_the_state_haproxy_is_left_in(real_admin: Path, fake
 
 def test_an_unknown_command_is_refused_as_haproxy_does(real_admin: Path, fake_admin: Path) -> None:
     """An unknown command gets HAProxy's 'Unknown command' answer (its list of suggestions aside)."""
-    real, fake = send(real_admin, "show nothing"), send(fake_admin, "show nothing")
+    real, fake = admin_answer(real_admin, "show nothing"), admin_answer(fake_admin, "show nothing")
     assert fake.splitlines()[0] == real.splitlines()[0]

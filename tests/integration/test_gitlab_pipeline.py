@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, wait_for_sync
+from fridaymorning.testing import EVENT_DEADLINE_S, QUICK_ANALYSIS, FmUpProcess, wait_for_sync
 
 pytestmark = [pytest.mark.gitlab, pytest.mark.haproxy, pytest.mark.slow]
 
@@ -42,7 +42,6 @@ QUICK_STEPS = [
     {"weight": 20, "min_duration_s": 3, "max_duration_s": 300, "min_requests": 50},
     {"weight": 50, "min_duration_s": 3, "max_duration_s": 300, "min_requests": 50},
 ]
-QUICK_ANALYSIS = {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5}
 # A whole pipeline: jobs of a few seconds each plus a rollout, on a busy machine.
 PIPELINE_TIMEOUT_S = 3 * EVENT_DEADLINE_S
 
@@ -158,7 +157,7 @@ def host_config(path: Path, stable: str, releases: Path, free_port: Callable[[],
     command[1] = str(releases / "{version}" / "app.py")
     service["platform"]["replicas"] = 1
     service["rollout"] = {"steps": QUICK_STEPS}
-    service["analysis"] = QUICK_ANALYSIS
+    service["analysis"] = dict(QUICK_ANALYSIS)
     path.write_text(yaml.safe_dump(config))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import sys
@@ -35,7 +34,7 @@ from fridaymorning.router import (
     render_haproxy_config,
     write_live_config,
 )
-from fridaymorning.testing import EVENT_DEADLINE_S
+from fridaymorning.testing import EVENT_DEADLINE_S, router_config, wrk_failures, wrk_load, wrk_report
 
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
@@ -45,27 +44,6 @@ FAST_STOP = StopTimeouts(graceful_s=3.0)
 LOAD_SECONDS = 4
 
 Upstreams = Callable[[list[str]], Awaitable[list[int]]]
-
-
-def make_config(base_dir: Path, frontend_port: int, **rollout: Any) -> Config:
-    """One service 'web' on 127.0.0.1:`frontend_port`; `rollout` adds strategy, ab or affinity settings."""
-    config = Config.model_validate(
-        {
-            "haproxy": {"health_check_interval_ms": 200},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{frontend_port}",
-                    "stable": "v1",
-                    "platform": {"command": ["app", "--port", "{port}"], "health_path": "/healthz"},
-                    "rollout": {"steps": [{"weight": 10}, {"weight": 50}], **rollout},
-                }
-            ],
-        }
-    )
-    config.base_dir = str(base_dir)
-    config.state_path().mkdir(parents=True, exist_ok=True)
-    return config
 
 
 @dataclass
@@ -113,7 +91,7 @@ async def deploy(
 
     async def start(**rollout: Any) -> Deployment:
         frontend_port = free_port()
-        config = make_config(tmp_path, frontend_port, **rollout)
+        config = router_config(tmp_path, frontend_port, **rollout)
         config_path = config.state_path("haproxy.cfg")
         config_path.write_text(render_haproxy_config(config, COLLECTOR), encoding="utf-8")
         process = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=FAST_STOP)
@@ -160,37 +138,6 @@ async def wait_for_new_worker(process: HAProxyProcess, old_worker: int) -> int:
             await asyncio.sleep(0.05)
 
 
-async def run_wrk(wrk_binary: str, url: str, seconds: int) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        wrk_binary,
-        "-t1",
-        "-c10",
-        f"-d{seconds}s",
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-
-
-async def wrk_report(load: asyncio.subprocess.Process, seconds: int) -> str:
-    """wrk's report; wrk is killed if it overruns."""
-    try:
-        async with asyncio.timeout(seconds + EVENT_DEADLINE_S):
-            output = (await load.communicate())[0].decode()
-    finally:
-        if load.returncode is None:
-            load.kill()
-            await load.wait()
-    assert load.returncode == 0, output
-    assert re.search(r"\d+ requests in", output), output
-    return output
-
-
-def wrk_failures(output: str) -> list[str]:
-    """The lines of wrk's report that announce failures (wrk prints them only when non-zero)."""
-    return [line for line in output.splitlines() if re.search(r"Non-2xx|Socket errors", line)]
-
-
 # --------------------------------------------------------------------------------------------------
 # Reloads
 # --------------------------------------------------------------------------------------------------
@@ -206,18 +153,18 @@ async def test_reload_keeps_servers_and_weights_without_failed_requests(
     await web.router.add_server("web", "v1-1", "127.0.0.1", stable_port, weight=180)
     await web.router.add_server("web", "v2-1", "127.0.0.1", canary_port, weight=20)
     await wait_until_up(web.router, "web", ["v1-1", "v2-1"])
-    load = await run_wrk(wrk_binary, web.url, LOAD_SECONDS)
-    await asyncio.sleep(1)
+    async with wrk_load(wrk_binary, web.url, LOAD_SECONDS) as load:
+        await asyncio.sleep(1)
 
-    text = await write_live_config(web.config_path, web.config, COLLECTOR, web.router)
-    assert f"server v1-1 127.0.0.1:{stable_port} weight 180 check" in text
-    assert f"server v2-1 127.0.0.1:{canary_port} weight 20 check" in text
-    old_worker = await web.process.worker_pid()
-    await web.process.reload()
+        text = await write_live_config(web.config_path, web.config, COLLECTOR, web.router)
+        assert f"server v1-1 127.0.0.1:{stable_port} weight 180 check" in text
+        assert f"server v2-1 127.0.0.1:{canary_port} weight 20 check" in text
+        old_worker = await web.process.worker_pid()
+        await web.process.reload()
 
-    assert await web.process.worker_pid() != old_worker
-    assert await web.router.get_weights("web") == {"v1-1": 180, "v2-1": 20}
-    output = await wrk_report(load, LOAD_SECONDS)
+        assert await web.process.worker_pid() != old_worker
+        assert await web.router.get_weights("web") == {"v1-1": 180, "v2-1": 20}
+        output = await wrk_report(load, LOAD_SECONDS + EVENT_DEADLINE_S)
     assert wrk_failures(output) == [], output
     states = {state.server: state for state in await web.router.server_states("web")}
     assert {name: state.status for name, state in states.items()} == {
@@ -334,7 +281,7 @@ async def test_haproxy_survives_sigkill_of_its_parent_and_is_adopted(
     """A SIGKILLed `fm` leaves HAProxy serving; a new HAProxyProcess adopts it (nothing started), the
     router and reload() work on it, and stop() ends it: no process with its config remains."""
     frontend_port = free_port()
-    config = make_config(tmp_path, frontend_port)
+    config = router_config(tmp_path, frontend_port)
     config_path = config.state_path("haproxy.cfg")
     config_path.write_text(render_haproxy_config(config, COLLECTOR), encoding="utf-8")
     parent = await asyncio.create_subprocess_exec(
@@ -379,7 +326,7 @@ async def test_haproxy_survives_sigkill_of_its_parent_and_is_adopted(
 async def test_adopt_finds_nothing_and_cleans_stale_files(haproxy_binary: str, tmp_path: Path) -> None:
     """With a pidfile naming a process that is not our HAProxy and a dead socket, adopt() returns
     False and removes both, so the caller starts a fresh HAProxy."""
-    config = make_config(tmp_path, 8080)
+    config = router_config(tmp_path, 8080)
     config_path = config.state_path("haproxy.cfg")
     config_path.write_text(render_haproxy_config(config, COLLECTOR), encoding="utf-8")
     pidfile = config.state_path("haproxy.pid")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,14 @@ from fridaymorning.router import (
     StopTimeouts,
     render_haproxy_config,
 )
-from fridaymorning.testing import EVENT_DEADLINE_S, wait_for
+from fridaymorning.testing import (
+    EVENT_DEADLINE_S,
+    router_config,
+    wait_for,
+    wrk_failures,
+    wrk_load,
+    wrk_report,
+)
 
 if TYPE_CHECKING:
     from tests.integration.conftest import Upstreams
@@ -31,26 +37,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.haproxy, pytest.mark.timeout(600)]
 
 LOAD_SECONDS = 300
-
-
-def make_config(base_dir: Path, frontend_port: int) -> Config:
-    """One service 'web' whose frontend listens on 127.0.0.1:`frontend_port`."""
-    config = Config.model_validate(
-        {
-            "haproxy": {"health_check_interval_ms": 200},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{frontend_port}",
-                    "stable": "v1",
-                    "platform": {"command": ["app", "--port", "{port}"], "health_path": "/healthz"},
-                    "rollout": {"steps": [{"weight": 10}, {"weight": 50}]},
-                }
-            ],
-        }
-    )
-    config.base_dir = str(base_dir)
-    return config
 
 
 def write_config(config: Config, directory: Path) -> Path:
@@ -76,7 +62,7 @@ async def haproxy(
 ) -> AsyncIterator[RunningHAProxy]:
     """A real HAProxy started from a rendered config, with a router on its admin socket."""
     frontend_port = free_port()
-    config = make_config(tmp_path, frontend_port)
+    config = router_config(tmp_path, frontend_port)
     config_path = write_config(config, tmp_path)
     process = HAProxyProcess(config_path, binary=haproxy_binary)
     await process.start()
@@ -119,7 +105,7 @@ def test_rendered_config_passes_haproxy_check(
     haproxy_binary: str, tmp_path: Path, free_port: Callable[[], int]
 ) -> None:
     """HAProxy itself accepts the rendered config (`haproxy -c`)."""
-    config_path = write_config(make_config(tmp_path, free_port()), tmp_path)
+    config_path = write_config(router_config(tmp_path, free_port()), tmp_path)
     HAProxyProcess(config_path, binary=haproxy_binary).check()
 
 
@@ -201,11 +187,6 @@ async def test_server_state_dump_is_written(haproxy: RunningHAProxy, http_upstre
     assert any(" web " in line and " v1-1 " in line for line in lines[2:])
 
 
-def wrk_failures(output: str) -> list[str]:
-    """The lines of wrk's report that announce failures (wrk prints them only when non-zero)."""
-    return [line for line in output.splitlines() if re.search(r"Non-2xx|Socket errors", line)]
-
-
 async def test_servers_change_under_load_without_failed_requests(
     haproxy: RunningHAProxy, http_upstreams: Upstreams, wrk_binary: str
 ) -> None:
@@ -214,16 +195,8 @@ async def test_servers_change_under_load_without_failed_requests(
     router = haproxy.router
     await router.add_server("web", "v1-1", "127.0.0.1", stable_port, weight=100)
     await wait_for_status(router, "v1-1", ServerStatus.UP)
-    load = await asyncio.create_subprocess_exec(
-        wrk_binary,
-        "-t1",
-        "-c10",
-        f"-d{LOAD_SECONDS}s",  # an upper bound: SIGINT ends it once the servers have changed
-        f"http://127.0.0.1:{haproxy.frontend_port}/",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
+    # LOAD_SECONDS is an upper bound: SIGINT ends wrk once the servers have changed.
+    async with wrk_load(wrk_binary, f"http://127.0.0.1:{haproxy.frontend_port}/", LOAD_SECONDS) as load:
         await served_by(router, "v1-1")
         await router.add_server("web", "v2-1", "127.0.0.1", canary_port, weight=0)
         await wait_for_status(router, "v2-1", ServerStatus.UP)
@@ -235,14 +208,7 @@ async def test_servers_change_under_load_without_failed_requests(
         await router.remove_server("web", "v1-1")
         await served_by(router, "v2-1", more_than=await requests_of(router, "v2-1"))
         load.send_signal(signal.SIGINT)  # wrk stops and prints its report
-        async with asyncio.timeout(EVENT_DEADLINE_S):
-            output = (await load.communicate())[0].decode()
-    finally:
-        if load.returncode is None:
-            load.kill()
-            await load.wait()
-    assert load.returncode == 0, output
-    assert re.search(r"\d+ requests in", output), output
+        output = await wrk_report(load, EVENT_DEADLINE_S)
     assert wrk_failures(output) == [], output
     [canary] = await router.server_states("web")
     assert canary.server == "v2-1" and canary.total_requests > 0
@@ -256,7 +222,7 @@ async def test_port_in_use_is_reported(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        config_path = write_config(make_config(tmp_path, port), tmp_path)
+        config_path = write_config(router_config(tmp_path, port), tmp_path)
         process = HAProxyProcess(config_path, binary=haproxy_binary)
         with pytest.raises(PortInUseError, match=f"HAProxy frontend web cannot listen on 127.0.0.1:{port}"):
             await process.start()
@@ -265,7 +231,7 @@ async def test_port_in_use_is_reported(
 
 async def test_missing_binary_gives_install_advice(tmp_path: Path) -> None:
     """A missing haproxy binary gives MissingBinaryError that says how to install HAProxy."""
-    config_path = write_config(make_config(tmp_path, 8080), tmp_path)
+    config_path = write_config(router_config(tmp_path, 8080), tmp_path)
     process = HAProxyProcess(config_path, binary="haproxy-does-not-exist")
     with pytest.raises(MissingBinaryError, match="sudo apt-get install -y haproxy"):
         await process.start()
@@ -297,7 +263,7 @@ async def test_stop_leaves_no_process(
     http-request`, so the graceful wait (1 s here) runs out and stop() sends SIGTERM.
     """
     port = free_port()
-    config_path = write_config(make_config(tmp_path, port), tmp_path)
+    config_path = write_config(router_config(tmp_path, port), tmp_path)
     process = HAProxyProcess(config_path, binary=haproxy_binary, stop_timeouts=StopTimeouts(graceful_s=1.0))
     await process.start()
     assert len(processes_using(config_path)) == 2  # master and worker

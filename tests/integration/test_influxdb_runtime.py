@@ -16,7 +16,7 @@ import yaml
 
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import EVENT_DEADLINE_S, run_fm, wait_for, wait_for_sync
+from fridaymorning.testing import EVENT_DEADLINE_S, deploy_each, run_fm, wait_for, wait_for_sync
 from fridaymorning.testservers import RunningServer, influxdb_server, stop
 
 if TYPE_CHECKING:
@@ -41,18 +41,10 @@ async def test_a_promotion_and_a_rollback_judged_from_influxdb_alone(
     path = tmp_path / "fridaymorning.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     runtime = await start_runtime(config)
-    traffic = BackgroundTraffic(f"http://{config.services[0].frontend}/", rate=150)
-    traffic.start()
-    controller = runtime.controllers["web"]
-    try:
-        outcomes = []
-        for version in ("v2", "broken4"):
-            controller.deploy(version)
-            outcomes.append(await asyncio.wait_for(controller.wait(), 2 * EVENT_DEADLINE_S))
+    with BackgroundTraffic(f"http://{config.services[0].frontend}/", rate=150):
+        outcomes = await deploy_each(runtime.controllers["web"], ("v2", "broken4"))
         status = await asyncio.to_thread(run_fm, "status", config=path)  # the API runs on this loop
-    finally:
-        traffic.stop()
-    assert [o.phase if o else None for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]
+    assert [o.phase for o in outcomes] == [RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK]
     assert "store buffer" in status.stdout and "0 overflowed" in status.stdout, status.stdout
     assert not list(config.state_path().glob("metrics.db*"))
 
@@ -126,9 +118,7 @@ async def test_an_influxdb_outage_of_ten_seconds_during_a_rollout_loses_no_windo
         series = answer["results"][0].get("series")
         return int(series[0]["values"][0][1]) if series else 0
 
-    traffic = BackgroundTraffic(f"http://{config.services[0].frontend}/", rate=150)
-    traffic.start()
-    try:
+    with BackgroundTraffic(f"http://{config.services[0].frontend}/", rate=150):
         controller.deploy("v2")
         await wait_for(lambda: buffer().get("sent"), "windows written before the outage")
         stop(influxdb)
@@ -139,8 +129,6 @@ async def test_an_influxdb_outage_of_ten_seconds_during_a_rollout_loses_no_windo
         assert buffer()["pending"] > 0 and buffer()["overflowed"] == 0
         restarts.enter_context(influxdb_server(influxdb.data_dir, port=influxdb.port))
         final = await asyncio.wait_for(controller.wait(), 4 * EVENT_DEADLINE_S)
-    finally:
-        traffic.stop()
     assert final is not None and final.phase is RolloutPhase.PROMOTED, final
     events = runtime.states.events(final.id)
     assert any(event["verdict"] and event["verdict"]["phase"] == "error" for event in events)

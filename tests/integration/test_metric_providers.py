@@ -51,15 +51,7 @@ def exporter() -> Iterator[tuple[str, Gauge]]:
 def prometheus(start_prometheus: Callable[..., RunningServer], exporter: tuple[str, Gauge]) -> RunningServer:
     """A real Prometheus that has scraped the exporter at least once."""
     server = start_prometheus([exporter[0]])
-
-    def scraped() -> list[object]:
-        answer = httpx.get(
-            f"{server.url}/api/v1/query", params={"query": "app_latency_seconds"}, timeout=30
-        ).json()
-        result: list[object] = answer["data"]["result"]
-        return result
-
-    wait_for_sync(scraped, "Prometheus scraped the exporter")
+    wait_for_sync(lambda: server.instant_query("app_latency_seconds"), "Prometheus scraped the exporter")
     return server
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -43,13 +44,9 @@ def test_victoria_metrics_takes_line_protocol_and_shows_new_data(
     )
     assert written.status_code == 204, written.text
 
-    def newest() -> list[object]:
+    def newest() -> list[Any]:
         httpx.get(f"{victoria_metrics.url}/internal/force_flush", timeout=30)
-        answer = httpx.get(
-            f"{victoria_metrics.url}/api/v1/query", params={"query": 'probe_value{db="probe"}'}, timeout=30
-        ).json()
-        result: list[object] = answer["data"]["result"]
-        return result
+        return victoria_metrics.instant_query('probe_value{db="probe"}')
 
     result = wait_for_sync(newest, "VictoriaMetrics shows the point just written")
     assert result[0]["value"][1] == "7"
@@ -63,15 +60,9 @@ def test_prometheus_scrapes_a_target(start_prometheus: Callable[..., RunningServ
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         prometheus = start_prometheus([f"127.0.0.1:{port}"])
-
-        def scraped() -> list[object]:
-            answer = httpx.get(
-                f"{prometheus.url}/api/v1/query", params={"query": "fm_probe_value"}, timeout=30
-            ).json()
-            result: list[object] = answer["data"]["result"]
-            return result
-
-        result = wait_for_sync(scraped, "Prometheus scraped the target")
+        result = wait_for_sync(
+            lambda: prometheus.instant_query("fm_probe_value"), "Prometheus scraped the target"
+        )
         assert result[0]["value"][1] == "3"
     finally:
         server.shutdown()

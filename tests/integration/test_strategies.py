@@ -44,41 +44,38 @@ async def phase_reached(runtime: Runtime, rollout_id: int, phase: RolloutPhase) 
     return await wait_for(current, f"rollout {rollout_id} {phase}")
 
 
-async def test_blue_green_promotes_a_good_green(
-    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
+@pytest.mark.parametrize(
+    ("version", "rollback_window_s", "phase", "serving"),
+    [("v2", 4, RolloutPhase.PROMOTED, "v2-1"), ("broken2", 30, RolloutPhase.ROLLED_BACK, "v1-1")],
+    ids=["good-green-promoted", "bad-green-rolled-back-at-once"],
+)
+async def test_blue_green(
+    runtime_config: RuntimeConfig,
+    service_settings: ServiceSettings,
+    start_runtime: StartRuntime,
+    version: str,
+    rollback_window_s: int,
+    phase: RolloutPhase,
+    serving: str,
 ) -> None:
-    """Blue/green: green takes all traffic at once, passes its window, and blue is stopped."""
-    settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": 4})
+    """Blue/green: green takes all traffic at once. A good green passes its window and blue is stopped;
+    a failing green gives all traffic back to blue at once. Blue keeps serving without errors."""
+    settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": rollback_window_s})
     runtime = await start_runtime(runtime_config(settings))
     traffic = BackgroundTraffic(frontend_url(runtime), rate=120)
     traffic.start()
     try:
-        final = await deploy(runtime, "v2")
+        final = await deploy(runtime, version)
     finally:
         tally = traffic.stop()
-    assert final.phase is RolloutPhase.PROMOTED, final.reason
+    assert final.phase is phase, final.reason
     assert runtime.managed_router is not None
-    assert set(await runtime.managed_router.get_weights("web")) == {"v2-1"}
-    assert tally["v1"]["errors"] == tally["v2"]["errors"] == 0
-
-
-async def test_blue_green_rolls_back_a_bad_green_at_once(
-    runtime_config: RuntimeConfig, service_settings: ServiceSettings, start_runtime: StartRuntime
-) -> None:
-    """A failing green gives all traffic back to blue; blue keeps serving without errors."""
-    settings = service_settings(strategy="blue_green", blue_green={"rollback_window_s": 30})
-    runtime = await start_runtime(runtime_config(settings))
-    traffic = BackgroundTraffic(frontend_url(runtime), rate=120)
-    traffic.start()
-    try:
-        final = await deploy(runtime, "broken2")
-    finally:
-        tally = traffic.stop()
-    assert final.phase is RolloutPhase.ROLLED_BACK
-    assert final.finished_at - final.started_at < 30, "rolled back only after the rollback window"
-    assert runtime.managed_router is not None
-    assert set(await runtime.managed_router.get_weights("web")) == {"v1-1"}
+    assert set(await runtime.managed_router.get_weights("web")) == {serving}
     assert tally["v1"]["errors"] == 0
+    if phase is RolloutPhase.PROMOTED:
+        assert tally[version]["errors"] == 0
+    else:
+        assert final.finished_at - final.started_at < rollback_window_s, "rolled back only after the window"
 
 
 async def test_ab_sends_only_matched_requests_to_the_canary(

@@ -18,7 +18,15 @@ import yaml
 
 from fridaymorning.demo.image import build_images
 from fridaymorning.demo.run import BackgroundTraffic
-from fridaymorning.testing import EVENT_DEADLINE_S, FM, FmUpProcess, run_fm, wait_for_sync
+from fridaymorning.testing import (
+    EVENT_DEADLINE_S,
+    FM,
+    FmUpProcess,
+    quick_service,
+    quick_settings,
+    run_fm,
+    wait_for_sync,
+)
 
 from .conftest import find_free_port
 from .swarm_cluster import SwarmCluster, host_snapshot
@@ -55,35 +63,30 @@ def two_nodes() -> Iterator[SwarmCluster]:
     cluster.stop()
 
 
+SWARM_STEPS = [
+    {"weight": 20, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
+    {"weight": 50, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
+]
+
+
 def swarm_config(tmp_path: Path, cluster: SwarmCluster, haproxy: str, replicas: int, **rollout: Any) -> Path:
-    steps = [
-        {"weight": 20, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
-        {"weight": 50, "min_duration_s": 3, "max_duration_s": 240, "min_requests": 50},
-    ]
-    settings = {
-        "state_dir": str(tmp_path / "state"),
-        "haproxy": {"binary": haproxy},
-        "collector": {"listen": f"127.0.0.1:{find_free_port()}", "lateness_s": 0.5},
-        "api": {"listen": f"127.0.0.1:{find_free_port()}"},
-        "services": [
-            {
-                "name": "web",
-                "frontend": f"127.0.0.1:{find_free_port()}",
-                "stable": "v1",
-                "platform": {
-                    "url": f"swarm+unix://{cluster.manager.socket}",
-                    "image": "fm-demo:{version}",
-                    "container_port": 8080,
-                    "replicas": replicas,
-                    "health_timeout_s": SWARM_DEADLINE_S,
-                    "stop_grace_s": 2,
-                    "image_nodes": [worker.docker_host for worker in cluster.workers],
-                },
-                "rollout": {"steps": steps, **rollout},
-                "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-            }
-        ],
+    steps = rollout.pop("steps", SWARM_STEPS)
+    platform = {
+        "url": f"swarm+unix://{cluster.manager.socket}",
+        "image": "fm-demo:{version}",
+        "container_port": 8080,
+        "replicas": replicas,
+        "health_timeout_s": SWARM_DEADLINE_S,
+        "stop_grace_s": 2,
+        "image_nodes": [worker.docker_host for worker in cluster.workers],
     }
+    settings = quick_settings(
+        tmp_path / "state",
+        quick_service("web", f"127.0.0.1:{find_free_port()}", platform=platform, steps=steps, **rollout),
+        haproxy={"binary": haproxy},
+        collector={"listen": f"127.0.0.1:{find_free_port()}", "lateness_s": 0.5},
+        api=f"127.0.0.1:{find_free_port()}",
+    )
     path = tmp_path / "fridaymorning.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path

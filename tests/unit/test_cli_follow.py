@@ -15,6 +15,7 @@ from rich.console import Console
 
 from fridaymorning.client import ApiClient, ApiUnavailableError
 from fridaymorning.config import Config
+from fridaymorning.testing import unstarted_service
 from fridaymorning.views import explain_api_view, follow_event_line, follow_progress_line, verdict_summary
 
 from .test_cli_render import RENDER, rollouts, version_stats
@@ -108,20 +109,7 @@ def test_lines_and_explanation_render_any_rollout(any_rollout: dict[str, Any], s
 
 
 def client_for(tmp_path: Path) -> ApiClient:
-    config = Config.model_validate(
-        {
-            "state_dir": str(tmp_path),
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": "127.0.0.1:8080",
-                    "stable": "v1",
-                    "platform": {"command": ["app", "{port}"]},
-                    "rollout": {"steps": [{"weight": 10}]},
-                }
-            ],
-        }
-    )
+    config = Config.model_validate({"state_dir": str(tmp_path), "services": [unstarted_service()]})
     return ApiClient(config)
 
 

@@ -12,21 +12,11 @@ from typer.testing import CliRunner
 from fridaymorning.cli import app
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.controller.state import StateStore, recorded_stable_versions
+from fridaymorning.testing import unstarted_service
 
 
 def write_config(directory: Path) -> Path:
-    config = {
-        "state_dir": "state",
-        "services": [
-            {
-                "name": "web",
-                "frontend": "127.0.0.1:18080",
-                "stable": "v1",
-                "platform": {"command": ["app", "{port}"]},
-                "rollout": {"steps": [{"weight": 10}]},
-            }
-        ],
-    }
+    config = {"state_dir": "state", "services": [unstarted_service(frontend="127.0.0.1:18080")]}
     path = directory / "fridaymorning.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

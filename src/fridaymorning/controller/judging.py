@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fridaymorning.analysis.evidence import Evidence, RunningEvidence
 from fridaymorning.analysis.judge import verdict_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.verdict import Verdict
+from fridaymorning.controller.planner import Series as Series  # re-exported: what KeptEvidence.judge reads
 from fridaymorning.models import Window
 
 # The most seconds read from the store at once: a restart folds a long rollout a chunk at a time, so
@@ -39,17 +39,6 @@ READ_CHUNK_S = 60
 COLLECTOR_RESTART_HORIZON_S = 60.0
 
 Query = Callable[[str, str, int, int], list[Window]]
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """The two series a rollout is judged on."""
-
-    canary_backend: str
-    canary_version: str
-    baseline_backend: str
-    baseline_version: str
-    compare: bool
 
 
 def read_chunks(first: int, end: int, size: int = READ_CHUNK_S) -> list[tuple[int, int]]:

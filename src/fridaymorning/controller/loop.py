@@ -32,7 +32,7 @@ from fridaymorning.controller.hooks import (
     describe_failures,
     run_hooks,
 )
-from fridaymorning.controller.judging import KeptEvidence, Series
+from fridaymorning.controller.judging import KeptEvidence
 from fridaymorning.controller.metric_checks import MetricChecks
 from fridaymorning.controller.notify import build_event
 from fridaymorning.controller.phases import RolloutPhase, RolloutState
@@ -421,14 +421,7 @@ class ServiceController:
                 "canary_health", f"servers down in HAProxy: {', '.join(down)}", len(down)
             )
             return Measurement(verdict, 0, start, end)
-        judged = judged_series(self.service, state)
-        series = Series(
-            judged.canary_backend,
-            state.version,
-            judged.baseline_backend,
-            judged.baseline_version,
-            judged.compare,
-        )
+        series = judged_series(self.service, state)
         step_start = math.floor(state.step_started_at) + 1
         # A buffered store (InfluxDB, VictoriaMetrics) first waits until the judged seconds are all in.
         query = getattr(self.metrics, "query_complete", self.metrics.query)

@@ -22,20 +22,24 @@ def judged_seconds(state: RolloutState, now: float, data_lag_s: float) -> tuple[
 
 
 @dataclass(frozen=True, slots=True)
-class JudgedSeries:
-    """Where a rollout's judge reads its data, and whether canary and baseline are compared at all."""
+class Series:
+    """The two series a rollout is judged on (where its judge reads canary and baseline), and whether they
+    are compared at all."""
 
     canary_backend: str
+    canary_version: str
     baseline_backend: str
     baseline_version: str
     compare: bool
 
 
-def judged_series(service: ServiceConfig, rollout: RolloutState) -> JudgedSeries:
+def judged_series(service: ServiceConfig, rollout: RolloutState) -> Series:
     """The series the controller judges for `rollout`, as `fm replay` must read them again."""
     strategy = service.rollout.strategy
     canary_backend = ab_backend(service.name) if strategy == "ab" else service.name
     fresh = service.rollout.fresh_baseline
     baseline_version = baseline_label(rollout.baseline) if fresh else rollout.baseline
     # Blue/green: blue serves nothing once green takes over, so there is nothing to compare with.
-    return JudgedSeries(canary_backend, service.name, baseline_version, compare=strategy != "blue_green")
+    return Series(
+        canary_backend, rollout.version, service.name, baseline_version, compare=strategy != "blue_green"
+    )

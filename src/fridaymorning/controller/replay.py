@@ -11,7 +11,6 @@ they were, and combined with the replayed judge's checks, both ways.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,11 +18,9 @@ from fridaymorning.analysis.evidence import RunningEvidence
 from fridaymorning.analysis.judge import judge, verdict_of
 from fridaymorning.analysis.verdict import Check, VerdictPhase, combine
 from fridaymorning.config import ServiceConfig
+from fridaymorning.controller.judging import Query
 from fridaymorning.controller.phases import RolloutState
 from fridaymorning.controller.planner import judged_series
-from fridaymorning.models import Window
-
-Query = Callable[[str, str, int, int], list[Window]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +56,7 @@ def replay(
         if window is None or not replayable(verdict):
             continue
         start, end = int(window["start"]), int(window["end"])
-        canary = query(series.canary_backend, rollout.version, start, end)
+        canary = query(series.canary_backend, series.canary_version, start, end)
         baseline = query(series.baseline_backend, series.baseline_version, start, end)
         replayed = judge(canary, baseline, policy, compare=series.compare)
         if end < running.unread_from(start):  # judged fewer seconds than before: start over

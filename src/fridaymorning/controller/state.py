@@ -6,7 +6,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,31 +95,23 @@ class StateStore:
 
     def create_rollout(self, service: str, version: str, baseline: str, now: float) -> RolloutState:
         """Record a new rollout in phase STARTING; refused while another rollout of the service runs."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                active = self._active_row(service)
-                if active is not None:
-                    raise RolloutError(
-                        f"rollout {active.id} of {service} ({active.version}) is still {active.phase}: "
-                        "wait for it to finish, or `fm abort` it"
-                    )
-                cursor = self._db.execute(
-                    "INSERT INTO rollouts (service, version, baseline, phase, step_index, canary_weight, "
-                    "started_at, step_started_at) VALUES (?, ?, ?, ?, 0, 0, ?, ?)",
-                    (service, version, baseline, RolloutPhase.STARTING.value, now, now),
+        with self._transaction():
+            active = self._active_row(service)
+            if active is not None:
+                raise RolloutError(
+                    f"rollout {active.id} of {service} ({active.version}) is still {active.phase}: "
+                    "wait for it to finish, or `fm abort` it"
                 )
-                rollout_id = int(cursor.lastrowid or 0)
-                state = RolloutState(
-                    rollout_id, service, version, baseline, RolloutPhase.STARTING, 0, 0, now, now
-                )
-                self._insert_event(state, now, "started", f"deploy {version} against {baseline}", None)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._committed.clear()
-                raise
-        self._publish()
+            cursor = self._db.execute(
+                "INSERT INTO rollouts (service, version, baseline, phase, step_index, canary_weight, "
+                "started_at, step_started_at) VALUES (?, ?, ?, ?, 0, 0, ?, ?)",
+                (service, version, baseline, RolloutPhase.STARTING.value, now, now),
+            )
+            rollout_id = int(cursor.lastrowid or 0)
+            state = RolloutState(
+                rollout_id, service, version, baseline, RolloutPhase.STARTING, 0, 0, now, now
+            )
+            self._insert_event(state, now, "started", f"deploy {version} against {baseline}", None)
         return state
 
     def transition(
@@ -133,35 +125,27 @@ class StateStore:
     ) -> RolloutState:
         """Apply `changes` to the rollout and record the event, in one transaction."""
         new_state = replace(state, reason=reason, **changes)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        with self._transaction():
+            self._db.execute(
+                "UPDATE rollouts SET phase = ?, step_index = ?, canary_weight = ?, "
+                "step_started_at = ?, finished_at = ?, reason = ? WHERE id = ?",
+                (
+                    new_state.phase.value,
+                    new_state.step_index,
+                    new_state.canary_weight,
+                    new_state.step_started_at,
+                    new_state.finished_at,
+                    new_state.reason,
+                    new_state.id,
+                ),
+            )
+            if new_state.phase is RolloutPhase.PROMOTED:
                 self._db.execute(
-                    "UPDATE rollouts SET phase = ?, step_index = ?, canary_weight = ?, "
-                    "step_started_at = ?, finished_at = ?, reason = ? WHERE id = ?",
-                    (
-                        new_state.phase.value,
-                        new_state.step_index,
-                        new_state.canary_weight,
-                        new_state.step_started_at,
-                        new_state.finished_at,
-                        new_state.reason,
-                        new_state.id,
-                    ),
+                    "INSERT INTO services (name, stable) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET stable = excluded.stable",
+                    (new_state.service, new_state.version),
                 )
-                if new_state.phase is RolloutPhase.PROMOTED:
-                    self._db.execute(
-                        "INSERT INTO services (name, stable) VALUES (?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET stable = excluded.stable",
-                        (new_state.service, new_state.version),
-                    )
-                self._insert_event(new_state, now, kind, reason, verdict)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self._committed.clear()
-                raise
-        self._publish()
+            self._insert_event(new_state, now, kind, reason, verdict)
         return new_state
 
     def record(
@@ -247,6 +231,21 @@ class StateStore:
             (service, *phases),
         ).fetchone()
         return row_to_state(row) if row else None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction under the lock: committed when the block ends, rolled back (its
+        events dropped) when it raises; the committed events go to the listeners after the lock."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._committed.clear()
+                raise
+        self._publish()
 
     def _publish(self) -> None:
         events, self._committed = self._committed, []

@@ -146,6 +146,13 @@ class BackgroundTraffic:
         self._thread.join(timeout=10)
         return self.generator.snapshot()
 
+    def __enter__(self) -> BackgroundTraffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 class Progress:
     """What one release has done so far, printed every PROGRESS_INTERVAL_S while it runs."""

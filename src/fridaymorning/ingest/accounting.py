@@ -116,11 +116,21 @@ class Mismatch:
 
     @property
     def missing(self) -> int:
-        return max(0, self.expected_low - self.logged)
+        return missing_lines(self.logged, self.expected_low)
 
     @property
     def surplus(self) -> int:
-        return 0 if self.expected_high is None else max(0, self.logged - self.expected_high)
+        return surplus_lines(self.logged, self.expected_high)
+
+
+def missing_lines(logged: int, expected_low: int) -> int:
+    """The lines unaccounted for: how far `logged` falls short of the counter's least growth."""
+    return max(0, expected_low - logged)
+
+
+def surplus_lines(logged: int, expected_high: int | None) -> int:
+    """The lines beyond the requests counted; 0 when the counter's growth has no upper bound (a reload)."""
+    return 0 if expected_high is None else max(0, logged - expected_high)
 
 
 CounterReading = int | tuple[int, int]  # exact, or (read before the boundary, read after it)
@@ -313,25 +323,17 @@ class Ledger:
         self._end = result.end_second
 
     def _close(self) -> None:
-        self.closed_missing += self._open_missing
-        self.closed_surplus += self._open_surplus
+        self.closed_missing += missing_lines(self._logged, self._low)
+        self.closed_surplus += surplus_lines(self._logged, self._high)
         self._low, self._high, self._logged, self._end = 0, 0, 0, None
 
     @property
-    def _open_missing(self) -> int:
-        return max(0, self._low - self._logged)
-
-    @property
-    def _open_surplus(self) -> int:
-        return 0 if self._high is None else max(0, self._logged - self._high)
-
-    @property
     def missing(self) -> int:
-        return self.closed_missing + self._open_missing
+        return self.closed_missing + missing_lines(self._logged, self._low)
 
     @property
     def surplus(self) -> int:
-        return self.closed_surplus + self._open_surplus
+        return self.closed_surplus + surplus_lines(self._logged, self._high)
 
 
 StoredCount = Callable[[int, int], int | None]  # requests stored with a second in [first, end), if known
@@ -546,11 +548,8 @@ class Reconciler:
         self._task = asyncio.create_task(self._run(), name="collector-reconcile")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         previous: Snapshot | None = None
@@ -641,11 +640,16 @@ class HAProxyLossMonitor:
         self._task = asyncio.create_task(_every(self._interval_s, self.poll), name="collector-droppedlogs")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel `task` (if there is one) and return once it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _every(interval_s: float, action: Callable[[], Awaitable[Any]]) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 
 from fridaymorning.config import Config, parse_address
 from fridaymorning.errors import FridayMorningError, PortInUseError
-from fridaymorning.ingest.accounting import write_atomically
+from fridaymorning.ingest.accounting import cancel_and_wait, write_atomically
 from fridaymorning.procfs import process_alive, read_cmdline, read_pid
 
 logger = logging.getLogger(__name__)
@@ -230,11 +230,8 @@ class CollectorProcess:
 
     async def stop(self) -> None:
         """SIGTERM (it flushes every window, then exits), SIGKILL after `stop_timeout_s`. Idempotent."""
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        await cancel_and_wait(self._supervisor)
+        self._supervisor = None
         if self.pid is None:
             return
         for signal_number, timeout_s in ((signal.SIGTERM, self.stop_timeout_s), (signal.SIGKILL, 5.0)):

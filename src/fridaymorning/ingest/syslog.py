@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypedDict, Unpack
 
 from fridaymorning.errors import PortInUseError
 from fridaymorning.ingest._receive import MmsgReceiver, PlainReceiver, batch_receiver
@@ -62,8 +62,20 @@ _STOP_DRAIN_LIMIT = 1_000_000  # datagrams read at stop(), so a flood cannot hol
 _SMALL_BATCH_FRACTION = 4  # a batch under max_batch / 4 means light traffic: wait before the next
 
 
+class CollectorOptions(TypedDict, total=False):
+    """What both receivers take besides their address and sink (see the module's docstring)."""
+
+    lateness_s: float
+    flush_interval_s: float
+    max_queued_bytes: int
+    clock: Callable[[], float]
+
+
 class _Collector:
     """What both receivers share: the pipeline, the periodic flush to the sink, HAProxy loss checks."""
+
+    # How many received bytes may wait for the parser when the caller does not say.
+    default_max_queued_bytes: ClassVar[int]
 
     def __init__(
         self,
@@ -71,10 +83,10 @@ class _Collector:
         port: int,
         sink: Sink,
         *,
-        lateness_s: float,
-        flush_interval_s: float,
-        clock: Callable[[], float],
-        max_queued_bytes: int,
+        lateness_s: float = 1.0,
+        flush_interval_s: float = 1.0,
+        max_queued_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._host = host
         self._port = port
@@ -82,7 +94,9 @@ class _Collector:
         self._lateness_s = lateness_s
         self._flush_interval_s = flush_interval_s
         self._clock = clock
-        self._pipeline = IngestPipeline(max_queued_bytes)
+        self._pipeline = IngestPipeline(
+            self.default_max_queued_bytes if max_queued_bytes is None else max_queued_bytes
+        )
         self._flush_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._loss_monitor: HAProxyLossMonitor | None = None
@@ -231,29 +245,20 @@ class UdpCollector(_Collector):
     `port` 0 binds a free port: read it back from `address` after `start()`.
     """
 
+    default_max_queued_bytes = 256 * 1024 * 1024
+
     def __init__(
         self,
         host: str,
         port: int,
         sink: Sink,
         *,
-        lateness_s: float = 1.0,
-        flush_interval_s: float = 1.0,
         receive_buffer_bytes: int = 256 * 1024 * 1024,
         max_batch: int = 1024,
         coalesce_s: float = 0.005,
-        max_queued_bytes: int = 256 * 1024 * 1024,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[CollectorOptions],
     ) -> None:
-        super().__init__(
-            host,
-            port,
-            sink,
-            lateness_s=lateness_s,
-            flush_interval_s=flush_interval_s,
-            clock=clock,
-            max_queued_bytes=max_queued_bytes,
-        )
+        super().__init__(host, port, sink, **options)
         self._receive_buffer_bytes = receive_buffer_bytes
         self._max_batch = max_batch
         self._coalesce_s = coalesce_s
@@ -385,26 +390,10 @@ class TcpCollector(_Collector):
     as `UdpCollector`, plus 'connections' and 'framing_errors'.
     """
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        sink: Sink,
-        *,
-        lateness_s: float = 1.0,
-        flush_interval_s: float = 1.0,
-        max_queued_bytes: int = 64 * 1024 * 1024,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            host,
-            port,
-            sink,
-            lateness_s=lateness_s,
-            flush_interval_s=flush_interval_s,
-            clock=clock,
-            max_queued_bytes=max_queued_bytes,
-        )
+    default_max_queued_bytes = 64 * 1024 * 1024
+
+    def __init__(self, host: str, port: int, sink: Sink, **options: Unpack[CollectorOptions]) -> None:
+        super().__init__(host, port, sink, **options)
         self._server: asyncio.Server | None = None
         self._connections: set[_SyslogStream] = set()
         self.connections_total = 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,6 +32,14 @@ def finite(value: Any, what: str) -> float:
     if not math.isfinite(number):
         raise ProviderError(f"{what} is {value}, not a finite number")
     return number
+
+
+class HttpOptions(TypedDict, total=False):
+    """What every HTTP provider takes besides its URL (see HttpProvider)."""
+
+    store: MetricStore | None
+    timeout_s: float
+    transport: httpx.AsyncBaseTransport | None
 
 
 class HttpProvider:

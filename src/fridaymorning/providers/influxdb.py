@@ -6,28 +6,18 @@ statements (SELECT, SHOW). The answer must be one series; its last row's first v
 
 from __future__ import annotations
 
-from typing import Any
-
-import httpx
+from typing import Any, Unpack
 
 from fridaymorning.errors import ConfigError, ProviderError
-from fridaymorning.providers._http import DEFAULT_TIMEOUT_S, HttpProvider, finite
+from fridaymorning.providers._http import HttpOptions, HttpProvider, finite
 from fridaymorning.providers.base import QueryWindow
-from fridaymorning.store.base import MetricStore
 
 
 class InfluxQLProvider(HttpProvider):
     """A MetricProvider for InfluxQL on InfluxDB 1.x."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        store: MetricStore | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(url, store=store, timeout_s=timeout_s, transport=transport)
+    def __init__(self, url: str, **options: Unpack[HttpOptions]) -> None:
+        super().__init__(url, **options)
         self.database = self.path.strip("/")
         if not self.database or "/" in self.database:
             raise ConfigError(f"provider {url!r} must name one database: influxdb://HOST:PORT/DATABASE")

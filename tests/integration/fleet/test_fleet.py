@@ -20,7 +20,14 @@ from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.fleetlab import app_command, instance_config
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
-from fridaymorning.testing import EVENT_DEADLINE_S, FmUpProcess, wait_for, wait_for_sync
+from fridaymorning.testing import (
+    EVENT_DEADLINE_S,
+    FmUpProcess,
+    quick_service,
+    quick_settings,
+    wait_for,
+    wait_for_sync,
+)
 
 pytestmark = pytest.mark.fleet
 
@@ -84,25 +91,18 @@ class Fleet:
         instances = [{"name": "lb1", "admin": self.admins[0]}] + [
             {"name": f"lb{index}", "admin": f"unix://{self.admins[index - 1]}"} for index in (2, 3)
         ]
-        return {
-            "state_dir": str(tmp_path / "state"),
-            "haproxy": {"instances": instances, "include_file": str(self.ours)},
-            "collector": {"listen": self.collector, "lateness_s": 0.5, "reconcile_interval_s": 5},
-            "api": {"listen": f"127.0.0.1:{api_port}"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"{self.namespaces[0].address}:{FRONTEND_PORT}",
-                    "stable": "v1",
-                    "platform": {
-                        "command": app_command(host),
-                        "host": host,
-                    },
-                    "rollout": {"steps": STEPS},
-                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-                }
-            ],
-        }
+        return quick_settings(
+            tmp_path / "state",
+            quick_service(
+                "web",
+                f"{self.namespaces[0].address}:{FRONTEND_PORT}",
+                platform={"command": app_command(host), "host": host},
+                steps=STEPS,
+            ),
+            haproxy={"instances": instances, "include_file": str(self.ours)},
+            collector={"listen": self.collector, "lateness_s": 0.5, "reconcile_interval_s": 5},
+            api=f"127.0.0.1:{api_port}",
+        )
 
     def urls(self) -> dict[str, str]:
         return {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,11 @@ from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.fleetlab import instance_config
 from fridaymorning.router import HAProxyRouter
 from fridaymorning.router.brought import write_include_file
-from fridaymorning.testing import EVENT_DEADLINE_S, VERSIONED_APP, wait_for
+from fridaymorning.testing import EVENT_DEADLINE_S, quick_service, quick_settings, wait_for
 
 pytestmark = pytest.mark.haproxy
+
+ONE_STEP = {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50}
 
 
 async def test_a_managed_and_a_brought_instance_move_together(
@@ -32,28 +33,15 @@ async def test_a_managed_and_a_brought_instance_move_together(
     own_frontend, team_frontend, collector = free_port(), free_port(), free_port()
     admin = tmp_path / "team.sock"
     config = Config.model_validate(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "haproxy": {"instances": [{"name": "own"}, {"name": "team", "admin": f"unix://{admin}"}]},
-            "collector": {"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5, "reconcile_interval_s": 5},
-            "api": {"listen": f"127.0.0.1:{free_port()}"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{own_frontend}",
-                    "stable": "v1",
-                    "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
-                    "rollout": {
-                        "steps": [
-                            {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50}
-                        ]
-                    },
-                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-                }
-            ],
-        }
+        quick_settings(
+            tmp_path / "state",
+            quick_service("web", f"127.0.0.1:{own_frontend}", steps=[ONE_STEP]),
+            haproxy={"instances": [{"name": "own"}, {"name": "team", "admin": f"unix://{admin}"}]},
+            collector={"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5, "reconcile_interval_s": 5},
+            api=f"127.0.0.1:{free_port()}",
+            base_dir=str(tmp_path),
+        )
     )
-    config.base_dir = str(tmp_path)
     ours = write_include_file(config)
     theirs = tmp_path / "team.cfg"
     theirs.write_text(

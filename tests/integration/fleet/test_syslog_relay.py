@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,22 @@ import pytest
 
 from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase
+from fridaymorning.fleetlab import TEAM_DEFAULTS
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
-from fridaymorning.testing import EVENT_DEADLINE_S, VERSIONED_APP, wait_for
+from fridaymorning.testing import EVENT_DEADLINE_S, quick_service, quick_settings, wait_for
 
 pytestmark = pytest.mark.haproxy
 
-TEAM_CONFIG = """\
+ONE_STEP = {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50}
+
+TEAM_CONFIG = (
+    """\
 global
     stats socket {admin} mode 600 level admin
     log 127.0.0.1:{relay} local0
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
+"""
+    + TEAM_DEFAULTS
+    + """\
 frontend www
     bind 127.0.0.1:{port}
     log global
@@ -41,6 +42,7 @@ backend web
     option httpchk GET /healthz
     http-check expect status 200
 """
+)
 
 # rsyslog with nothing of the system's: its own work directory, pid file and ports; it relays every
 # line it receives to the collector in the traditional forwarding format (with a hostname).
@@ -105,34 +107,20 @@ def rsyslog(tmp_path: Path) -> Iterator[Callable[[int, int], Rsyslog]]:
 
 
 def relay_config(tmp_path: Path, admin: Path, frontend: int, collector: int, api: int) -> Config:
-    config = Config.model_validate(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "haproxy": {
+    return Config.model_validate(
+        quick_settings(
+            tmp_path / "state",
+            quick_service("web", f"127.0.0.1:{frontend}", steps=[ONE_STEP]),
+            haproxy={
                 "instances": [{"name": "team", "admin": f"unix://{admin}"}],
                 "owns": "servers",
                 "team_config": "team.cfg",
             },
-            "collector": {"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5, "reconcile_interval_s": 5},
-            "api": {"listen": f"127.0.0.1:{api}"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{frontend}",
-                    "stable": "v1",
-                    "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
-                    "rollout": {
-                        "steps": [
-                            {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50}
-                        ]
-                    },
-                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-                }
-            ],
-        }
+            collector={"listen": f"127.0.0.1:{collector}", "lateness_s": 0.5, "reconcile_interval_s": 5},
+            api=f"127.0.0.1:{api}",
+            base_dir=str(tmp_path),
+        )
     )
-    config.base_dir = str(tmp_path)
-    return config
 
 
 async def test_logs_relayed_by_rsyslog_are_judged_and_their_loss_is_counted(

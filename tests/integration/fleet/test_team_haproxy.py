@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,23 +15,22 @@ import pytest
 
 from fridaymorning.config import Config
 from fridaymorning.controller.phases import RolloutPhase
+from fridaymorning.fleetlab import TEAM_DEFAULTS
 from fridaymorning.logformat import COMPACT_LOG_FORMAT
 from fridaymorning.router.brought import include_path, write_include_file
-from fridaymorning.testing import EVENT_DEADLINE_S, FM, VERSIONED_APP
+from fridaymorning.testing import EVENT_DEADLINE_S, FM, quick_service, quick_settings
 
 pytestmark = pytest.mark.haproxy
 
-TEAM_CONFIG = """\
+TEAM_CONFIG = (
+    """\
 global
     stats socket {admin} mode 600 level admin
     log 127.0.0.1:{collector} local0
     maxconn 500
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-
+"""
+    + TEAM_DEFAULTS
+    + """\
 frontend www
     bind 127.0.0.1:{https} ssl crt {pem}
     log global
@@ -45,38 +43,24 @@ backend other
     http-request set-path /
     server other1 127.0.0.1:{other} check inter 1s
 """
-
-STEPS = [
-    {"weight": 20, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
-    {"weight": 50, "min_duration_s": 3, "max_duration_s": 120, "min_requests": 50},
-]
+)
 
 
 def brought_config(tmp_path: Path, free_port: Callable[[], int], admin: Path, https: int) -> Config:
-    config = Config.model_validate(
-        {
-            "state_dir": str(tmp_path / "state"),
-            "haproxy": {
+    return Config.model_validate(
+        quick_settings(
+            tmp_path / "state",
+            quick_service("web", f"127.0.0.1:{https}"),
+            haproxy={
                 "instances": [{"name": "team", "admin": f"unix://{admin}"}],
                 "team_config": "team/haproxy.cfg",
                 "include_file": str(tmp_path / "team" / "fridaymorning.cfg"),
             },
-            "collector": {"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
-            "api": {"listen": f"127.0.0.1:{free_port()}"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": f"127.0.0.1:{https}",
-                    "stable": "v1",
-                    "platform": {"command": [sys.executable, "-c", VERSIONED_APP, "{port}", "{version}"]},
-                    "rollout": {"steps": STEPS},
-                    "analysis": {"min_requests": 50, "quantiles": [0.5], "latency_tolerance": 1.5},
-                }
-            ],
-        }
+            collector={"listen": f"127.0.0.1:{free_port()}", "lateness_s": 0.5},
+            api=f"127.0.0.1:{free_port()}",
+            base_dir=str(tmp_path),
+        )
     )
-    config.base_dir = str(tmp_path)
-    return config
 
 
 async def test_a_rollout_through_the_teams_haproxy_leaves_its_file_and_backend_alone(

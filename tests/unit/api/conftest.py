@@ -25,7 +25,7 @@ from fridaymorning.config import ServiceConfig
 from fridaymorning.controller.loop import ServiceController
 from fridaymorning.controller.state import StateStore
 from fridaymorning.store.base import MetricStore
-from fridaymorning.testing import FakePlatform, FakeRouter, MemoryMetricStore
+from fridaymorning.testing import FakePlatform, FakeRouter, MemoryMetricStore, unstarted_service
 
 TOKEN = "api-test-token-0123456789abcdef"
 
@@ -36,17 +36,12 @@ def service_config(name: str, *, approval: bool = False) -> ServiceConfig:
     """A canary service whose steps last an hour: a rollout waits for people, nothing moves on its own."""
     step = {"min_duration_s": 3600, "max_duration_s": 7200, "min_requests": 50, "approval": approval}
     return ServiceConfig.model_validate(
-        {
-            "name": name,
-            "frontend": "127.0.0.1:18080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {
-                "judge_interval_s": 0.05,
-                "steps": [{"weight": 10, **step}, {"weight": 50, **step}],
-            },
-            "analysis": {"min_requests": 50},
-        }
+        unstarted_service(
+            name,
+            "127.0.0.1:18080",
+            rollout={"judge_interval_s": 0.05, "steps": [{"weight": 10, **step}, {"weight": 50, **step}]},
+            analysis={"min_requests": 50},
+        )
     )
 
 

@@ -18,9 +18,7 @@ async def test_a_lagging_instance_holds_the_step_and_the_rollout_goes_on_once_it
 ) -> None:
     """While an instance lags the rollout stays at its step, naming the instance; then it promotes."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
-    await harness.drive(2)
+    rollout = await harness.start_rollout(seconds=2)
     harness.router.lagging = ("lb2",)
     await harness.drive(30)
     held = harness.states.rollout(rollout.id)
@@ -38,8 +36,7 @@ async def test_a_lagging_instance_holds_the_step_and_the_rollout_goes_on_once_it
 async def test_a_promotion_needs_every_instance(tmp_path: Path) -> None:
     """The last step passes while an instance lags: no promotion (no 100%) until it is back."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
+    rollout = await harness.start_rollout()
     for _ in range(100):  # until the last step (50%) is reached
         await harness.drive(1)
         state = harness.states.rollout(rollout.id)
@@ -60,9 +57,7 @@ async def test_a_promotion_needs_every_instance(tmp_path: Path) -> None:
 async def test_a_rollback_does_not_wait_for_a_lagging_instance(tmp_path: Path) -> None:
     """A failing canary is rolled back to weight 0 and removed although an instance lags."""
     harness = make_harness(tmp_path, canary_failure_rate=0.2)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(1)
+    await harness.start_rollout(seconds=1)
     harness.router.lagging = ("lb1",)
     await harness.drive(30)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)

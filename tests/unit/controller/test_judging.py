@@ -9,10 +9,10 @@ from fridaymorning.analysis.policy import Policy
 from fridaymorning.controller.judging import (
     COLLECTOR_RESTART_HORIZON_S,
     KeptEvidence,
-    Series,
     must_rebuild,
     read_chunks,
 )
+from fridaymorning.controller.planner import Series
 from fridaymorning.models import Window
 from fridaymorning.testing import MemoryMetricStore, synthetic_window
 

@@ -32,9 +32,7 @@ def make_harness(
 async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> None:
     """A healthy canary goes 0 → 10% → 50% → 100%, then the old stable is removed and stopped."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(60)
+    await harness.start_rollout(seconds=60)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
     assert harness.router.percents_of("canary") == [0, 10, 50, 100]  # stable alone, then each step
@@ -47,9 +45,7 @@ async def test_good_canary_walks_the_steps_and_is_promoted(tmp_path: Path) -> No
 async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> None:
     """A canary failing 20% of requests is set to weight 0, removed and stopped; stable keeps serving."""
     harness = make_harness(tmp_path, canary_failure_rate=0.2)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(30)
+    await harness.start_rollout(seconds=30)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "error_rate" in final.reason
@@ -62,9 +58,7 @@ async def test_failing_canary_is_rolled_back_to_weight_zero(tmp_path: Path) -> N
 async def test_rollback_retries_until_haproxy_takes_weight_zero(tmp_path: Path) -> None:
     """A rollback whose weight change times out is retried until it holds: no canary is left serving."""
     harness = make_harness(tmp_path, canary_failure_rate=0.2)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(1)
+    await harness.start_rollout(seconds=1)
     harness.router.failing_set_shares = 3
     await harness.drive(30)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
@@ -78,9 +72,7 @@ async def test_rollback_retries_until_haproxy_takes_weight_zero(tmp_path: Path) 
 async def test_no_traffic_holds_and_never_promotes(tmp_path: Path) -> None:
     """Without any data the rollout holds after the step's maximum duration; it is never promoted."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
-    await harness.drive(40, traffic=False)
+    rollout = await harness.start_rollout(seconds=40, traffic=False)
     held = harness.states.rollout(rollout.id)
     assert held is not None and held.phase is RolloutPhase.HELD
     assert "maximum of 20 s" in held.reason
@@ -93,9 +85,7 @@ async def test_broken_metric_store_never_promotes(tmp_path: Path) -> None:
     """A store that fails every query gives error verdicts: the rollout holds instead of passing."""
     harness = make_harness(tmp_path)
     harness.metrics.fail_with = StoreError("disk full")
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
-    await harness.drive(40)
+    rollout = await harness.start_rollout(seconds=40)
     held = harness.states.rollout(rollout.id)
     assert held is not None and held.phase is RolloutPhase.HELD
     assert "disk full" in held.reason
@@ -105,8 +95,7 @@ async def test_broken_metric_store_never_promotes(tmp_path: Path) -> None:
 async def test_canary_that_never_starts_is_rolled_back(tmp_path: Path) -> None:
     """A canary whose instances fail to start ends rolled back with the platform's reason."""
     harness = make_harness(tmp_path, platform=FakePlatform(fail_versions=["v2"]))
-    await harness.controller.start()
-    harness.controller.deploy("v2")
+    await harness.start_rollout()
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert "did not start" in final.reason
@@ -129,9 +118,7 @@ async def test_deploy_refusals(tmp_path: Path) -> None:
 async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
     """`fm promote --full` during step 1 promotes at once; promoting a finished rollout is refused."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
-    await harness.drive(2)
+    rollout = await harness.start_rollout(seconds=2)
     harness.controller.command(rollout.id, "promote_full")
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
@@ -142,9 +129,7 @@ async def test_manual_promote_skips_remaining_steps(tmp_path: Path) -> None:
 async def test_manual_promote_moves_one_step(tmp_path: Path) -> None:
     """`fm promote` during step 1 moves the canary to step 2's weight without waiting for evidence."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
-    await harness.drive(2)
+    rollout = await harness.start_rollout(seconds=2)
     harness.controller.command(rollout.id, "promote")
     await harness.drive(2)
     current = harness.states.rollout(rollout.id)
@@ -156,9 +141,7 @@ async def test_manual_promote_moves_one_step(tmp_path: Path) -> None:
 async def test_dead_canary_server_is_rolled_back(tmp_path: Path) -> None:
     """A canary server that HAProxy reports DOWN mid-step triggers a rollback."""
     harness = make_harness(tmp_path)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(2)
+    await harness.start_rollout(seconds=2)
     harness.router.down.add("v2-1")
     await harness.drive(3)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
@@ -171,9 +154,7 @@ async def test_each_transition_is_notified_in_order(tmp_path: Path) -> None:
     naming the rollout and its weight at that moment."""
     notifier = FakeNotifier()
     harness = make_harness(tmp_path, notifier=notifier)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(60)
+    await harness.start_rollout(seconds=60)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.PROMOTED
     assert notifier.kinds == ["started", "step", "step", "promoted"]
@@ -192,9 +173,7 @@ async def test_a_rollback_is_notified_with_the_failing_check(tmp_path: Path) -> 
     """A rolled-back canary's last notification is "rolled_back", explained by the check that failed."""
     notifier = FakeNotifier()
     harness = make_harness(tmp_path, canary_failure_rate=0.2, notifier=notifier)
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(30)
+    await harness.start_rollout(seconds=30)
     final = await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     assert final is not None and final.phase is RolloutPhase.ROLLED_BACK
     assert notifier.kinds[0] == "started"

@@ -12,7 +12,7 @@ import pytest
 from fridaymorning.config import NotificationConfig, ServiceConfig
 from fridaymorning.controller.phases import RolloutPhase
 from fridaymorning.errors import RolloutError
-from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, WebhookReceiver
+from fridaymorning.testing import EVENT_DEADLINE_S, ControllerHarness, WebhookReceiver, unstarted_service
 
 STEPS = [
     {"weight": 10, "min_duration_s": 5, "max_duration_s": 30, "min_requests": 20},
@@ -24,15 +24,11 @@ FAIL_COMMAND = [sys.executable, "-c", "import sys; sys.exit(3)"]
 def service(**rollout: Any) -> ServiceConfig:
     hooks = rollout.pop("hooks", [])
     return ServiceConfig.model_validate(
-        {
-            "name": "web",
-            "frontend": "127.0.0.1:8080",
-            "stable": "v1",
-            "platform": {"command": ["app", "{port}"]},
-            "rollout": {"judge_interval_s": 0.001, "steps": STEPS, **rollout},
-            "analysis": {"min_requests": 20},
-            "hooks": hooks,
-        }
+        unstarted_service(
+            rollout={"judge_interval_s": 0.001, "steps": STEPS, **rollout},
+            analysis={"min_requests": 20},
+            hooks=hooks,
+        )
     )
 
 
@@ -49,9 +45,7 @@ async def test_approval_gate_waits_for_a_person(tmp_path: Path) -> None:
     """A step with approval passes, then waits; `approve` moves the canary to the next step."""
     steps = [dict(STEPS[0], approval=True), STEPS[1]]
     h = harness(tmp_path, service(steps=steps))
-    await h.controller.start()
-    rollout = h.controller.deploy("v2")
-    await h.drive(40)
+    rollout = await h.start_rollout(seconds=40)
     waiting = h.states.rollout(rollout.id)
     assert waiting is not None and waiting.phase is RolloutPhase.AWAITING_APPROVAL
     assert waiting.canary_weight == 10
@@ -65,9 +59,7 @@ async def test_approval_gate_waits_for_a_person(tmp_path: Path) -> None:
 async def test_pause_freezes_weights_but_a_failure_still_rolls_back(tmp_path: Path) -> None:
     """While paused the weight stays put; a canary that starts failing is still rolled back."""
     h = harness(tmp_path, service())
-    await h.controller.start()
-    rollout = h.controller.deploy("v2")
-    await h.drive(2)
+    rollout = await h.start_rollout(seconds=2)
     h.controller.command(rollout.id, "pause")
     await h.drive(40)
     paused = h.states.rollout(rollout.id)
@@ -82,9 +74,7 @@ async def test_pause_freezes_weights_but_a_failure_still_rolls_back(tmp_path: Pa
 async def test_resume_restarts_the_step(tmp_path: Path) -> None:
     """`resume` after `pause` puts the rollout back to progressing, and it goes on to promotion."""
     h = harness(tmp_path, service())
-    await h.controller.start()
-    rollout = h.controller.deploy("v2")
-    await h.drive(2)
+    rollout = await h.start_rollout(seconds=2)
     h.controller.command(rollout.id, "pause")
     await h.drive(3)
     h.controller.command(rollout.id, "resume")
@@ -96,9 +86,7 @@ async def test_resume_restarts_the_step(tmp_path: Path) -> None:
 async def test_fresh_baseline_gets_the_canary_weight(tmp_path: Path) -> None:
     """With fresh_baseline, new stable instances get the canary's weight, and are removed at the end."""
     h = harness(tmp_path, service(fresh_baseline=True))
-    await h.controller.start()
-    h.controller.deploy("v2")
-    await h.drive(3)
+    await h.start_rollout(seconds=3)
     assert h.router.share_history[-1] == ("web", {"stable": 80, "baseline": 10, "canary": 10})
     final = await finish(h)
     assert final.phase is RolloutPhase.PROMOTED
@@ -109,9 +97,7 @@ async def test_fresh_baseline_gets_the_canary_weight(tmp_path: Path) -> None:
 async def test_ab_routes_matched_traffic_to_its_own_backend(tmp_path: Path) -> None:
     """A/B: the canary lives in the web__ab backend until promotion, then takes over the main backend."""
     h = harness(tmp_path, service(strategy="ab", ab={"header": "X-Canary", "value": "1"}))
-    await h.controller.start()
-    h.controller.deploy("v2")
-    await h.drive(3)
+    await h.start_rollout(seconds=3)
     assert set(h.router.servers["web__ab"]) == {"v2-1"}
     assert set(h.router.servers["web"]) == {"v1-1"}
     assert h.router.share_history[-2:] == [
@@ -129,9 +115,7 @@ async def test_blue_green_rolls_back_instantly(tmp_path: Path) -> None:
     h = harness(
         tmp_path, service(strategy="blue_green", blue_green={"rollback_window_s": 30}), failure_rate=0.5
     )
-    await h.controller.start()
-    h.controller.deploy("v2")
-    await h.drive(1)
+    await h.start_rollout(seconds=1)
     assert h.router.share_history[1] == ("web", {"stable": 0, "baseline": 0, "canary": 100})  # [0]: stable
     final = await finish(h)
     assert final.phase is RolloutPhase.ROLLED_BACK
@@ -143,9 +127,7 @@ async def test_blue_green_rolls_back_instantly(tmp_path: Path) -> None:
 async def test_restart_resumes_in_every_phase(tmp_path: Path, at_phase: str) -> None:
     """A controller killed in any phase is replaced by one that adopts the instances and finishes."""
     h = harness(tmp_path, service())
-    await h.controller.start()
-    rollout = h.controller.deploy("v2")
-    await h.drive(3)
+    rollout = await h.start_rollout(seconds=3)
     state = h.states.rollout(rollout.id)
     assert state is not None
     if at_phase != "progressing":
@@ -162,8 +144,7 @@ async def test_restart_resumes_in_every_phase(tmp_path: Path, at_phase: str) -> 
 async def test_retry_deploys_the_same_version_again(tmp_path: Path) -> None:
     """After a rollback, `retry` starts a new rollout of the same version; a running one cannot be retried."""
     h = harness(tmp_path, service(), failure_rate=0.5)
-    await h.controller.start()
-    first = h.controller.deploy("v2")
+    first = await h.start_rollout()
     assert (await finish(h)).phase is RolloutPhase.ROLLED_BACK
     h.canary_failure_rate = 0.0
     second = h.controller.retry(first.id)
@@ -185,9 +166,7 @@ async def test_failing_hooks(tmp_path: Path, kind: str, expected: RolloutPhase, 
     """A failing pre-rollout hook aborts before traffic, a rollout hook rolls back, a confirm gate holds."""
     hook = {"name": "check", "kind": kind, "command": FAIL_COMMAND, "retries": 0}
     h = harness(tmp_path, service(hooks=[hook]))
-    await h.controller.start()
-    rollout = h.controller.deploy("v2")
-    await h.drive(60)
+    rollout = await h.start_rollout(seconds=60)
     state = h.states.rollout(rollout.id)
     assert state is not None and state.phase is expected, state
     assert reason in state.reason and "exit status 3" in state.reason
@@ -205,8 +184,7 @@ async def test_notifications_follow_the_rollout(tmp_path: Path) -> None:
             update={"notifications": [NotificationConfig(url=receiver.url, format="generic")]}
         )
         h = harness(tmp_path, config)
-        await h.controller.start()
-        h.controller.deploy("v2")
+        await h.start_rollout()
         assert (await finish(h)).phase is RolloutPhase.PROMOTED
         await h.controller.stop()  # waits for notifications still in flight
     finally:

@@ -43,9 +43,7 @@ def make_harness(tmp_path: Path, provider: FakeMetricProvider, **check: Any) -> 
 
 
 async def run_rollout(harness: ControllerHarness, seconds: int = 80) -> Any:
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
-    await harness.drive(seconds)
+    rollout = await harness.start_rollout(seconds=seconds)
     task = harness.controller._task
     if task is not None and task.done():
         return task.result()
@@ -87,8 +85,7 @@ async def test_errors_hold_then_fail_at_the_limit(tmp_path: Path) -> None:
     in a row fails the check, which rolls the canary back."""
     provider = FakeMetricProvider({RENDERED: [ProviderError("HTTP 400: parse error")]})
     harness = make_harness(tmp_path, provider)
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
+    rollout = await harness.start_rollout()
     phases: list[str] = []
     for _ in range(30):
         await harness.drive(1)

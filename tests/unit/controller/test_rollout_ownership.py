@@ -68,8 +68,7 @@ async def test_orderly_stop_aborts_the_running_rollout(tmp_path: Path) -> None:
     """Stopping the controller mid-rollout aborts it "stopped by the operator": recorded in the state
     store, canary removed, and a new controller on the same store resumes nothing."""
     harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
-    await harness.controller.start()
-    rollout = harness.controller.deploy("v2")
+    rollout = await harness.start_rollout()
     await drive_until(harness, lambda: harness.controller.last_verdict_rollout == rollout.id)
     assert harness.states.rollout(rollout.id).phase is RolloutPhase.PROGRESSING  # type: ignore[union-attr]
     await harness.controller.stop()
@@ -114,9 +113,7 @@ async def test_stable_from_the_store_wins_and_snapshot_names_the_config_one(tmp_
     """After a promotion a new controller uses the store's stable version, and its snapshot carries the
     config's `stable:` too, so `fm status` can say which one wins."""
     harness = ControllerHarness(harness_service(10), tmp_path / "state.db")
-    await harness.controller.start()
-    harness.controller.deploy("v2")
-    await harness.drive(60)
+    await harness.start_rollout(seconds=60)
     await asyncio.wait_for(harness.controller.wait(), EVENT_DEADLINE_S)
     await harness.restart()
     snapshot = harness.controller.snapshot()

@@ -21,6 +21,7 @@ from fridaymorning.ingest.process import (
     collector_settings,
 )
 from fridaymorning.procfs import read_cmdline
+from fridaymorning.testing import unstarted_service
 
 SETTINGS = {"protocol": "udp", "host": "127.0.0.1", "port": 5140, "backends": ["web"]}
 
@@ -74,15 +75,7 @@ def test_settings_carry_what_the_process_needs(tmp_path: Path) -> None:
         {
             "state_dir": str(tmp_path / "state"),
             "collector": {"listen": "127.0.0.1:6514", "protocol": "tcp"},
-            "services": [
-                {
-                    "name": "web",
-                    "frontend": "127.0.0.1:8080",
-                    "stable": "v1",
-                    "platform": {"command": ["app", "{port}"]},
-                    "rollout": {"steps": [{"weight": 10}]},
-                }
-            ],
+            "services": [unstarted_service()],
         }
     )
     settings = collector_settings(config)

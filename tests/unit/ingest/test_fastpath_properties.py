@@ -15,7 +15,7 @@ from fridaymorning.ingest.aggregate import Aggregator
 from fridaymorning.ingest.haproxy_log import dropped_count, parse_event, parse_line
 from fridaymorning.ingest.pipeline import IngestPipeline
 from fridaymorning.ingest.summarize import summarize
-from fridaymorning.testing import local_time_zone
+from fridaymorning.testing import local_time_zone, mutated
 
 VALID_LINES = [
     b"<134>Nov 26 12:38:53 haproxy[6027]: fm1 1795696733.462 be v1-1 200 4 9 73 -- 127.0.0.1",
@@ -36,21 +36,9 @@ def utc_time_zone() -> Iterator[None]:
         yield
 
 
-@st.composite
-def mutated_line(draw: st.DrawFn) -> bytes:
+def mutated_line() -> st.SearchStrategy[bytes]:
     """A valid line with a few bytes replaced, inserted or deleted."""
-    line = bytearray(draw(st.sampled_from(VALID_LINES)))
-    for _ in range(draw(st.integers(0, 3))):
-        position = draw(st.integers(0, len(line)))
-        byte = draw(st.sampled_from(ALPHABET))
-        action = draw(st.sampled_from(("replace", "insert", "delete")))
-        if action == "insert" or position == len(line):
-            line.insert(position, byte)
-        elif action == "replace":
-            line[position] = byte
-        else:
-            del line[position]
-    return bytes(line)
+    return mutated(VALID_LINES, ALPHABET).map(bytes)
 
 
 datagrams = st.lists(st.one_of(mutated_line(), st.binary(max_size=80)), min_size=1, max_size=12)

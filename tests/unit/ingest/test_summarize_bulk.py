@@ -24,7 +24,7 @@ from fridaymorning.ingest.haproxy_log import is_failure, parse_event, parse_line
 from fridaymorning.ingest.summarize import summarize
 from fridaymorning.models import STATUS_CLASSES
 from fridaymorning.testing import httplog_line as httplog
-from fridaymorning.testing import local_time_zone
+from fridaymorning.testing import local_time_zone, mutated
 
 summarize_module = importlib.import_module("fridaymorning.ingest.summarize")
 
@@ -353,21 +353,9 @@ def test_text_stream_not_read_as_utf8_is_read_line_by_line(tmp_path: Path) -> No
 HTTPLOG_ALPHABET = " /-+[]:.0123456789SCD<>_fm\t"
 
 
-@st.composite
-def mutated_httplog(draw: st.DrawFn) -> str:
+def mutated_httplog() -> st.SearchStrategy[str]:
     """A well-formed line (sometimes an edge case) with a few characters replaced, inserted or deleted."""
-    line = list(draw(st.sampled_from(generated_lines(40, seed=6) + edge_lines())))
-    for _ in range(draw(st.integers(0, 3))):
-        position = draw(st.integers(0, len(line)))
-        character = draw(st.sampled_from(HTTPLOG_ALPHABET))
-        action = draw(st.sampled_from(("replace", "insert", "delete")))
-        if action == "insert" or position == len(line):
-            line.insert(position, character)
-        elif action == "replace":
-            line[position] = character
-        else:
-            del line[position]
-    return "".join(line)
+    return mutated(generated_lines(40, seed=6) + edge_lines(), HTTPLOG_ALPHABET).map("".join)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
