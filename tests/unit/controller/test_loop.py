@@ -131,8 +131,13 @@ async def test_manual_promote_moves_one_step(tmp_path: Path) -> None:
     harness = make_harness(tmp_path)
     rollout = await harness.start_rollout(seconds=2)
     harness.controller.command(rollout.id, "promote")
-    await harness.drive(2)
-    current = harness.states.rollout(rollout.id)
+    # one virtual second at a time until the command is acted on (a busy machine runs the loop late);
+    # checked after each second, so the rollout cannot pass step 2 unseen
+    for _ in range(60):
+        await harness.drive(1)
+        current = harness.states.rollout(rollout.id)
+        if current is not None and current.step_index > 0:
+            break
     assert current is not None and (current.step_index, current.canary_weight) == (1, 50)
     assert current.reason == "promoted by hand"
     await harness.controller.stop()
