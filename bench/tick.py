@@ -46,7 +46,8 @@ import numpy as np
 
 from fridaymorning.analysis.evidence import Evidence
 from fridaymorning.analysis.policy import Policy
-from fridaymorning.controller.judging import KeptEvidence, Series
+from fridaymorning.controller.judging import KeptEvidence
+from fridaymorning.controller.planner import Series
 from fridaymorning.models import Window
 from fridaymorning.store.sqlite import SqliteMetricStore
 from fridaymorning.testing import synthetic_window

@@ -24,7 +24,7 @@ from fridaymorning.analysis.evidence import Evidence, RunningEvidence
 from fridaymorning.analysis.judge import verdict_of
 from fridaymorning.analysis.policy import Policy
 from fridaymorning.analysis.verdict import Verdict
-from fridaymorning.controller.planner import Series as Series  # re-exported: what KeptEvidence.judge reads
+from fridaymorning.controller.planner import Series
 from fridaymorning.models import Window
 
 # The most seconds read from the store at once: a restart folds a long rollout a chunk at a time, so
